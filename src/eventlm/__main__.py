@@ -1,0 +1,5 @@
+import sys
+
+from eventlm.cli import main
+
+sys.exit(main())

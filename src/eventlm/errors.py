@@ -1,0 +1,31 @@
+"""Exceptions raised by eventlm. Each message names the file, the line or entry, and the problem."""
+
+from __future__ import annotations
+
+
+class EventlmError(Exception):
+    """Base class of every error eventlm raises on purpose."""
+
+
+class EventFormatError(EventlmError, ValueError):
+    """Malformed input: names the file, the line (CSV, 1-based) or entry (ROOT/Parquet, 0-based)."""
+
+    def __init__(self, path, problem: str, *, line: int | None = None, entry: int | None = None):
+        self.path = str(path)
+        self.problem = problem
+        self.line = line
+        self.entry = entry
+        where = self.path
+        if line is not None:
+            where += f", line {line}"
+        if entry is not None:
+            where += f", entry {entry}"
+        super().__init__(f"{where}: {problem}")
+
+
+class TokenizationError(EventlmError, ValueError):
+    """Events the tokenizer cannot encode (NaN/inf kinematics, unknown kinds)."""
+
+
+class CheckpointMismatchError(EventlmError, ValueError):
+    """A tokenizer or checkpoint that does not match the model or the package version."""
