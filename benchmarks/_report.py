@@ -1,0 +1,41 @@
+"""Shared by the benchmark scripts: machine description, peak memory, and updating docs/benchmarks.md.
+
+Each benchmark owns one section of docs/benchmarks.md between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` and rewrites only that section (``--update-docs``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import resource
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}"
+    )
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def update_section(name: str, markdown: str) -> None:
+    """Replace the ``name`` section of docs/benchmarks.md with ``markdown`` (append if absent)."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)

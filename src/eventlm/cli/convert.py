@@ -1,0 +1,54 @@
+"""``eventlm convert IN OUT``: convert events between Dark Machines CSV, ROOT and Parquet (streaming)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert events between .csv/.csv.gz, .root and .parquet",
+        description="Convert events between formats (by suffix), streaming chunk by chunk. "
+        "Extra columns (e.g. scores) cannot go into CSV and are dropped there, with a warning.",
+    )
+    p.add_argument("input", metavar="IN", help="input file (.csv, .csv.gz, .root, .parquet)")
+    p.add_argument("output", metavar="OUT", help="output file; the format follows its suffix")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad lines/entries: stop with an error (default) or skip and report them")
+    p.add_argument("--step-size", type=int, default=100_000, metavar="N", help="events per chunk")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from eventlm.errors import EventFormatError
+    from eventlm.io import EventWriter, ReadReport, detect_format, extra_fields, iter_events
+
+    log = logging.getLogger("eventlm.convert")
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise FileNotFoundError(f"no such file: {src}")
+    if src.resolve() == dst.resolve():
+        raise EventFormatError(dst, "output is the input file")
+    to_csv = detect_format(dst) == "csv"
+    detect_format(src)
+    report = ReadReport()
+    large = src.stat().st_size > 20 << 20
+    dropped: list[str] = []
+    with EventWriter(dst) as out, tqdm(unit=" events", disable=not large or None, desc=src.name) as bar:
+        for chunk in iter_events(src, step_size=args.step_size, on_error=args.on_error, report=report):
+            if to_csv and extra_fields(chunk):
+                dropped = extra_fields(chunk)
+                chunk = chunk[[f for f in chunk.fields if f not in dropped]]
+            out.write(chunk)
+            bar.update(len(chunk))
+    if dropped:
+        log.warning("CSV has no place for extra columns; dropped %s", ", ".join(dropped))
+    skipped = f", skipped {report.n_skipped} bad lines/entries" if report.n_skipped else ""
+    print(f"wrote {out.n_events} events to {dst}{skipped}")
+    return 0

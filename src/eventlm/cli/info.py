@@ -1,0 +1,94 @@
+"""``eventlm info FILE...``: events, processes (counts, summed weights) and object multiplicities."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="summarise event files (events, processes, object multiplicities)",
+        description="Print, per file, the number of events, the processes with their event counts and "
+        "summed weights, and the object multiplicities per type. Streams, so any size works.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .csv.gz, .root or .parquet files")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad lines/entries: stop with an error (default) or skip and count them")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for i, path in enumerate(args.files):
+        if i:
+            print()
+        print(summarize(path, on_error=args.on_error))
+    return 0
+
+
+def summarize(path, *, on_error: str = "raise") -> str:
+    """The ``info`` table of one file, as text."""
+    from collections import Counter, defaultdict
+
+    import awkward as ak
+    import numpy as np
+
+    from eventlm.events import Kind
+    from eventlm.io import ReadReport, extra_fields, iter_events
+    from eventlm.io.root import string_labels
+
+    n_events = 0
+    counts: Counter[str] = Counter()
+    weights: defaultdict[str, float] = defaultdict(float)
+    n_kinds = len(Kind)
+    total = np.zeros(n_kinds, dtype=np.int64)
+    with_any = np.zeros(n_kinds, dtype=np.int64)
+    most = np.zeros(n_kinds, dtype=np.int64)
+    max_objects = 0
+    extras: list[str] = []
+    report = ReadReport()
+    for chunk in iter_events(path, on_error=on_error, report=report):
+        n_events += len(chunk)
+        extras = extra_fields(chunk)
+        labels = string_labels(chunk.process)
+        w = ak.to_numpy(chunk.weight)
+        names, inverse = np.unique(labels, return_inverse=True)
+        for j, name in enumerate(names):
+            counts[str(name)] += int(np.count_nonzero(inverse == j))
+            weights[str(name)] += float(w[inverse == j].sum())
+        kind = chunk.particles.kind
+        max_objects = max(max_objects, int(ak.max(ak.num(kind), initial=0)))
+        for k in Kind:
+            per_event = ak.to_numpy(ak.sum(kind == int(k), axis=1))
+            total[k] += per_event.sum()
+            with_any[k] += np.count_nonzero(per_event)
+            most[k] = max(most[k], int(per_event.max(initial=0)))
+
+    lines = [f"{path}: {n_events} events"]
+    if report.n_skipped:
+        lines[0] += f" ({report.n_skipped} bad lines/entries skipped)"
+    lines.append("")
+    lines += _table(
+        ["process", "events", "sum of weights"],
+        [[name, f"{counts[name]}", f"{weights[name]:.6g}"] for name in sorted(counts)],
+    )
+    lines.append("")
+    denom = max(n_events, 1)
+    lines += _table(
+        ["object", "total", "per event", "events with >= 1", "max per event"],
+        [[k.name.lower(), f"{total[k]}", f"{total[k] / denom:.3f}", f"{with_any[k]}", f"{most[k]}"] for k in Kind],
+    )
+    lines.append(f"\nmost objects in one event: {max_objects}")
+    if extras:
+        lines.append(f"extra columns: {', '.join(extras)}")
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def fmt(cells):
+        first = f"{cells[0]:<{widths[0]}}"
+        return "  ".join([first] + [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:])])
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]

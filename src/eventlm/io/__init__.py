@@ -1,0 +1,320 @@
+"""Reading and writing events: Dark Machines CSV (``.csv``, ``.csv.gz``), ROOT (``.root``), Parquet.
+
+The format follows the file suffix. Every reader returns, and every writer takes, the event model of
+:mod:`eventlm.events` (GeV inside; the CSV's MeV are converted in :mod:`eventlm.io.csv`).
+
+Reading::
+
+    events = read_events("data/background.csv.gz", max_events=20_000)
+    events, report = read_events(paths, on_error="skip", return_report=True)
+    for chunk in iter_events(paths, step_size=50_000):   # bounded memory, any file size
+        ...
+
+``paths`` is one path or a list; files are read in order and concatenated. ``.root`` input is either
+an eventlm ntuple (TTree ``Events`` with ``Particle_*`` branches) or a CMS NanoAOD-like file (``Jet_pt``
+present, no ``Particle_pt``), mapped by :mod:`eventlm.io.nanoaod`. ROOT and Parquet files that carry
+extra columns (e.g. ``anomaly_score``, ``token_nll``) come back with them as extra event fields.
+
+Bad input raises :class:`eventlm.errors.EventFormatError` naming the file, the line (CSV, 1-based) or
+entry (ROOT/Parquet, 0-based) and the problem. With ``on_error="skip"`` bad lines/entries are dropped,
+logged (``logging`` warning, one per file) and recorded in a :class:`ReadReport`; good events are never
+dropped, duplicated or reordered. File-level problems (empty file, truncated gzip, missing tree or
+branches, unknown suffix) always raise.
+
+Writing::
+
+    write_events(events, "scores.root", extra_columns={"anomaly_score": scores, "token_nll": nll})
+
+    with EventWriter("scores.root") as out:             # streaming, bounded memory
+        for chunk in iter_events("big.csv.gz"):
+            out.write(chunk, extra_columns={"anomaly_score": score(chunk)})
+
+Both write to a temporary file in the destination directory and rename it into place on success, so
+a crash never leaves a half-written file under the final name. ``extra_columns`` maps a name to a flat
+or jagged array with one entry per event; event fields beyond the model's are written as extra columns
+too. Every chunk written to one :class:`EventWriter` must carry the same extra columns. CSV cannot hold
+extra columns: writing them to ``.csv``/``.csv.gz`` raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+
+from eventlm.errors import EventFormatError
+from eventlm.events import EVENT_FIELDS, empty_events
+
+log = logging.getLogger(__name__)
+
+#: Events per chunk yielded by :func:`iter_events` unless told otherwise.
+DEFAULT_STEP_SIZE = 100_000
+FORMATS = ("csv", "root", "parquet")
+
+__all__ = [
+    "DEFAULT_STEP_SIZE",
+    "EventWriter",
+    "ReadReport",
+    "Skipped",
+    "detect_format",
+    "extra_fields",
+    "iter_events",
+    "read_events",
+    "write_events",
+]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One bad line (CSV, 1-based) or entry (ROOT/Parquet, 0-based) that ``on_error="skip"`` dropped."""
+
+    path: str
+    problem: str
+    line: int | None = None
+    entry: int | None = None
+
+
+@dataclass
+class ReadReport:
+    """What a read with ``on_error="skip"`` left out."""
+
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, path, problem: str, *, line: int | None = None, entry: int | None = None) -> None:
+        self.skipped.append(Skipped(str(path), problem, line, entry))
+        log.debug("skipped %s%s: %s", path, f", line {line}" if line is not None else f", entry {entry}", problem)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def lines(self, path=None) -> list[int]:
+        """1-based line numbers of skipped CSV lines (of one file if ``path`` is given)."""
+        return [s.line for s in self.skipped if s.line is not None and (path is None or s.path == str(path))]
+
+    def entries(self, path=None) -> list[int]:
+        return [s.entry for s in self.skipped if s.entry is not None and (path is None or s.path == str(path))]
+
+    def __str__(self) -> str:
+        if not self.skipped:
+            return "no bad lines or entries"
+        return "\n".join(
+            f"{s.path}, {'line ' + str(s.line) if s.line is not None else 'entry ' + str(s.entry)}: {s.problem}"
+            for s in self.skipped
+        )
+
+
+def detect_format(path) -> str:
+    """``"csv"``, ``"root"`` or ``"parquet"`` from the file name's suffix."""
+    name = str(path).lower()
+    if name.endswith(".csv") or name.endswith(".csv.gz"):
+        return "csv"
+    if name.endswith(".root"):
+        return "root"
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    raise EventFormatError(path, "unknown file format (expected .csv, .csv.gz, .root or .parquet)")
+
+
+def _as_paths(paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def extra_fields(events: ak.Array) -> list[str]:
+    """Event fields beyond the event model (extra columns such as ``anomaly_score``)."""
+    return [f for f in events.fields if f not in EVENT_FIELDS and f != "particles"]
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def iter_events(
+    paths,
+    *,
+    step_size: int = DEFAULT_STEP_SIZE,
+    max_events: int | None = None,
+    on_error: str = "raise",
+    report: ReadReport | None = None,
+    **options,
+) -> Iterator[ak.Array]:
+    """Yield the events of ``paths`` (in order) in chunks of at most ``step_size`` events.
+
+    Memory stays bounded by the chunk size whatever the file size. ``report`` (a :class:`ReadReport`)
+    collects what ``on_error="skip"`` dropped. ``options`` go to the NanoAOD mapping
+    (``process=``, ``btag_branch=``, ``btag_wp=``; see :mod:`eventlm.io.nanoaod`).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if step_size < 1:
+        raise ValueError("step_size must be positive")
+    report = report if report is not None else ReadReport()
+    remaining = max_events
+    for path in _as_paths(paths):
+        if remaining is not None and remaining <= 0:
+            return
+        if not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+        fmt = detect_format(path)
+        before = report.n_skipped
+        if fmt == "csv":
+            from eventlm.io.csv import iter_line_blocks, parse_block
+
+            chunks = (
+                parse_block(block, path, line0=line0, on_error=on_error, report=report)
+                for line0, block in iter_line_blocks(path, step_size)
+            )
+        elif fmt == "root":
+            from eventlm.io.root import iter_root
+
+            chunks = iter_root(path, step_size=step_size, on_error=on_error, report=report, **options)
+        else:
+            from eventlm.io.parquet import iter_parquet
+
+            chunks = iter_parquet(path, step_size=step_size, on_error=on_error, report=report)
+        for chunk in chunks:
+            if remaining is not None:
+                if len(chunk) > remaining:
+                    chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            if len(chunk):
+                yield chunk
+            if remaining is not None and remaining <= 0:
+                break
+        _log_skipped(path, report.skipped[before:])
+
+
+def _log_skipped(path, skipped: list[Skipped]) -> None:
+    if not skipped:
+        return
+    where = [s.line if s.line is not None else s.entry for s in skipped]
+    what = "lines" if skipped[0].line is not None else "entries"
+    shown = ", ".join(map(str, where[:20])) + (", ..." if len(where) > 20 else "")
+    log.warning("%s: skipped %d bad %s (%s)", path, len(skipped), what, shown)
+
+
+def read_events(
+    paths,
+    *,
+    max_events: int | None = None,
+    on_error: str = "raise",
+    return_report: bool = False,
+    step_size: int = DEFAULT_STEP_SIZE,
+    **options,
+):
+    """All events of ``paths`` (one path or a list, concatenated in order), at most ``max_events``.
+
+    Returns the event array, or ``(events, report)`` with ``return_report=True`` (a
+    :class:`ReadReport` listing the lines/entries that ``on_error="skip"`` dropped).
+    """
+    report = ReadReport()
+    chunks = list(
+        iter_events(paths, step_size=step_size, max_events=max_events, on_error=on_error, report=report, **options)
+    )
+    if not chunks:
+        events = empty_events()
+    elif len(chunks) == 1:
+        events = chunks[0]
+    else:
+        events = ak.concatenate(chunks)
+    return (events, report) if return_report else events
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+class EventWriter:
+    """Write events chunk by chunk to one file (CSV, ROOT or Parquet by suffix), atomically.
+
+    Use as a context manager; ``write(chunk, extra_columns=None)`` appends events. The file appears
+    under its final name only when the ``with`` block ends without an exception (or on ``close()``);
+    on an exception the temporary file is removed and nothing is left behind.
+    """
+
+    def __init__(self, path, **options):
+        self.path = Path(path)
+        self.format = detect_format(self.path)
+        self.n_events = 0
+        self._tmp = _temporary_path(self.path)
+        self._closed = False
+        if self.format == "csv":
+            from eventlm.io.csv import CSVSink
+
+            self._sink = CSVSink(self._tmp, gz=str(self.path).lower().endswith(".gz"))
+        elif self.format == "root":
+            from eventlm.io.root import RootSink
+
+            self._sink = RootSink(self._tmp, **options)
+        else:
+            from eventlm.io.parquet import ParquetSink
+
+            self._sink = ParquetSink(self._tmp)
+
+    def write(self, events: ak.Array, extra_columns: dict | None = None) -> None:
+        """Append ``events`` (and their extra columns: one entry per event, flat or jagged)."""
+        if self._closed:
+            raise ValueError(f"EventWriter for {self.path} is closed")
+        extra = {name: events[name] for name in extra_fields(events)}
+        for name, values in (extra_columns or {}).items():
+            values = ak.Array(values) if not isinstance(values, ak.Array) else values
+            if len(values) != len(events):
+                raise ValueError(f"extra column {name!r} has {len(values)} entries for {len(events)} events")
+            if name in EVENT_FIELDS or name == "particles":
+                raise ValueError(f"extra column {name!r} clashes with an event-model field")
+            extra[name] = values
+        events = events[[f for f in events.fields if f in EVENT_FIELDS or f == "particles"]]
+        self._sink.write(ak.to_packed(events), {k: ak.to_packed(v) for k, v in extra.items()})
+        self.n_events += len(events)
+
+    def close(self) -> None:
+        """Finish the file and move it to its final name."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sink.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def abort(self) -> None:
+        """Discard everything written (the final name is left untouched)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sink.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_events(events: ak.Array, path, extra_columns: dict | None = None, **options) -> Path:
+    """Write ``events`` (plus ``extra_columns``) to ``path`` in the format of its suffix, atomically."""
+    with EventWriter(path, **options) as out:
+        out.write(events, extra_columns)
+    return out.path
+

@@ -1,0 +1,273 @@
+"""ROOT ntuples: uproot/coffea/ROOT read-back, extra columns, process names, NanoAOD input, bad files."""
+
+from __future__ import annotations
+
+import warnings
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from conftest import assert_same_events, random_events
+
+from eventlm.errors import EventFormatError
+from eventlm.events import Kind, process_code
+from eventlm.io import ReadReport, iter_events, read_events, write_events
+from eventlm.io.root import read_process_names
+
+
+@pytest.fixture
+def mixed_events():
+    return ak.concatenate([
+        random_events(400, seed=1, process="ttbar"),
+        random_events(250, seed=2, process="gluino_1000", start_id=400),
+    ])
+
+
+@pytest.fixture
+def ntuple(tmp_path, mixed_events):
+    n = len(mixed_events)
+    extra = {
+        "anomaly_score": np.linspace(0, 1, n, dtype=np.float32),
+        "token_nll": ak.values_astype(mixed_events.particles.pt / 10.0, np.float32),
+    }
+    return write_events(mixed_events, tmp_path / "scores.root", extra_columns=extra), mixed_events, extra
+
+
+def test_root_round_trip_keeps_events_labels_and_extras(ntuple):
+    path, events, extra = ntuple
+    back = read_events(path)
+    assert_same_events(events, back)
+    assert back.fields[-2:] == ["anomaly_score", "token_nll"]
+    np.testing.assert_array_equal(back.anomaly_score.to_numpy(), extra["anomaly_score"])
+    assert ak.all(back.token_nll == extra["token_nll"])
+    assert read_process_names(path) == {process_code("ttbar"): "ttbar", process_code("gluino_1000"): "gluino_1000"}
+
+
+def test_ntuple_branches_as_uproot_sees_them(ntuple):
+    path, events, _ = ntuple
+    with uproot.open(path) as f:
+        tree = f["Events"]
+        assert f.classnames()["Events;1"] == "TTree"
+        for name in ("run", "luminosityBlock", "event", "weight", "process_code", "MET_pt", "MET_phi",
+                     "nParticle", "Particle_kind", "Particle_charge", "Particle_pt", "Particle_eta",
+                     "Particle_phi", "Particle_E", "anomaly_score", "token_nll"):
+            assert name in tree.keys(), name
+        assert tree["Particle_kind"].interpretation.content.from_dtype == np.dtype(">i1")
+        arrays = tree.arrays(["event", "nParticle", "Particle_pt", "MET_pt", "run"])
+    np.testing.assert_array_equal(arrays.event.to_numpy(), events.event_id.to_numpy())
+    np.testing.assert_array_equal(arrays.nParticle.to_numpy(), ak.num(events.particles).to_numpy())
+    np.testing.assert_allclose(ak.flatten(arrays.Particle_pt).to_numpy(), ak.flatten(events.particles.pt).to_numpy())
+    assert set(arrays.run.to_numpy()) == {1}
+
+
+@pytest.mark.parametrize("mode", ["eager", "virtual"])
+def test_coffea_nanoevents_reads_the_ntuple(ntuple, mode):
+    from coffea.nanoevents import NanoEventsFactory
+
+    from eventlm.io.schema import EventlmNanoAODSchema
+
+    path, events, extra = ntuple
+    nano = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=EventlmNanoAODSchema, mode=mode).events()
+    assert {"Particle", "MET", "event", "run", "luminosityBlock", "weight", "anomaly", "token"} <= set(nano.fields)
+    assert set(nano.Particle.fields) == {"kind", "charge", "pt", "eta", "phi", "E"}
+    np.testing.assert_array_equal(ak.to_numpy(nano.event), events.event_id.to_numpy())
+    np.testing.assert_allclose(ak.to_numpy(nano.MET.pt), events.met.to_numpy())
+    assert ak.all(nano.Particle.pt == events.particles.pt)
+    assert ak.all(nano.Particle.kind == events.particles.kind)
+    np.testing.assert_array_equal(ak.to_numpy(nano.anomaly.score), extra["anomaly_score"])
+
+
+def test_real_root_reads_the_ntuple(ntuple):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the ROOT wheel warns that it is an alpha release
+        ROOT = pytest.importorskip("ROOT")
+    path, events, _ = ntuple
+    df = ROOT.RDataFrame("Events", str(path))
+    assert df.Count().GetValue() == len(events)
+    total = df.Define("sum_pt", "Sum(Particle_pt)").Sum("sum_pt").GetValue()
+    assert total == pytest.approx(float(ak.sum(events.particles.pt)), rel=1e-5)
+    assert df.Sum("nParticle").GetValue() == int(ak.sum(ak.num(events.particles)))
+    assert ROOT.RDataFrame("ProcessNames", str(path)).Count().GetValue() == 2
+
+
+def test_chunked_streaming_matches_read_events(ntuple):
+    path, events, _ = ntuple
+    chunks = list(iter_events(path, step_size=64))
+    assert max(map(len, chunks)) <= 64
+    assert_same_events(events, ak.concatenate(chunks))
+
+
+def test_root_without_events_tree_raises(tmp_path):
+    path = tmp_path / "other.root"
+    with uproot.recreate(path) as f:
+        f.mktree("Other", {"x": np.float32}).extend({"x": np.zeros(3, np.float32)})
+    with pytest.raises(EventFormatError, match="no TTree 'Events'") as err:
+        read_events(path)
+    assert str(path) in str(err.value)
+
+
+def test_root_missing_branches_raises(tmp_path):
+    path = tmp_path / "partial.root"
+    with uproot.recreate(path) as f:
+        f.mktree("Events", {"event": np.int64, "Particle_pt": np.float32}).extend(
+            {"event": np.arange(3), "Particle_pt": np.ones(3, np.float32)}
+        )
+    with pytest.raises(EventFormatError, match="lacks the branches .*weight"):
+        read_events(path)
+
+
+def test_not_a_root_file_raises(tmp_path):
+    path = tmp_path / "junk.root"
+    path.write_bytes(b"this is not ROOT")
+    with pytest.raises(EventFormatError, match="not a readable ROOT file"):
+        read_events(path)
+
+
+def test_bad_entries_raise_or_are_skipped(tmp_path):
+    events = random_events(20)
+    met = events.met.to_numpy().copy()
+    met[5] = np.nan
+    bad = ak.with_field(events, met, "met")
+    path = write_events(bad, tmp_path / "nan.root")
+    with pytest.raises(EventFormatError, match="entry 5"):
+        read_events(path)
+    back, report = read_events(path, on_error="skip", return_report=True)
+    assert back.event_id.tolist() == [i for i in range(20) if i != 5]
+    assert report.entries() == [5]
+
+
+def test_write_failure_leaves_no_file_under_the_final_name(tmp_path):
+    from eventlm.io import EventWriter
+
+    final = tmp_path / "out.root"
+    with pytest.raises(RuntimeError, match="scoring crashed"):
+        with EventWriter(final) as out:
+            out.write(random_events(50))
+            raise RuntimeError("scoring crashed")
+    assert list(tmp_path.iterdir()) == []
+    # a failing write inside write_events (mismatched extra column) leaves nothing either
+    with pytest.raises(ValueError, match="extra column"):
+        write_events(random_events(5), final, extra_columns={"anomaly_score": np.zeros(4, np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_survives_a_failed_overwrite(tmp_path):
+    final = write_events(random_events(10), tmp_path / "keep.parquet")
+    before = final.read_bytes()
+    with pytest.raises(RuntimeError):
+        with __import__("eventlm.io", fromlist=["EventWriter"]).EventWriter(final) as out:
+            out.write(random_events(3))
+            raise RuntimeError("boom")
+    assert final.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.parquet"]
+
+
+def test_streaming_writer_chunks_equal_one_write(tmp_path):
+    from eventlm.io import EventWriter
+
+    events = random_events(500, seed=9)
+    with EventWriter(tmp_path / "stream.root") as out:
+        for start in range(0, 500, 128):
+            chunk = events[start:start + 128]
+            out.write(chunk, extra_columns={"anomaly_score": chunk.met.to_numpy()})
+    assert out.n_events == 500
+    back = read_events(tmp_path / "stream.root")
+    assert_same_events(events, back)
+    np.testing.assert_allclose(back.anomaly_score.to_numpy(), events.met.to_numpy())
+
+
+def test_filtered_events_are_packed_before_writing(tmp_path):
+    # regression (weaver-core): a filtered/sliced jagged array must not lose or shift rows
+    events = random_events(300, seed=4)
+    keep = ak.num(events.particles) % 3 != 0
+    subset = events[keep]
+    subset = ak.with_field(subset, subset.particles[subset.particles.pt > 40], "particles")
+    for suffix in (".root", ".parquet", ".csv"):
+        back = read_events(write_events(subset, tmp_path / f"f{suffix}"))
+        assert_same_events(subset, back)
+
+
+def test_empty_event_array_writes_a_valid_file(tmp_path):
+    from eventlm.events import empty_events
+
+    for suffix in (".root", ".parquet"):
+        path = write_events(empty_events(), tmp_path / f"empty{suffix}")
+        assert len(read_events(path)) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# NanoAOD input
+
+
+def test_cms_open_data_nanoaod_is_mapped(nanoaod_path):
+    events = read_events(nanoaod_path)
+    assert len(events) == 200
+    assert set(events.process.tolist()) == {"cms_opendata_2015_ttbar_nanoaod"}
+    with uproot.open(nanoaod_path) as f:
+        raw = f["Events"].arrays(["event", "genWeight", "MET_pt", "Jet_pt", "Jet_eta", "Muon_pt", "Muon_eta"])
+    np.testing.assert_array_equal(events.event_id.to_numpy(), raw.event.to_numpy().astype(np.int64))
+    np.testing.assert_allclose(events.weight.to_numpy(), raw.genWeight.to_numpy())
+    np.testing.assert_allclose(events.met.to_numpy(), raw.MET_pt.to_numpy())
+    p = events.particles
+    is_jet = (p.kind == int(Kind.JET)) | (p.kind == int(Kind.BJET))
+    n_jets = ak.sum((raw.Jet_pt > 20) & (abs(raw.Jet_eta) < 2.8), axis=1)
+    np.testing.assert_array_equal(ak.sum(is_jet, axis=1).to_numpy(), n_jets.to_numpy())
+    n_mu = ak.sum((raw.Muon_pt > 15) & (abs(raw.Muon_eta) < 2.7), axis=1)
+    np.testing.assert_array_equal(ak.sum(p.kind == int(Kind.MUON), axis=1).to_numpy(), n_mu.to_numpy())
+    assert ak.all(p.pt[:, :-1] >= p.pt[:, 1:])  # ordered by pt
+    assert ak.all(abs(p.charge[p.kind == int(Kind.MUON)]) == 1)
+    assert ak.all(p.E >= p.pt * 0.999)
+
+
+def test_nanoaod_btag_branch_and_working_point_are_options(nanoaod_path):
+    # DeepFlavB is not filled (-3000) in this 2015 file; CSVv2 is
+    default = read_events(nanoaod_path)
+    assert ak.sum(default.particles.kind == int(Kind.BJET)) == 0
+    csv = read_events(nanoaod_path, btag_branch="Jet_btagCSVV2", btag_wp=0.8484, process="ttbar")
+    assert ak.sum(csv.particles.kind == int(Kind.BJET)) > 0
+    assert set(csv.process.tolist()) == {"ttbar"}
+
+
+def test_small_nanoaod_with_known_content(tmp_path):
+    path = tmp_path / "mini_nano.root"
+    jets = ak.zip({
+        "pt": ak.Array([[100.0, 30.0, 15.0], [50.0], []], with_name=None),
+        "eta": [[0.5, 2.9, 0.0], [-1.0], []],
+        "phi": [[0.1, 0.2, 0.3], [1.0], []],
+        "mass": [[10.0, 5.0, 1.0], [0.0], []],
+        "btagDeepFlavB": [[0.9, 0.9, 0.9], [0.1], []],
+    })
+    electrons = ak.zip({"pt": [[], [20.0], [10.0]], "eta": [[], [2.6], [0.0]], "phi": [[], [0.0], [0.0]],
+                        "mass": [[], [0.0], [0.0]], "charge": [[], [-1], [1]]})
+    muons = ak.zip({"pt": [[40.0], [], []], "eta": [[0.0], [], []], "phi": [[0.0], [], []],
+                    "mass": [[0.1], [], []], "charge": [[1], [], []]})
+    photons = ak.zip({"pt": [[], [], [25.0, 30.0]], "eta": [[], [], [2.4, 1.0]], "phi": [[], [], [0.0, 0.5]]})
+    to32 = lambda rec: ak.zip({f: ak.values_astype(rec[f], np.int32 if f == "charge" else np.float32) for f in rec.fields})  # noqa: E731
+    with uproot.recreate(path) as f:
+        data = {
+            "run": np.ones(3, np.uint32), "luminosityBlock": np.ones(3, np.uint32),
+            "event": np.array([11, 12, 13], np.uint64),
+            "MET_pt": np.array([5.0, 6.0, 7.0], np.float32), "MET_phi": np.zeros(3, np.float32),
+            "Jet": to32(jets), "Electron": to32(electrons), "Muon": to32(muons), "Photon": to32(photons),
+        }
+        f.mktree("Events", {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in data.items()})
+        f["Events"].extend(data)
+    events = read_events(path, process="mini")
+    assert events.event_id.tolist() == [11, 12, 13]
+    assert events.weight.tolist() == [1.0, 1.0, 1.0]  # no genWeight
+    assert events.process.tolist() == ["mini"] * 3
+    p = events.particles
+    # jet 2 fails |eta| < 2.8, jet 3 pt > 20, the 10 GeV electron pt > 15
+    assert p.kind.tolist() == [[Kind.BJET, Kind.MUON], [Kind.JET, Kind.ELECTRON], [Kind.PHOTON]]
+    assert p.charge.tolist() == [[0, 1], [0, -1], [0]]
+    np.testing.assert_allclose(p.pt[0].to_numpy(), [100.0, 40.0])
+    np.testing.assert_allclose(p.E[0, 0], np.sqrt((100 * np.cosh(0.5)) ** 2 + 100), rtol=1e-6)
+    assert p.pt[2].tolist() == [30.0]  # the photon at |eta| 2.4 fails |eta| < 2.37
+    assert read_events(path).process[0] == "mini_nano"  # default: the file name
+
+
+def test_skip_report_is_empty_for_good_files(ntuple):
+    report = ReadReport()
+    list(iter_events(ntuple[0], on_error="skip", report=report))
+    assert report.n_skipped == 0
