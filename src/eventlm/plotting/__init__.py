@@ -24,7 +24,7 @@ class PlotLabel:
     """What the ATLAS-style label says: ``text`` after the experiment name, sqrt(s) and luminosity."""
 
     experiment: str = "ATLAS"
-    text: str = "Simulation Internal"
+    text: str = "Internal"  # mplhep adds "Simulation" itself (data=False)
     com: float = 13.0  # TeV
     lumi: float | None = None  # fb^-1
 

@@ -19,6 +19,7 @@ the tokenizer kind, its parameters and the package version.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,29 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def from_params(cls, params: dict, directory: Path | None = None) -> Tokenizer: ...
 
+    def fingerprint(self) -> str:
+        """Short hash of the kind and the fitted parameters (and weights, for learned tokenizers).
+
+        A checkpoint stores it beside the tokenizer so a model is never paired with another tokenizer.
+        """
+        blob = json.dumps({"kind": self.kind, "params": self.get_params()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def check_compatible(self, *, vocab_size: int | None = None, fingerprint: str | None = None,
+                         kind: str | None = None) -> None:
+        """Raise :class:`CheckpointMismatchError` unless this tokenizer matches what a model expects."""
+        if kind is not None and kind != self.kind:
+            raise CheckpointMismatchError(f"tokenizer is {self.kind!r}, the model expects {kind!r}")
+        if vocab_size is not None and vocab_size != self.vocab_size:
+            raise CheckpointMismatchError(
+                f"tokenizer has vocab_size {self.vocab_size}, the model was built for {vocab_size}"
+            )
+        if fingerprint is not None and fingerprint != self.fingerprint():
+            raise CheckpointMismatchError(
+                f"tokenizer fingerprint {self.fingerprint()} differs from the model's {fingerprint}: "
+                "the model was trained with another tokenizer (other bins or weights)"
+            )
+
     def save(self, path) -> Path:
         """Write ``path`` (JSON; learned tokenizers add tensor files beside it). Returns the path."""
         path = Path(path)
@@ -128,11 +152,19 @@ class Tokenizer(abc.ABC):
         pass
 
 
-def load_tokenizer(path, *, expected_kind: str | None = None, check_version: bool = True) -> Tokenizer:
+def load_tokenizer(
+    path,
+    *,
+    expected_kind: str | None = None,
+    check_version: bool = True,
+    expected_vocab_size: int | None = None,
+    expected_fingerprint: str | None = None,
+) -> Tokenizer:
     """Load a tokenizer saved by :meth:`Tokenizer.save`.
 
     Raises :class:`CheckpointMismatchError` if the file was written by another package version (unless
-    ``check_version=False``) or is not of ``expected_kind``.
+    ``check_version=False``), is not of ``expected_kind``, or (when given) does not have
+    ``expected_vocab_size`` / ``expected_fingerprint`` (see :meth:`Tokenizer.fingerprint`).
     """
     path = Path(path)
     try:
@@ -141,7 +173,7 @@ def load_tokenizer(path, *, expected_kind: str | None = None, check_version: boo
         raise CheckpointMismatchError(f"{path}: not a tokenizer file ({err})") from None
     kind = payload.get("kind")
     if kind not in REGISTRY:
-        _import_all()
+        _import_all(kind)
     if kind not in REGISTRY:
         raise CheckpointMismatchError(f"{path}: unknown tokenizer kind {kind!r}")
     if expected_kind is not None and kind != expected_kind:
@@ -152,13 +184,20 @@ def load_tokenizer(path, *, expected_kind: str | None = None, check_version: boo
             f"{path}: tokenizer written by eventlm {version}, this is eventlm {__version__}; "
             "refit it, or pass check_version=False if you know the formats agree"
         )
-    return REGISTRY[kind].from_params(payload["params"], directory=path.parent)
+    try:
+        tokenizer = REGISTRY[kind].from_params(payload["params"], directory=path.parent)
+    except (KeyError, TypeError) as err:
+        raise CheckpointMismatchError(f"{path}: malformed {kind!r} tokenizer parameters ({err!r})") from None
+    tokenizer.check_compatible(vocab_size=expected_vocab_size, fingerprint=expected_fingerprint)
+    return tokenizer
 
 
-def _import_all() -> None:
+def _import_all(kind: str | None = None) -> None:
+    """Import the tokenizer modules (only ``kind``'s when it is a known one, so a LUT never pulls torch)."""
     import importlib
 
-    for module in ("lut", "vqvae", "graph"):
+    modules = ("lut", "vqvae", "graph")
+    for module in (kind,) if kind in modules else modules:
         try:
             importlib.import_module(f"eventlm.tokenize.{module}")
         except ModuleNotFoundError as err:  # a learned tokenizer without torch installed
