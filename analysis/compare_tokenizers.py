@@ -1,0 +1,161 @@
+"""Compare tokenizers (look-up-table variants, VQ-VAE, graph VQ) and objectives (masked, causal).
+
+Each variant is trained on the same background split (same seed, same events), scores the same
+background test events and both signals; the baselines are fitted once on the same training split.
+Figures of merit (ROC-AUC, eff_S at eff_B = 1e-2/1e-3/1e-4, max SIC, bootstrap errors) are computed on
+all scored events per signal. Prints a Markdown table and writes it with ROC/SIC figures to --out::
+
+    .venv/bin/python analysis/compare_tokenizers.py --out runs/compare                 # full settings
+    .venv/bin/python analysis/compare_tokenizers.py --out runs/compare --background 20000 --epochs 2
+    .venv/bin/python analysis/compare_tokenizers.py --variants lut_paper,lut_causal --quick
+
+``--figures DIR`` also copies the figures there (docs/figures/analysis_compare_*.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> (tokenizer kind, tokenizer params, objective)
+VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "lut_paper": ("lut", {"preset": "paper"}, "masked"),
+    "lut_no_met": ("lut", {"preset": "no_met"}, "masked"),
+    "lut_coarse": ("lut", {"preset": "coarse"}, "masked"),
+    "lut_fine": ("lut", {"preset": "fine"}, "masked"),
+    "vqvae": ("vqvae", {}, "masked"),
+    "graph_vq": ("graph", {}, "masked"),
+    "lut_paper_causal": ("lut", {"preset": "paper"}, "causal"),
+}
+SIGNALS = ("tttt_H500", "gluino_1000")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/compare", help="output directory")
+    p.add_argument("--data", default=str(ROOT / "data"), help="directory of the bundled samples")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    p.add_argument("--background", type=int, default=None, help="background events read (default: all)")
+    p.add_argument("--signal", type=int, default=None, help="events per signal (default: all)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs per variant")
+    p.add_argument("--n-bootstrap", type=int, default=50)
+    p.add_argument("--baselines", default="isolation_forest,autoencoder,deep_svdd")
+    p.add_argument("--baseline-epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    p.add_argument("--figures", help="also copy the figures to this directory")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from eventlm.analysis.baselines import LABELS, TrainSettings, fit_baselines
+    from eventlm.analysis.features import fixed_features
+    from eventlm.analysis.metrics import evaluate, roc_curve
+    from eventlm.analysis.runner import rescale_to_full
+    from eventlm.config import RunConfig
+    from eventlm.io import read_events
+    from eventlm.plotting.analysis import label_for, plot_roc, plot_sic
+    from eventlm.score import Scorer
+    from eventlm.train import load_split, train
+
+    if args.quick:
+        args.background, args.signal, args.epochs, args.n_bootstrap, args.baseline_epochs = 3000, 300, 1, 5, 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        print(f"unknown variants {unknown}; known: {list(VARIANTS)}", file=sys.stderr)
+        return 2
+    data = Path(args.data)
+    t_all = time.perf_counter()
+    background = read_events(data / "background.csv.gz", max_events=args.background)
+    signals = {s: read_events(data / f"{s}.csv.gz", max_events=args.signal) for s in SIGNALS}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    info: dict[str, dict] = {}
+    test = train_events = None
+    for name in names:
+        kind, params, objective = VARIANTS[name]
+        config = RunConfig(seed=args.seed).replace(
+            tokenizer={"kind": kind, "params": params}, train={"objective": objective, "epochs": args.epochs}
+        )
+        t0 = time.perf_counter()
+        print(f"== {name}: {kind} {params} {objective}, {args.epochs} epoch(s)", flush=True)
+        result = train(config, background, out / name, progress=True)
+        t_train = time.perf_counter() - t0
+        if test is None:  # every variant has the same split (same seed, same events)
+            split = load_split(out / name)
+            ids = ak.to_numpy(background.event_id)
+            test = rescale_to_full(background[np.isin(ids, split["test"])], background)
+            train_events = background[np.isin(ids, split["train"])]
+        scorer = Scorer.load(out / name)
+        t0 = time.perf_counter()
+        scores[name] = {"background": np.asarray(scorer.score(test)["anomaly_score"], dtype=np.float64)}
+        for s, ev in signals.items():
+            scores[name][s] = np.asarray(scorer.score(ev)["anomaly_score"], dtype=np.float64)
+        info[name] = {"kind": kind, "params": params, "objective": objective, "epochs_run": result.epochs_run,
+                      "best_val_loss": result.best_val_loss, "train_s": t_train,
+                      "score_s": time.perf_counter() - t0, "vocab": scorer.tokenizer.vocab_size}
+    baseline_names = [b for b in args.baselines.split(",") if b]
+    if baseline_names:
+        print(f"== baselines: {baseline_names}", flush=True)
+        n_train = min(len(train_events), 40_000)
+        rng = np.random.default_rng([args.seed, 11])
+        sub = train_events[np.sort(rng.choice(len(train_events), n_train, replace=False))]
+        fitted = fit_baselines(fixed_features(sub), baseline_names, seed=args.seed,
+                               settings=TrainSettings(epochs=args.baseline_epochs))
+        feats = {"background": fixed_features(test), **{s: fixed_features(ev) for s, ev in signals.items()}}
+        for b, model in fitted.items():
+            scores[b] = {k: model.score(x) for k, x in feats.items()}
+            info[b] = {"kind": "baseline"}
+    w_b = ak.to_numpy(test.weight)
+    results: dict[str, dict[str, dict]] = {}
+    label = label_for("ATLAS", "Internal", 13.0, None)
+    lines = [f"Settings: {len(background)} background events read ({len(test)} test), "
+             f"{', '.join(f'{len(ev)} {s}' for s, ev in signals.items())}; {args.epochs} epoch(s) per variant; "
+             f"seed {args.seed}; {args.n_bootstrap} bootstrap resamplings; total "
+             f"{time.perf_counter() - t_all:.0f} s.", ""]
+    for s, ev in signals.items():
+        w_s = ak.to_numpy(ev.weight)
+        results[s] = {}
+        curves, aucs = {}, {}
+        head = ["Method", "ROC-AUC", "eff_S@1e-2", "eff_S@1e-3", "eff_S@1e-4", "SIC max"]
+        lines += [f"### {s}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method, by_ds in scores.items():
+            m = evaluate(by_ds["background"], by_ds[s], w_b, w_s, n_bootstrap=args.n_bootstrap, seed=args.seed)
+            results[s][method] = m.to_dict()
+            text = LABELS.get(method, method)
+            curves[text] = roc_curve(by_ds["background"], by_ds[s], w_b, w_s)
+            aucs[text] = f"AUC = {m.values['auc']:.3f}"
+            lines.append("| " + " | ".join([text, m.format("auc"), m.format("eff_s@0.01"), m.format("eff_s@0.001"),
+                                             m.format("eff_s@0.0001"), m.format("sic_max", 2)]) + " |")
+        lines.append("")
+        plot_roc(curves, out / f"analysis_compare_roc_{s}.png", aucs=aucs, label=label, title=s)
+        plot_sic(curves, out / f"analysis_compare_sic_{s}.png", label=label, title=s)
+    table = "\n".join(lines)
+    (out / "compare.md").write_text(table + "\n")
+    (out / "compare.json").write_text(json.dumps({"settings": vars(args), "variants": info, "metrics": results},
+                                                 indent=2, default=str))
+    print(table)
+    if args.figures:
+        dest = Path(args.figures)
+        dest.mkdir(parents=True, exist_ok=True)
+        for png in out.glob("analysis_compare_*.png"):
+            shutil.copy(png, dest / png.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

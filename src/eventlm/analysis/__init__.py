@@ -1,0 +1,35 @@
+"""The analysis layer: coffea processor, regions, threshold, figures of merit, baselines, demo.
+
+- ``processor``: :class:`AnomalyProcessor` (coffea) and :class:`EventlmSchema` for eventlm ntuples
+- ``regions``: named selections from the config (a small safe expression language)
+- ``config``: the analysis TOML (``analysis/*.toml``)
+- ``features``: event variables (n_jets, HT, MET, ...) and fixed-length features for the baselines
+- ``threshold``: the CR threshold (Youden's J or a fixed background efficiency), SR yields, Z_A
+- ``metrics``: ROC, AUC, signal efficiency at fixed background efficiency, SIC, bootstrap errors
+- ``baselines``: isolation forest, dense autoencoder, Deep SVDD
+- ``runner``: ``eventlm analyze`` end to end; ``demo``: ``eventlm demo``
+
+Heavy pieces (coffea, torch) are imported lazily: ``from eventlm.analysis import AnomalyProcessor``.
+"""
+
+from __future__ import annotations
+
+from eventlm.analysis.regions import Region
+
+__all__ = ["AnomalyProcessor", "EventlmSchema", "Region", "load_config", "run_analysis"]
+
+
+def __getattr__(name):
+    if name in ("AnomalyProcessor", "EventlmSchema"):
+        from eventlm.analysis import processor
+
+        return getattr(processor, name)
+    if name == "load_config":
+        from eventlm.analysis.config import load_config
+
+        return load_config
+    if name == "run_analysis":
+        from eventlm.analysis.runner import run_analysis
+
+        return run_analysis
+    raise AttributeError(f"module 'eventlm.analysis' has no attribute {name!r}")

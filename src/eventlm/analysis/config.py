@@ -1,0 +1,224 @@
+"""The analysis config: one small TOML file per study (see ``analysis/*.toml`` and docs/analysis.md).
+
+Relative paths in the file are resolved against the file's directory. Every table is optional except
+``[inputs]`` and ``[regions]``; unknown keys are an error (a typo should not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from eventlm.analysis.baselines import NAMES as BASELINE_NAMES
+from eventlm.analysis.features import VARIABLES
+from eventlm.analysis.metrics import WORKING_POINTS
+from eventlm.analysis.regions import Region, SelectionError, region_from_config
+from eventlm.analysis.threshold import METHODS
+from eventlm.errors import EventlmError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class AnalysisConfigError(EventlmError, ValueError):
+    """An analysis config that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "study"
+    title: str = ""  # plot and table title; defaults to the signal name
+    lumi: float = 139.0  # fb^-1: every yield is scaled to it
+    weights_lumi: float = 1.0  # fb^-1 the stored event weights correspond to
+    model: Path | None = None  # model directory; None: read an existing anomaly_score branch
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    background: tuple[Path, ...] = ()
+    signals: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    #: "test": keep only the background events of the model's test split (split.json), rescaling
+    #: their weights so the sample keeps its cross section; "all": use every background event.
+    background_events: str = "test"
+    max_events: int | None = None  # per input file (a quick look)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    control_region: str = "CR"
+    signal_region: str = "SR"
+    method: str = "youden"
+    background_efficiency: float = 0.01  # for method = "background_efficiency"
+    #: "cross_section": signal enters the CR with its own weights; a number f: signal weights in the
+    #: CR are rescaled so that signal = f x background (by weighted yield).
+    signal_injection: str | float = "cross_section"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    region: str = "all"  # where ROC curves and figures of merit are computed ("all": no selection)
+    n_bootstrap: int = 100
+    working_points: tuple[float, ...] = WORKING_POINTS
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    names: tuple[str, ...] = BASELINE_NAMES
+    n_objects: int = 10
+    epochs: int = 20
+    max_train_events: int = 50_000
+
+
+@dataclass(frozen=True)
+class HistogramsConfig:
+    score_bins: int = 60
+    score_range: tuple[float, float] = (0.0, 12.0)
+    variables: tuple[str, ...] = ("n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt")
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    experiment: str = "ATLAS"
+    label: str = "Internal"  # mplhep prepends "Simulation" (simulated events)
+    com: float = 13.0  # TeV
+    roc_style: str = "rejection"  # or "standard"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    executor: str = "iterative"  # iterative | futures | dask
+    workers: int = 2
+    chunksize: int = 25_000
+    scheduler: str | None = None  # address of a running dask scheduler (dask executor)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    study: StudyConfig = StudyConfig()
+    inputs: InputsConfig = InputsConfig()
+    regions: tuple[Region, ...] = ()
+    threshold: ThresholdConfig = ThresholdConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    histograms: HistogramsConfig = HistogramsConfig()
+    plot: PlotConfig = PlotConfig()
+    run: RunConfig = RunConfig()
+    path: Path | None = None  # the file it was read from
+
+    @property
+    def title(self) -> str:
+        return self.study.title or ", ".join(self.inputs.signals) or self.study.name
+
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        if name == "all":
+            return Region("all")
+        raise KeyError(name)
+
+    def with_overrides(self, **sections) -> AnalysisConfig:
+        """A copy with some fields of some sections replaced: ``with_overrides(run={"executor": "dask"})``."""
+        changes = {}
+        for section, values in sections.items():
+            current = getattr(self, section)
+            changes[section] = replace(current, **values) if isinstance(values, dict) else values
+        return replace(self, **changes)
+
+
+_SECTIONS = {
+    "study": StudyConfig, "inputs": InputsConfig, "threshold": ThresholdConfig,
+    "metrics": MetricsConfig, "baselines": BaselinesConfig, "histograms": HistogramsConfig,
+    "plot": PlotConfig, "run": RunConfig,
+}
+
+
+def _paths(value, base: Path, where: str) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AnalysisConfigError(f"{where}: expected a path or a list of paths")
+    return tuple((base / v).resolve() if not Path(v).is_absolute() else Path(v) for v in value)
+
+
+def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>") -> AnalysisConfig:
+    """Build and validate an :class:`AnalysisConfig` from a parsed TOML document."""
+    unknown = set(data) - set(_SECTIONS) - {"regions"}
+    if unknown:
+        raise AnalysisConfigError(f"{source}: unknown tables {sorted(unknown)}")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        table = dict(data.get(name, {}))
+        known = {f.name for f in fields(cls)}
+        bad = set(table) - known
+        if bad:
+            raise AnalysisConfigError(f"{source}: [{name}] has unknown keys {sorted(bad)} (known: {sorted(known)})")
+        if name == "study" and table.get("model") is not None:
+            table["model"] = _paths(table["model"], base, f"{source}: [study] model")[0]
+        if name == "inputs":
+            if "background" in table:
+                table["background"] = _paths(table["background"], base, f"{source}: [inputs] background")
+            signals = table.get("signals", {})
+            if not isinstance(signals, dict):
+                raise AnalysisConfigError(f"{source}: [inputs.signals] must be a table name = [paths]")
+            table["signals"] = {k: _paths(v, base, f"{source}: [inputs.signals] {k}") for k, v in signals.items()}
+        for key in ("working_points", "names", "variables", "score_range"):
+            if key in table:
+                table[key] = tuple(table[key])
+        sections[name] = cls(**table)
+    try:
+        regions = tuple(region_from_config(n, t) for n, t in data.get("regions", {}).items())
+        for r in regions:
+            r.validate(set(VARIABLES))
+    except SelectionError as err:
+        raise AnalysisConfigError(f"{source}: {err}") from None
+    config = AnalysisConfig(regions=regions, **sections)
+    _validate(config, source)
+    return config
+
+
+def _validate(config: AnalysisConfig, source: str) -> None:
+    names = {r.name for r in config.regions}
+    if "all" in names:
+        raise AnalysisConfigError(f"{source}: 'all' is reserved for the inclusive selection")
+    t = config.threshold
+    for key in ("control_region", "signal_region"):
+        if getattr(t, key) not in names:
+            raise AnalysisConfigError(f"{source}: [threshold] {key} = {getattr(t, key)!r} is not a region ({sorted(names)})")
+    if t.method not in METHODS:
+        raise AnalysisConfigError(f"{source}: [threshold] method must be one of {METHODS}")
+    if isinstance(t.signal_injection, str) and t.signal_injection != "cross_section":
+        raise AnalysisConfigError(f"{source}: [threshold] signal_injection must be 'cross_section' or a fraction")
+    if config.metrics.region not in names | {"all"}:
+        raise AnalysisConfigError(f"{source}: [metrics] region {config.metrics.region!r} is not a region")
+    if config.inputs.background_events not in ("test", "all"):
+        raise AnalysisConfigError(f"{source}: [inputs] background_events must be 'test' or 'all'")
+    if config.run.executor not in ("iterative", "futures", "dask"):
+        raise AnalysisConfigError(f"{source}: [run] executor must be iterative, futures or dask")
+    for v in config.histograms.variables:
+        if v not in VARIABLES:
+            raise AnalysisConfigError(f"{source}: [histograms] unknown variable {v!r}")
+    for b in config.baselines.names:
+        if b not in BASELINE_NAMES:
+            raise AnalysisConfigError(f"{source}: [baselines] unknown baseline {b!r}")
+    if config.study.lumi <= 0 or config.study.weights_lumi <= 0:
+        raise AnalysisConfigError(f"{source}: [study] lumi and weights_lumi must be positive")
+
+
+def load_config(path) -> AnalysisConfig:
+    """Read an analysis TOML file (relative paths resolve against its directory)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise AnalysisConfigError(f"{path}: {err}") from None
+    try:
+        config = parse_config(data, base=path.resolve().parent, source=str(path))
+    except TypeError as err:  # a wrong type in a dataclass field
+        raise AnalysisConfigError(f"{path}: {err}") from None
+    return replace(config, path=path)

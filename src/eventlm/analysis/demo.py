@@ -1,0 +1,208 @@
+"""``eventlm demo`` (the job of ``make demo``): train, score, analyse both studies, print the results.
+
+On the bundled samples (``data/``):
+
+1. train the default model (look-up-table tokenizer, masked objective) on the background;
+2. score the background test split and both signals (writing scored ntuples and the token confusion
+   matrices of background and signal);
+3. fit the baselines (isolation forest, dense autoencoder, Deep SVDD) once on the background
+   training split;
+4. run the analysis of ``analysis/tttt_H500.toml`` and ``analysis/gluino_1000.toml`` through the
+   coffea processor on the scored ntuples;
+5. print and write the results table (``OUT/results.md``).
+
+``quick=True`` is a reduced configuration for the end-to-end test (a few thousand events, one
+short epoch, few bootstrap resamplings); its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT_DIR = Path(__file__).resolve().parents[3]
+STUDIES = ("tttt_H500", "gluino_1000")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs; :meth:`quick` is the reduced configuration of the end-to-end test."""
+
+    max_background: int | None = None  # background events read (None: all)
+    max_signal: int | None = None  # events per signal
+    train: dict = field(default_factory=dict)  # RunConfig section overrides, e.g. {"train": {"epochs": 3}}
+    baseline_epochs: int = 20
+    baseline_train_events: int = 40_000
+    n_bootstrap: int = 100
+    executor: str = "iterative"
+    workers: int = 2
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(
+            max_background=3000, max_signal=400,
+            train={"train": {"epochs": 1, "batch_size": 128},
+                   "model": {"n_layer": 1, "n_embd": 32, "n_head": 2}},
+            baseline_epochs=2, baseline_train_events=2000, n_bootstrap=5,
+        )
+
+    @classmethod
+    def full(cls) -> DemoSettings:
+        # measured on the 2-core CPU machine to fit in ~10 minutes end to end (docs/results.md)
+        return cls(train={"train": {"epochs": 10}})
+
+
+def _step(i: int, n: int, text: str) -> None:
+    msg = f"[{i}/{n}] {text}"
+    log.info(msg)
+    print(msg, flush=True)
+
+
+def score_events(scorer, events: ak.Array, path: Path, matrices: dict | None, *, chunk: int = 5000,
+                 desc: str = "scoring") -> Path:
+    """Score ``events`` in chunks (progress bar), write them with the score columns to ``path`` and add
+    the (true, predicted) token counts to ``matrices`` (keys "Background"/"Signal")."""
+    from tqdm.auto import tqdm
+
+    from eventlm.io import write_events
+    from eventlm.score import confusion_counts
+
+    vocab = scorer.tokenizer.vocab_size
+    background = set(scorer.background_processes)
+    parts: dict[str, list] = {}
+    with tqdm(total=len(events), desc=desc, unit="event", dynamic_ncols=True) as bar:
+        for start in range(0, len(events), chunk):
+            sub = events[start:start + chunk]
+            cols = scorer.score(sub, return_tokens=matrices is not None)
+            if matrices is not None:
+                true, pred = cols.pop("token_true"), cols.pop("token_pred")
+                is_bkg = np.isin(np.asarray(ak.to_list(sub.process), dtype=object), list(background))
+                for name, sel in (("Background", is_bkg), ("Signal", ~is_bkg)):
+                    if sel.any():
+                        matrices.setdefault(name, np.zeros((vocab, vocab), dtype=np.int64))
+                        matrices[name] += confusion_counts(
+                            ak.to_numpy(ak.flatten(true[sel])), ak.to_numpy(ak.flatten(pred[sel])), vocab
+                        )
+            for k, v in cols.items():
+                parts.setdefault(k, []).append(v)
+            bar.update(len(sub))
+    extra = {}
+    for k, vs in parts.items():
+        extra[k] = ak.concatenate(vs) if isinstance(vs[0], ak.Array) else np.concatenate(vs)
+    return write_events(events, path, extra_columns=extra)
+
+
+def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings | None = None,
+             data_dir=None, analysis_dir=None) -> dict:
+    """Run the demo; returns ``{"results": markdown, "seconds": {...}, "studies": {name: AnalysisResult}}``."""
+    import torch
+
+    from eventlm.analysis.baselines import TrainSettings, fit_baselines
+    from eventlm.analysis.config import load_config
+    from eventlm.analysis.features import fixed_features
+    from eventlm.analysis.runner import rescale_to_full, run_analysis
+    from eventlm.config import RunConfig
+    from eventlm.io import read_events
+    from eventlm.score import Scorer, plot_token_confusion
+    from eventlm.train import load_split, train
+
+    settings = settings or (DemoSettings.quick() if quick else DemoSettings.full())
+    out_dir = Path(out_dir)
+    data_dir = Path(data_dir) if data_dir else ROOT_DIR / "data"
+    analysis_dir = Path(analysis_dir) if analysis_dir else ROOT_DIR / "analysis"
+    for name in ("background", *STUDIES):
+        if not (data_dir / f"{name}.csv.gz").exists():
+            raise FileNotFoundError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing")
+    for name in STUDIES:
+        if not (analysis_dir / f"{name}.toml").exists():
+            raise FileNotFoundError(f"study config {analysis_dir / (name + '.toml')} is missing")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    n_steps = 5
+
+    # 1. train ------------------------------------------------------------------------------------
+    _step(1, n_steps, "training the default model (LUT tokenizer, masked objective) on the background")
+    t0 = time.perf_counter()
+    background = read_events(data_dir / "background.csv.gz", max_events=settings.max_background)
+    config = RunConfig().replace(**settings.train) if settings.train else RunConfig()
+    model_dir = out_dir / "model"
+    result = train(config, background, model_dir, progress=True)
+    seconds["train"] = time.perf_counter() - t0
+    print(f"      {len(background)} background events, {result.epochs_run} epoch(s), best validation loss "
+          f"{result.best_val_loss:.3f} ({seconds['train']:.0f} s)", flush=True)
+
+    # 2. score ------------------------------------------------------------------------------------
+    _step(2, n_steps, "scoring the background test split and both signals")
+    t0 = time.perf_counter()
+    split = load_split(model_dir)
+    ids = ak.to_numpy(background.event_id)
+    test = rescale_to_full(background[np.isin(ids, split["test"])], background)
+    train_events = background[np.isin(ids, split["train"])]
+    del background
+    scorer = Scorer.load(model_dir)
+    scored_dir = out_dir / "scored"
+    scored_dir.mkdir(exist_ok=True)
+    matrices: dict[str, np.ndarray] = {}
+    scored = {"background": score_events(scorer, test, scored_dir / "background.root", matrices,
+                                         desc="background")}
+    for name in STUDIES:
+        events = read_events(data_dir / f"{name}.csv.gz", max_events=settings.max_signal)
+        scored[name] = score_events(scorer, events, scored_dir / f"{name}.root", matrices, desc=name)
+    plot_token_confusion(matrices, out_dir / "token_confusion.png", scorer.tokenizer)
+    seconds["score"] = time.perf_counter() - t0
+
+    # 3. baselines --------------------------------------------------------------------------------
+    _step(3, n_steps, "fitting the baselines on the background training split")
+    t0 = time.perf_counter()
+    study0 = load_config(analysis_dir / f"{STUDIES[0]}.toml")
+    bc = study0.baselines
+    if len(train_events) > settings.baseline_train_events:
+        rng = np.random.default_rng([study0.study.seed, 11])
+        train_events = train_events[np.sort(rng.choice(len(train_events), settings.baseline_train_events,
+                                                       replace=False))]
+    torch.manual_seed(study0.study.seed)
+    fitted = fit_baselines(fixed_features(train_events, bc.n_objects), bc.names, seed=study0.study.seed,
+                           settings=TrainSettings(epochs=settings.baseline_epochs))
+    seconds["baselines"] = time.perf_counter() - t0
+
+    # 4. studies ----------------------------------------------------------------------------------
+    _step(4, n_steps, f"analysing {', '.join(STUDIES)} (coffea, {settings.executor} executor)")
+    t0 = time.perf_counter()
+    studies = {}
+    for name in STUDIES:
+        cfg = load_config(analysis_dir / f"{name}.toml").with_overrides(
+            inputs={"background": (scored["background"],), "signals": {name: (scored[name],)},
+                    "background_events": "all", "max_events": None},
+            metrics={"n_bootstrap": settings.n_bootstrap},
+            run={"executor": settings.executor, "workers": settings.workers},
+        )
+        print(f"      {name} ...", flush=True)
+        res = run_analysis(cfg, out_dir / name, model=model_dir, progress=False, fitted_baselines=fitted)
+        studies[name] = res
+    seconds["analysis"] = time.perf_counter() - t0
+
+    # 5. results ----------------------------------------------------------------------------------
+    _step(5, n_steps, "results")
+    seconds["total"] = time.perf_counter() - t_all
+    header = [
+        "# eventlm demo results", "",
+        f"Model: `{model_dir}` ({config.tokenizer.kind} tokenizer, {config.train.objective} objective, "
+        f"{config.model.n_layer} layers x {config.model.n_embd}, {result.epochs_run} epoch(s)); "
+        f"{'QUICK reduced configuration: numbers are not meaningful. ' if quick else ''}"
+        f"total {seconds['total']:.0f} s (train {seconds['train']:.0f}, score {seconds['score']:.0f}, "
+        f"baselines {seconds['baselines']:.0f}, analysis {seconds['analysis']:.0f}).", "",
+    ]
+    text = "\n".join(header) + "\n".join(r.table for r in studies.values())
+    (out_dir / "results.md").write_text(text)
+    print(text, flush=True)
+    print(f"outputs in {out_dir}/ (figures: {out_dir}/<study>/*.png, token confusion: "
+          f"{out_dir}/token_confusion.png)", flush=True)
+    return {"results": text, "seconds": seconds, "studies": studies, "model_dir": model_dir}

@@ -1,0 +1,180 @@
+"""Figures of merit of an anomaly score: ROC curve, AUC, signal efficiency at fixed background
+efficiency, significance improvement (SIC), with seeded bootstrap uncertainties.
+
+Conventions (the Dark Machines ones): an event is *selected* when ``score >= threshold``; higher scores
+are more anomalous; efficiencies are weighted (``sum w`` above threshold over ``sum w``) and weights are
+assumed non-negative. ``SIC = eff_S / sqrt(eff_B)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Background efficiencies at which the signal efficiency and the SIC are quoted.
+WORKING_POINTS: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+#: The largest SIC is quoted only where at least this many (unweighted) background events pass.
+SIC_MIN_BACKGROUND_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """Weighted efficiencies for every distinct threshold, thresholds descending.
+
+    ``eff_b[i]`` and ``eff_s[i]`` are the fractions (by weight) with ``score >= thresholds[i]``;
+    ``n_b[i]`` counts the background events (unweighted) that pass. The curve starts at (0, 0).
+    """
+
+    eff_b: np.ndarray
+    eff_s: np.ndarray
+    thresholds: np.ndarray
+    n_b: np.ndarray
+
+    @property
+    def auc(self) -> float:
+        return float(np.trapezoid(self.eff_s, self.eff_b))
+
+
+def _as_weights(scores: np.ndarray, weights) -> np.ndarray:
+    if weights is None:
+        return np.ones(len(scores), dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != scores.shape:
+        raise ValueError(f"weights of shape {weights.shape} for scores of shape {scores.shape}")
+    return weights
+
+
+def roc_curve(scores_b, scores_s, weights_b=None, weights_s=None) -> RocCurve:
+    """ROC curve of background ``scores_b`` against signal ``scores_s`` (ties handled as one threshold)."""
+    scores_b = np.asarray(scores_b, dtype=np.float64).ravel()
+    scores_s = np.asarray(scores_s, dtype=np.float64).ravel()
+    if len(scores_b) == 0 or len(scores_s) == 0:
+        raise ValueError("a ROC curve needs at least one background and one signal event")
+    if not (np.isfinite(scores_b).all() and np.isfinite(scores_s).all()):
+        raise ValueError("scores contain NaN or inf")
+    w_b = _as_weights(scores_b, weights_b)
+    w_s = _as_weights(scores_s, weights_s)
+    scores = np.concatenate([scores_b, scores_s])
+    is_sig = np.concatenate([np.zeros(len(scores_b), bool), np.ones(len(scores_s), bool)])
+    w = np.concatenate([w_b, w_s])
+    order = np.argsort(-scores, kind="stable")
+    scores, is_sig, w = scores[order], is_sig[order], w[order]
+    cum_s = np.cumsum(np.where(is_sig, w, 0.0))
+    cum_b = np.cumsum(np.where(is_sig, 0.0, w))
+    cum_nb = np.cumsum(~is_sig)
+    # the last index of every run of equal scores: a threshold selects all of them or none
+    last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
+    total_b, total_s = cum_b[-1], cum_s[-1]
+    if total_b <= 0 or total_s <= 0:
+        raise ValueError("the total background and signal weights must be positive")
+    return RocCurve(
+        eff_b=np.r_[0.0, cum_b[last] / total_b],
+        eff_s=np.r_[0.0, cum_s[last] / total_s],
+        thresholds=np.r_[np.inf, scores[last]],
+        n_b=np.r_[0, cum_nb[last]],
+    )
+
+
+def auc(scores_b, scores_s, weights_b=None, weights_s=None) -> float:
+    """Area under the ROC curve (0.5 = no separation, 1 = perfect; < 0.5 = signal less anomalous)."""
+    return roc_curve(scores_b, scores_s, weights_b, weights_s).auc
+
+
+def efficiency_at(roc: RocCurve, eff_b_target: float, *, n_background: int) -> float | None:
+    """Signal efficiency at background efficiency ``eff_b_target`` (linear interpolation on the curve).
+
+    ``None`` ("n/a") when the background sample is too small to reach the target: fewer than one
+    background event would pass (``eff_b_target * n_background < 1``).
+    """
+    if eff_b_target * n_background < 1:
+        return None
+    return float(np.interp(eff_b_target, roc.eff_b, roc.eff_s))
+
+
+def sic_curve(roc: RocCurve) -> tuple[np.ndarray, np.ndarray]:
+    """``(eff_s, eff_s / sqrt(eff_b))`` for the points with at least one background event passing."""
+    keep = roc.n_b >= 1
+    return roc.eff_s[keep], roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
+
+
+def max_sic(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENTS) -> float | None:
+    """The largest SIC among thresholds that keep at least ``min_background_events`` background events."""
+    keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
+    if not keep.any():
+        return None
+    return float(np.max(roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])))
+
+
+def _point_metrics(scores_b, scores_s, w_b, w_s, working_points) -> dict[str, float | None]:
+    roc = roc_curve(scores_b, scores_s, w_b, w_s)
+    out: dict[str, float | None] = {"auc": roc.auc}
+    for wp in working_points:
+        eff = efficiency_at(roc, wp, n_background=len(scores_b))
+        out[f"eff_s@{wp:g}"] = eff
+        out[f"sic@{wp:g}"] = None if eff is None else eff / math.sqrt(wp)
+    out["sic_max"] = max_sic(roc)
+    return out
+
+
+@dataclass
+class Metrics:
+    """Values and bootstrap standard deviations of the figures of merit of one score on one signal."""
+
+    values: dict[str, float | None]
+    errors: dict[str, float | None] = field(default_factory=dict)
+    n_background: int = 0
+    n_signal: int = 0
+
+    def to_dict(self) -> dict:
+        return {"values": self.values, "errors": self.errors,
+                "n_background": self.n_background, "n_signal": self.n_signal}
+
+    def format(self, key: str, digits: int = 3) -> str:
+        """``"0.612 ± 0.004"`` or ``"n/a"``."""
+        value = self.values.get(key)
+        if value is None:
+            return "n/a"
+        err = self.errors.get(key)
+        return f"{value:.{digits}f}" if err is None else f"{value:.{digits}f} ± {err:.{digits}f}"
+
+
+def evaluate(
+    scores_b,
+    scores_s,
+    weights_b=None,
+    weights_s=None,
+    *,
+    working_points=WORKING_POINTS,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Metrics:
+    """All figures of merit, with uncertainties from ``n_bootstrap`` resamplings (seeded).
+
+    Background and signal are resampled independently with replacement; the error of a quantity is
+    the standard deviation over the resamplings where it is defined (``None`` if it never is).
+    """
+    scores_b = np.asarray(scores_b, dtype=np.float64)
+    scores_s = np.asarray(scores_s, dtype=np.float64)
+    w_b = _as_weights(scores_b, weights_b)
+    w_s = _as_weights(scores_s, weights_s)
+    values = _point_metrics(scores_b, scores_s, w_b, w_s, working_points)
+    errors: dict[str, float | None] = dict.fromkeys(values)
+    if n_bootstrap > 1:
+        rng = np.random.default_rng(seed)
+        samples: dict[str, list[float]] = {k: [] for k in values}
+        for _ in range(n_bootstrap):
+            ib = rng.integers(0, len(scores_b), len(scores_b))
+            is_ = rng.integers(0, len(scores_s), len(scores_s))
+            try:
+                point = _point_metrics(scores_b[ib], scores_s[is_], w_b[ib], w_s[is_], working_points)
+            except ValueError:  # a resampling with zero total weight
+                continue
+            for k, v in point.items():
+                if v is not None:
+                    samples[k].append(v)
+        for k, vs in samples.items():
+            if values[k] is not None and len(vs) > 1:
+                errors[k] = float(np.std(vs, ddof=1))
+    return Metrics(values=values, errors=errors, n_background=len(scores_b), n_signal=len(scores_s))

@@ -1,0 +1,151 @@
+"""The anomaly threshold: chosen in the control region (CR), applied in the signal region (SR).
+
+Criteria (``method``), both computed on the weighted CR score distributions of background and of the
+injected signal, an event being flagged when ``score >= threshold``:
+
+- ``"youden"``: maximise Youden's J = eff_S - eff_B, the point of the ROC curve farthest above the
+  diagonal. For two densities this is where they cross (the likelihood ratio equals the ratio of the
+  totals), so it is the score that best separates CR background from CR signal. Because it uses
+  efficiencies, it does not depend on how much signal is injected into the CR, only on its shape.
+- ``"background_efficiency"``: the lowest threshold whose CR background efficiency does not exceed
+  ``background_efficiency`` (a fixed false-positive rate, e.g. 1e-2); this needs no signal at all.
+
+In the SR the threshold gives signal and background yields ``s`` and ``b`` (weighted, scaled to the
+luminosity), their efficiencies, ``s / sqrt(b)`` and the Asimov significance
+``Z_A = sqrt(2 ((s + b) ln(1 + s/b) - s))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from eventlm.analysis.metrics import roc_curve
+
+METHODS = ("youden", "background_efficiency")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A chosen threshold and the CR efficiencies it gives."""
+
+    value: float
+    method: str
+    eff_b: float
+    eff_s: float
+
+    @property
+    def youden_j(self) -> float:
+        return self.eff_s - self.eff_b
+
+
+def choose_threshold(
+    scores_b,
+    scores_s=None,
+    weights_b=None,
+    weights_s=None,
+    *,
+    method: str = "youden",
+    background_efficiency: float = 0.01,
+) -> Threshold:
+    """Choose the threshold on CR scores; see the module docstring for the criteria."""
+    if method not in METHODS:
+        raise ValueError(f"threshold method {method!r} is not one of {METHODS}")
+    scores_b = np.asarray(scores_b, dtype=np.float64)
+    if method == "background_efficiency":
+        if not 0 < background_efficiency < 1:
+            raise ValueError(f"background_efficiency must be in (0, 1), got {background_efficiency}")
+        if scores_s is None or len(scores_s) == 0:  # no signal needed: use the background alone
+            scores_s, weights_s = scores_b[:1], None
+        roc = roc_curve(scores_b, scores_s, weights_b, weights_s)
+        ok = np.nonzero(roc.eff_b <= background_efficiency + 1e-12)[0]
+        i = int(ok[-1])
+        if i == 0:  # even the highest score exceeds the target: select nothing beyond the maximum
+            return Threshold(float(np.nextafter(roc.thresholds[1], np.inf)), method, 0.0, 0.0)
+    else:
+        if scores_s is None or len(scores_s) == 0:
+            raise ValueError("Youden's J needs signal events in the control region")
+        roc = roc_curve(scores_b, scores_s, weights_b, weights_s)
+        j = roc.eff_s - roc.eff_b
+        i = int(np.argmax(j[1:]) + 1)  # skip the (0, 0) point at threshold +inf
+    return Threshold(float(roc.thresholds[i]), method, float(roc.eff_b[i]), float(roc.eff_s[i]))
+
+
+def asimov_significance(s: float, b: float) -> float | None:
+    """``Z_A = sqrt(2 ((s + b) ln(1 + s/b) - s))``; ``None`` when ``b <= 0`` (undefined)."""
+    if b <= 0:
+        return None
+    if s <= 0:
+        return 0.0
+    return math.sqrt(max(0.0, 2.0 * ((s + b) * math.log1p(s / b) - s)))
+
+
+@dataclass(frozen=True)
+class RegionYields:
+    """What the threshold does to one region: weighted yields before and after, and significances."""
+
+    region: str
+    threshold: float
+    s_total: float
+    b_total: float
+    s: float
+    b: float
+    n_s: int  # unweighted events passing
+    n_b: int
+
+    @property
+    def eff_s(self) -> float | None:
+        return self.s / self.s_total if self.s_total > 0 else None
+
+    @property
+    def eff_b(self) -> float | None:
+        return self.b / self.b_total if self.b_total > 0 else None
+
+    @property
+    def s_over_sqrt_b(self) -> float | None:
+        return self.s / math.sqrt(self.b) if self.b > 0 else None
+
+    @property
+    def z_asimov(self) -> float | None:
+        return asimov_significance(self.s, self.b)
+
+    @property
+    def z_asimov_before(self) -> float | None:
+        return asimov_significance(self.s_total, self.b_total)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("eff_s", "eff_b", "s_over_sqrt_b", "z_asimov", "z_asimov_before"):
+            out[key] = getattr(self, key)
+        return out
+
+
+def region_yields(
+    region: str,
+    threshold: float,
+    scores_b,
+    scores_s,
+    weights_b=None,
+    weights_s=None,
+    *,
+    lumi_scale: float = 1.0,
+) -> RegionYields:
+    """Yields above ``threshold`` in one region; weights are multiplied by ``lumi_scale``."""
+    scores_b = np.asarray(scores_b, dtype=np.float64)
+    scores_s = np.asarray(scores_s, dtype=np.float64)
+    w_b = np.ones_like(scores_b) if weights_b is None else np.asarray(weights_b, dtype=np.float64)
+    w_s = np.ones_like(scores_s) if weights_s is None else np.asarray(weights_s, dtype=np.float64)
+    pass_b = scores_b >= threshold
+    pass_s = scores_s >= threshold
+    return RegionYields(
+        region=region,
+        threshold=float(threshold),
+        s_total=float(w_s.sum() * lumi_scale),
+        b_total=float(w_b.sum() * lumi_scale),
+        s=float(w_s[pass_s].sum() * lumi_scale),
+        b=float(w_b[pass_b].sum() * lumi_scale),
+        n_s=int(pass_s.sum()),
+        n_b=int(pass_b.sum()),
+    )

@@ -1,0 +1,194 @@
+"""Analysis figures: anomaly-score stacks in CR/SR with the threshold, kinematic stacks, ROC and SIC.
+
+Histograms come from the coffea processor (``hist.Hist`` with a ``process`` and a ``region`` category
+axis); ROC curves are :class:`eventlm.analysis.metrics.RocCurve`. Every function writes one PNG (or PDF)
+through :func:`eventlm.plotting.figure` and draws the label with :func:`eventlm.plotting.add_label`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from eventlm.plotting import PlotLabel, add_label, figure
+
+#: Background colours (the ATLAS-ish palette of mplhep's default cycle, fixed per position).
+_BKG_COLORS = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e76300", "#b9ac70"]
+_SIG_COLORS = ["black", "#e42536", "#5790fc", "#964a8b"]
+_LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def _label_lines(ax, lines: Sequence[str], *, y: float = 0.80) -> None:
+    for i, line in enumerate(lines):
+        ax.text(0.05, y - 0.06 * i, line, transform=ax.transAxes, fontsize=13, va="top")
+
+
+def _trim_range(edges: np.ndarray, counts: list[np.ndarray]) -> tuple[float, float]:
+    total = np.sum(counts, axis=0) if counts else np.zeros(len(edges) - 1)
+    nz = np.nonzero(total > 0)[0]
+    if len(nz) == 0:
+        return float(edges[0]), float(edges[-1])
+    lo = max(0, nz[0] - 1)
+    hi = min(len(edges) - 1, nz[-1] + 2)
+    return float(edges[lo]), float(edges[hi])
+
+
+def plot_stack(
+    h,
+    path,
+    *,
+    region: str,
+    signals: Sequence[str],
+    axis: str = "score",
+    xlabel: str = "Anomaly score (mean masked-token NLL)",
+    threshold: float | None = None,
+    label: PlotLabel = PlotLabel(),
+    title: str = "",
+    lumi_scale: float = 1.0,
+    signal_scale: float | None = None,
+    logy: bool = True,
+) -> None:
+    """Stacked backgrounds per process with the signals overlaid, in one region.
+
+    ``h`` has axes ``process`` (category), ``region`` (category) and ``axis``. Yields are multiplied
+    by ``lumi_scale``. ``signal_scale`` multiplies the signal curves (``None``: scaled so the largest
+    signal's total is the background total, for shape comparison; the legend says by how much).
+    """
+    import mplhep as hep
+
+    processes = list(h.axes["process"])
+    if region not in list(h.axes["region"]):
+        raise KeyError(f"region {region!r} not in the histogram (have {list(h.axes['region'])})")
+    sub = h[{"region": region}]
+    edges = sub.axes[axis].edges
+    backgrounds = [p for p in processes if p not in signals]
+    bkg = {p: sub[{"process": p}].values() * lumi_scale for p in backgrounds}
+    bkg = dict(sorted(bkg.items(), key=lambda kv: kv[1].sum()))  # the largest on top of the stack
+    sig = {p: sub[{"process": p}].values() * lumi_scale for p in signals if p in processes}
+    total_b = sum(v.sum() for v in bkg.values())
+    if signal_scale is None:
+        largest = max((v.sum() for v in sig.values()), default=0.0)
+        ratio = total_b / largest if largest > 0 and total_b > 0 else 1.0
+        signal_scale = float(10 ** np.floor(np.log10(ratio))) if ratio > 30 else 1.0
+    with figure(path) as (fig, ax):
+        if bkg:
+            hep.histplot(
+                list(bkg.values()), edges, stack=True, histtype="fill", label=list(bkg.keys()),
+                color=_BKG_COLORS[: len(bkg)][::-1] if len(bkg) <= len(_BKG_COLORS) else None,
+                edgecolor="black", linewidth=0.5, ax=ax,
+            )
+        for i, (name, values) in enumerate(sig.items()):
+            text = name if signal_scale == 1 else f"{name} ($\\times${signal_scale:g})"
+            hep.histplot(values * signal_scale, edges, histtype="step", linewidth=2.2,
+                         color=_SIG_COLORS[i % len(_SIG_COLORS)],
+                         linestyle=_LINESTYLES[i % len(_LINESTYLES)], label=text, ax=ax)
+        lo, hi = _trim_range(edges, list(bkg.values()) + list(sig.values()))
+        ax.set_xlim(lo, hi)
+        ymax = max([np.max(np.sum(list(bkg.values()), axis=0)) if bkg else 0.0]
+                   + [np.max(v * signal_scale) for v in sig.values()] + [1e-9])
+        if logy:
+            positive = [v[v > 0].min() for v in [*bkg.values(), *sig.values()] if (v > 0).any()]
+            ymin = max(min(positive) * 0.5, ymax * 1e-6) if positive else 1e-3
+            ax.set_yscale("log")
+            ax.set_ylim(ymin, ymax * 10 ** (0.6 * np.log10(max(ymax / ymin, 10))))
+        else:
+            ax.set_ylim(0, ymax * 1.6)
+        if threshold is not None:
+            ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=2, label=f"threshold = {threshold:.3g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Events / bin")
+        add_label(ax, label)
+        lines = [region] + ([title] if title else [])
+        _label_lines(ax, lines, y=0.86)
+        ax.legend(loc="upper right", fontsize=12, ncol=1 if len(bkg) + len(sig) < 6 else 2, frameon=False)
+
+
+def plot_roc(
+    curves: Mapping[str, object],
+    path,
+    *,
+    aucs: Mapping[str, str] | None = None,
+    style: str = "rejection",
+    label: PlotLabel = PlotLabel(),
+    title: str = "",
+) -> None:
+    """ROC curves of several methods on one figure.
+
+    ``style="rejection"``: background rejection 1/eff_B (log) against signal efficiency, the
+    usual HEP form; ``"standard"``: eff_S against eff_B with the random-guess diagonal.
+    ``aucs`` maps a method to the text after its name in the legend (e.g. ``"AUC = 0.61 ± 0.01"``).
+    """
+    if style not in ("rejection", "standard"):
+        raise ValueError(f"ROC style must be 'rejection' or 'standard', got {style!r}")
+    aucs = aucs or {}
+    with figure(path) as (fig, ax):
+        ymax = 10.0
+        for i, (name, roc) in enumerate(curves.items()):
+            text = f"{name} ({aucs[name]})" if name in aucs else name
+            kw = dict(linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=text)
+            if style == "rejection":
+                keep = roc.eff_b > 0
+                ax.plot(roc.eff_s[keep], 1.0 / roc.eff_b[keep], **kw)
+                if keep.any():
+                    ymax = max(ymax, float(1.0 / roc.eff_b[keep].min()))
+            else:
+                ax.plot(roc.eff_b, roc.eff_s, **kw)
+        if style == "rejection":
+            x = np.linspace(0.005, 1, 200)
+            ax.plot(x, 1 / x, color="grey", linestyle=":", label="random")
+            ax.set_yscale("log")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0.8, ymax * 20)  # room for the legend above the curves
+            ax.set_xlabel("Signal efficiency")
+            ax.set_ylabel("Background rejection 1/$\\epsilon_B$")
+        else:
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.35)
+            ax.set_xlabel("Background efficiency")
+            ax.set_ylabel("Signal efficiency")
+        add_label(ax, label)
+        if title:
+            _label_lines(ax, [title], y=0.86)
+        ax.legend(loc="upper right", fontsize=11, frameon=False)
+
+
+def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel(), title: str = "",
+             min_background_events: int = 10) -> None:
+    """Significance improvement eff_S/sqrt(eff_B) against eff_S, where at least
+    ``min_background_events`` background events pass (below that the curve is noise)."""
+    with figure(path) as (fig, ax):
+        ymax = 1.0
+        for i, (name, roc) in enumerate(curves.items()):
+            keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
+            sic = roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
+            ax.plot(roc.eff_s[keep], sic, linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=name)
+            if len(sic):
+                ymax = max(ymax, float(sic.max()))
+        ax.axhline(1.0, color="grey", linestyle=":", label="random")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, ymax * 1.5)
+        ax.set_xlabel("Signal efficiency")
+        ax.set_ylabel("SIC = $\\epsilon_S\\,/\\,\\epsilon_B^{1/2}$")
+        add_label(ax, label)
+        if title:
+            _label_lines(ax, [title], y=0.86)
+        ax.legend(loc="upper right", fontsize=11, frameon=False)
+
+
+def plot_confusion(matrices, path, **kwargs):
+    """Token confusion matrices (true vs predicted token, e.g. ``{"Background": m, "Signal": m}``):
+    delegates to :func:`eventlm.plotting.training.plot_confusion`."""
+    from eventlm.plotting import training
+
+    return training.plot_confusion(matrices, path, **kwargs)
+
+
+def label_for(experiment: str, text: str, com: float, lumi: float | None) -> PlotLabel:
+    """A :class:`PlotLabel` from config values."""
+    def tidy(x):
+        return int(x) if x is not None and float(x).is_integer() else x
+
+    return replace(PlotLabel(), experiment=experiment, text=text, com=tidy(com), lumi=tidy(lumi))
