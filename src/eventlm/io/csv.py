@@ -1,17 +1,16 @@
-"""The Dark Machines CSV format (``.csv``, ``.csv.gz``): vectorized reader and writer.
+"""The Dark Machines CSV format (``.csv``, ``.csv.gz``): fast reader and vectorized writer.
 
 One event per line, energies in MeV (converted to GeV here and nowhere else)::
 
     event_id;process_id;event_weight;MET;METphi;obj1,E1,pt1,eta1,phi1;...;
 
-The reader never loops over lines in Python. A block of whole lines is handled as one byte array:
-the separators (``;``, ``,``, newline) are located with numpy, the tokens between them become one
-Arrow string array (the separators are squeezed out, so the token offsets stay contiguous), and the
-numbers are converted by Arrow's string-to-float cast. Validation is in bulk too: the expected
-separator at every token position is computed from the token's index within its line and compared
-with the one found, the casts fail (or give non-finite values) on bad numbers, and unknown object
-codes come back as nulls from ``index_in``. Only when something is wrong are the offending lines
-located (still vectorized) and described one by one, with a small diagnosis of just those lines.
+The reader never loops over lines in Python. A block of whole lines is handled as one byte array by
+one compiled pass (numba, ``cache=True``: compiled once per installation, then loaded from the
+on-disk cache) that checks every line against the format and writes the values straight into the
+event arrays. Numbers are converted in that pass where an exactly rounded fast path applies (almost
+always: shortest-repr floats); the rest (long event weights, and anything odd) are copied out and
+converted by a single Arrow string-to-number cast, which also validates them. Only when something is
+wrong are the offending lines described one by one, with a small diagnosis of just those lines.
 
 The writer formats with Arrow's float-to-string cast (shortest round-tripping text) and joins with
 Arrow string kernels, so it is vectorized too. Extra columns cannot be written to CSV: the format
@@ -44,11 +43,12 @@ MEV_PER_GEV = 1000.0
 #: Bytes read from disk per block while streaming (whole lines are carried over between blocks).
 BLOCK_BYTES = 8 << 20
 
-_SEMI, _COMMA, _NL, _CR = ord(";"), ord(","), ord("\n"), ord("\r")
+_NL, _CR = ord("\n"), ord("\r")
 _CODES = list(DARKMACHINES_CODES)
+# the scan decodes object codes by their bytes into indices of this order
+assert _CODES == ["j", "b", "e-", "e+", "m-", "m+", "g"], _CODES
 _CODE_KIND = np.array([int(DARKMACHINES_CODES[c][0]) for c in _CODES], dtype=np.int8)
 _CODE_CHARGE = np.array([DARKMACHINES_CODES[c][1] for c in _CODES], dtype=np.int8)
-_CODE_SET = pa.array(_CODES, type=pa.string())
 
 
 class _BadLines(Exception):
@@ -77,11 +77,12 @@ def _open(path: Path):
 def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
     """Yield ``(first_line_number_0based, bytes)`` blocks of at most ``max_lines`` whole lines.
 
-    Reads ``block_bytes`` at a time; every byte is scanned for newlines once. Raises
-    :class:`EventFormatError` for an empty file and a truncated or corrupt gzip stream.
+    Reads ``block_bytes`` at a time; newlines are counted with ``bytes.count`` and located only in the
+    reads where a block ends. Raises :class:`EventFormatError` for an empty file and a truncated or
+    corrupt gzip stream.
     """
-    carry = b""
-    carry_nl = np.zeros(0, dtype=np.int64)  # newline positions within carry
+    pending: list[bytes] = []  # the bytes read since the last block boundary
+    need = max_lines  # newlines still missing from the current block
     line0 = 0
     seen_any = False
     with _open(path) as fh:
@@ -90,30 +91,29 @@ def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES)
                 data = fh.read(block_bytes)
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
                 raise EventFormatError(
-                    path, f"truncated or corrupt gzip stream ({err})", line=line0 + len(carry_nl) + 1
+                    path, f"truncated or corrupt gzip stream ({err})", line=line0 + max_lines - need + 1
                 ) from None
-            seen_any = seen_any or bool(data)
             if not data:
-                if carry:
-                    yield line0, carry
+                if pending:
+                    yield line0, b"".join(pending)
                 break
-            nl = np.concatenate([carry_nl, np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NL) + len(carry)])
-            buf = carry + data
-            start = 0
-            n_full = len(nl) // max_lines
-            for g in range(n_full):
-                stop = int(nl[(g + 1) * max_lines - 1]) + 1
-                yield line0, buf[start:stop]
+            seen_any = True
+            pos = 0
+            while True:
+                found = data.count(b"\n", pos)
+                if found < need:
+                    need -= found
+                    if pos < len(data):
+                        pending.append(data[pos:] if pos else data)
+                    break
+                nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, offset=pos) == _NL)
+                stop = pos + int(nl[need - 1]) + 1
+                pending.append(data[pos:stop])
+                yield line0, b"".join(pending) if len(pending) > 1 else pending[0]
                 line0 += max_lines
-                start = stop
-            carry = buf[start:]
-            carry_nl = nl[n_full * max_lines:] - start
+                pending, need, pos = [], max_lines, stop
     if not seen_any:
         raise EventFormatError(path, "empty file (no events)")
-
-
-#: Bytes parsed at once: blocks of a few MB stay in cache (larger ones are parsed piece by piece).
-PARSE_BYTES = 4 << 20
 
 
 def parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", report=None) -> ak.Array:
@@ -122,29 +122,15 @@ def parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", r
     ``on_error="raise"`` raises :class:`EventFormatError` for the first bad line; ``"skip"`` drops bad
     lines, recording them in ``report`` (a :class:`eventlm.io.ReadReport`).
     """
-    if len(data) <= PARSE_BYTES:
-        return _parse_block(data, path, line0=line0, on_error=on_error, report=report)
-    pieces = []
-    start = 0
-    while start < len(data):
-        stop = data.find(b"\n", min(start + PARSE_BYTES, len(data)) - 1)
-        stop = len(data) if stop < 0 else stop + 1
-        piece = data[start:stop]
-        pieces.append(_parse_block(piece, path, line0=line0, on_error=on_error, report=report))
-        line0 += piece.count(b"\n") + (0 if piece.endswith(b"\n") else 1)
-        start = stop
-    return pieces[0] if len(pieces) == 1 else ak.concatenate(pieces)
-
-
-def _parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", report=None) -> ak.Array:
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size and _CR in data:  # Windows line ends: drop the carriage returns
         buf = buf[buf != _CR]
     if buf.size and buf[-1] != _NL:
         buf = np.concatenate([buf, np.array([_NL], dtype=np.uint8)])
-    line_numbers = np.arange(line0 + 1, line0 + 1 + int(np.count_nonzero(buf == _NL)), dtype=np.int64)
-    # A block that failed validation is cut down to its good lines and parsed again; bad lines are
-    # found stage by stage (structure, then values), so this loops at most a few times.
+    # 1-based file line of each line of ``buf``; materialized only once lines are dropped
+    line_numbers: np.ndarray | None = None
+    # A block with bad lines is cut down to its good lines and parsed again (once: the scan finds
+    # every bad line of a block in one go, the loop is a safety net).
     skipped: list[tuple[int, str]] = []
     try:
         for _ in range(16):
@@ -152,8 +138,10 @@ def _parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", 
                 return _parse_lines(buf)
             except _BadLines as bad:
                 starts, ends = _line_bounds(buf)
+                if line_numbers is None:
+                    line_numbers = np.arange(line0 + 1, line0 + 1 + len(ends), dtype=np.int64)
                 if on_error != "skip":
-                    i = _first_bad_line(buf, ends, int(bad.lines[0]))
+                    i = int(bad.lines[0])
                     raw = bytes(buf[starts[i]:ends[i]])
                     raise EventFormatError(path, diagnose_line(raw), line=int(line_numbers[i])) from None
                 for i in bad.lines:
@@ -167,17 +155,6 @@ def _parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", 
         if report is not None:
             for line, problem in sorted(skipped):
                 report.add(path, problem, line=line)
-
-
-def _first_bad_line(buf: np.ndarray, ends: np.ndarray, candidate: int) -> int:
-    """The first bad line: validation runs in stages, so earlier lines may fail a later stage."""
-    while candidate > 0:
-        try:
-            _parse_lines(buf[: ends[candidate - 1] + 1])
-            return candidate
-        except _BadLines as bad:
-            candidate = int(bad.lines[0])
-    return candidate
 
 
 def _line_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,100 +173,415 @@ def _select_lines(buf: np.ndarray, starts, ends, keep: np.ndarray) -> np.ndarray
     return buf[np.arange(int(lengths.sum())) + offsets]
 
 
+# The scan: one compiled pass over the bytes of a block (numba, cached on disk). Every line is
+# checked against the grammar
+#
+#     int ; process ; num ; num ; num ; ( code , num , num , num , num ; )* newline
+#
+# and its values are written straight into the output arrays. Numbers in the plain form
+# ``-?digits[.digits][(e|E)[+-]digits]`` with at most 18 digits whose value is m * 10^k with
+# m <= 2^53 and |k| <= 22 are converted in the scan by one exactly rounded multiplication or
+# division (the classic fast path, so the result is the correctly rounded double, the same one Arrow
+# gives); any other number text (17-digit event weights, ``nan``, ``1.5x``, ...) is copied out and
+# converted afterwards by one Arrow cast, which also validates it. A line that breaks the grammar
+# (a field count, a missing ``;``, an empty process, an unknown object code) is rolled back and
+# recorded; the lines are described one by one by :func:`diagnose_line` only in that case.
+
+_KERNELS = None
+_FB_INT = 7  # fallback column of event_id; 0-2 are weight/MET/METphi, 3-6 E/pt/eta/phi
+_POW10 = np.array([float(10**i) for i in range(23)])
+_POW10_INT = np.array([10**i for i in range(19)], dtype=np.int64)
+_POW10_UINT = _POW10_INT.astype(np.uint64)
+U64 = np.uint64
+
+
+def _kernels():
+    """The compiled scan (imports numba and compiles, or loads from its on-disk cache, on first use)."""
+    global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback
+    if _KERNELS is None:
+        import numba
+
+        jit = numba.njit(cache=True, nogil=True)
+        inline = numba.njit(cache=True, nogil=True, inline="always")
+        # helpers first: the scan resolves these module globals when it is compiled
+        _load8 = inline(_load8)
+        _digit_run = inline(_digit_run)
+        _slow_number = jit(_slow_number)
+        _fast_number = inline(_fast_number)
+        _fast_integer = jit(_fast_integer)
+        _keep_fallback = jit(_keep_fallback)
+        _KERNELS = jit(_scan)
+    return _KERNELS
+
+
+def _fast_number(buf, s, pow10):
+    """Read the number text starting at ``buf[s]``: ``(end, ok, value)``.
+
+    ``end`` is where the plain number syntax stops (the caller checks that a separator is there);
+    ``ok`` says whether the fast path converted it exactly (else the text goes to the Arrow cast).
+    The common shape ``-?d{1,7}[.d{1,15}]`` is read 8 bytes at a time without data-dependent
+    branches; everything else by :func:`_slow_number`.
+    """
+    i = s
+    neg = buf[i] == 45  # '-'
+    if neg:
+        i += 1
+    if i + 25 <= buf.size:
+        n_int, v_int = _digit_run(_load8(buf, i))
+        if 0 < n_int < 8:
+            j = i + n_int
+            c = buf[j]
+            if c == 46:  # '.'
+                n_frac, v_frac = _digit_run(_load8(buf, j + 1))
+                if n_frac == 8:
+                    n_more, v_more = _digit_run(_load8(buf, j + 9))
+                    n_frac += n_more
+                    v_frac = v_frac * _POW10_UINT[n_more] + v_more
+                j += 1 + n_frac
+                c = buf[j]
+                m = np.int64(v_int) * _POW10_INT[n_frac] + np.int64(v_frac)  # n_frac <= 16: no overflow
+                if 0 < n_frac < 16 and n_int + n_frac <= 18 and m <= 9007199254740992 and c != 101 and c != 69:
+                    value = float(m) / pow10[n_frac]  # m and 10^n_frac are exact: one rounding
+                    return j, True, -value if neg else value
+            elif c != 101 and c != 69:
+                value = float(np.int64(v_int))
+                return j, True, -value if neg else value
+    return _slow_number(buf, s, pow10)
+
+
+def _load8(buf, i):
+    """The 8 bytes ``buf[i:i+8]`` as one little-endian uint64."""
+    j = U64(i)
+    return (U64(buf[j]) | (U64(buf[j + U64(1)]) << U64(8)) | (U64(buf[j + U64(2)]) << U64(16))
+            | (U64(buf[j + U64(3)]) << U64(24)) | (U64(buf[j + U64(4)]) << U64(32))
+            | (U64(buf[j + U64(5)]) << U64(40)) | (U64(buf[j + U64(6)]) << U64(48))
+            | (U64(buf[j + U64(7)]) << U64(56)))
+
+
+def _digit_run(w):
+    """``(n, value)``: the number of leading ASCII digits (0-8) of the 8 bytes in ``w`` (first byte
+    lowest) and the value of those digits, computed with SWAR arithmetic (no per-byte branches)."""
+    a = w ^ U64(0x3030303030303030)  # digits become 0..9
+    flags = ((a + U64(0x7676767676767676)) | a) & U64(0x8080808080808080)  # high bit: not a digit
+    if flags == U64(0):
+        n = U64(8)
+    else:  # index of the lowest flagged byte, by a multiplication (the carries above it do not matter)
+        n = (((flags & (~flags + U64(1))) >> U64(7)) * U64(0x0001020304050607)) >> U64(56)
+    if n == U64(0):
+        return 0, U64(0)
+    v = a << (U64(8) * (U64(8) - n)) if n < U64(8) else a  # the digits, zeros in front
+    v = ((v & U64(0x0F0F0F0F0F0F0F0F)) * U64(2561)) >> U64(8)
+    v = ((v & U64(0x00FF00FF00FF00FF)) * U64(6553601)) >> U64(16)
+    v = ((v & U64(0x0000FFFF0000FFFF)) * U64(42949672960001)) >> U64(32)
+    return np.int64(n), v
+
+
+def _slow_number(buf, s, pow10):
+    """:func:`_fast_number` for any text: a digit-by-digit loop."""
+    i = s
+    neg = buf[i] == 45  # '-'
+    if neg:
+        i += 1
+    m = 0
+    n_digits = 0
+    d = np.int64(buf[i]) - 48
+    while 0 <= d <= 9:
+        m = m * 10 + d
+        n_digits += 1
+        i += 1
+        d = np.int64(buf[i]) - 48
+    ok = n_digits > 0
+    n_frac = 0
+    if buf[i] == 46:  # '.'
+        i += 1
+        d = np.int64(buf[i]) - 48
+        while 0 <= d <= 9:
+            m = m * 10 + d
+            n_frac += 1
+            i += 1
+            d = np.int64(buf[i]) - 48
+        ok = ok and n_frac > 0
+    exp = 0
+    if buf[i] == 101 or buf[i] == 69:  # 'e', 'E'
+        i += 1
+        exp_neg = buf[i] == 45
+        if exp_neg or buf[i] == 43:
+            i += 1
+        n_exp = 0
+        d = np.int64(buf[i]) - 48
+        while 0 <= d <= 9:
+            if exp < 100000:
+                exp = exp * 10 + d
+            n_exp += 1
+            i += 1
+            d = np.int64(buf[i]) - 48
+        ok = ok and n_exp > 0
+        if exp_neg:
+            exp = -exp
+    n_digits += n_frac
+    if not ok or n_digits > 18 or m > 9007199254740992:
+        return i, False, 0.0
+    value = float(m)
+    if m != 0:
+        k = exp - n_frac
+        if k < -22 or k > 22:
+            return i, False, 0.0
+        if k >= 0:
+            value = value * pow10[k]
+        else:
+            value = value / pow10[-k]
+    return i, True, -value if neg else value
+
+
+def _fast_integer(buf, s, e):
+    """(True, value) for ``-?digits`` with at most 18 digits, else (False, 0)."""
+    i = s
+    neg = False
+    if i < e and buf[i] == 45:
+        neg = True
+        i += 1
+    if i == e or e - i > 18:
+        return False, 0
+    m = 0
+    while i < e:
+        if not 48 <= buf[i] <= 57:
+            return False, 0
+        m = m * 10 + (np.int64(buf[i]) - 48)
+        i += 1
+    return True, -m if neg else m
+
+
+def _keep_fallback(buf, s, e, n, col, row, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
+    """Append token ``buf[s:e]`` to the fallback list (growing its arrays); returns them."""
+    if n + 1 >= fb_col.size:
+        size = 2 * fb_col.size
+        fb_col = np.concatenate((fb_col, np.empty(size - fb_col.size, np.int8)))
+        fb_row = np.concatenate((fb_row, np.empty(size - fb_row.size, np.int64)))
+        fb_line = np.concatenate((fb_line, np.empty(size - fb_line.size, np.int64)))
+        fb_off = np.concatenate((fb_off, np.empty(size + 1 - fb_off.size, np.int64)))
+    o = fb_off[n]
+    if o + (e - s) > fb_chars.size:
+        fb_chars = np.concatenate((fb_chars, np.empty(max(fb_chars.size, e - s), np.uint8)))
+    fb_chars[o:o + (e - s)] = buf[s:e]
+    fb_col[n] = col
+    fb_row[n] = row
+    fb_line[n] = line
+    fb_off[n + 1] = o + (e - s)
+    return fb_col, fb_row, fb_line, fb_off, fb_chars
+
+
+def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
+    """Parse the lines of ``buf`` (which ends with a newline); see the comment above."""
+    n = buf.size
+    max_ev = n // 11 + 1  # a good line has at least 11 bytes, an object at least 10
+    max_obj = n // 10 + 1
+    event_id = np.empty(max_ev, np.int64)
+    weight = np.empty(max_ev, np.float64)
+    met = np.empty(max_ev, np.float32)
+    met_phi = np.empty(max_ev, np.float32)
+    counts = np.empty(max_ev, np.int64)
+    proc_off = np.empty(max_ev + 1, np.int64)
+    proc_chars = np.empty(n, np.uint8)
+    kind = np.empty(max_obj, np.int8)
+    charge = np.empty(max_obj, np.int8)
+    obj = np.empty((4, max_obj), np.float32)  # E, pt, eta, phi
+    bad = np.empty(16, np.int64)
+    fb_col = np.empty(64, np.int8)
+    fb_row = np.empty(64, np.int64)
+    fb_line = np.empty(64, np.int64)
+    fb_off = np.zeros(65, np.int64)
+    fb_chars = np.empty(1024, np.uint8)
+
+    p = 0
+    line = 0
+    n_ev = 0
+    n_obj = 0
+    n_bad = 0
+    n_fb = 0
+    proc_off[0] = 0
+    while p < n:
+        obj0 = n_obj
+        fb0 = n_fb
+        ok = True
+        for f in range(5):  # event_id ; process ; weight ; MET ; METphi ;
+            if f >= 2:
+                e, good, value = _fast_number(buf, p, pow10)
+                if buf[e] != 59:
+                    good = False
+                    while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
+                        e += 1
+                    if buf[e] != 59:
+                        ok = False
+                        p = e
+                        break
+                if good:
+                    if f == 2:
+                        weight[n_ev] = value
+                    elif f == 3:
+                        met[n_ev] = value / mev_per_gev
+                    else:
+                        met_phi[n_ev] = value
+                else:
+                    fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
+                        buf, p, e, n_fb, f - 2, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                    n_fb += 1
+                p = e + 1
+                continue
+            e = p
+            while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
+                e += 1
+            if buf[e] != 59 or (f == 1 and e == p):
+                ok = False
+                p = e
+                break
+            if f == 0:
+                good, ivalue = _fast_integer(buf, p, e)
+                if good:
+                    event_id[n_ev] = ivalue
+                else:
+                    fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
+                        buf, p, e, n_fb, 7, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                    n_fb += 1
+            else:
+                o = proc_off[n_ev]
+                for j in range(e - p):
+                    proc_chars[o + j] = buf[p + j]
+                proc_off[n_ev + 1] = o + e - p
+            p = e + 1
+        while ok and buf[p] != 10:  # objects: code , E , pt , eta , phi ;
+            for f in range(5):
+                sep = 59 if f == 4 else 44
+                if f > 0:
+                    e, good, value = _fast_number(buf, p, pow10)
+                    if buf[e] != sep:
+                        good = False
+                        while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
+                            e += 1
+                        if buf[e] != sep:
+                            ok = False
+                            p = e
+                            break
+                    if good:
+                        obj[f - 1, n_obj] = value / mev_per_gev if f <= 2 else value
+                    else:
+                        fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
+                            buf, p, e, n_fb, f + 2, n_obj, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                        n_fb += 1
+                    p = e + 1
+                    continue
+                e = p
+                while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
+                    e += 1
+                if buf[e] != sep:
+                    ok = False
+                    p = e
+                    break
+                if True:
+                    code = -1
+                    c0 = buf[p]
+                    if e - p == 1:
+                        code = 0 if c0 == 106 else 1 if c0 == 98 else 6 if c0 == 103 else -1  # j b g
+                    elif e - p == 2:
+                        c1 = buf[p + 1]
+                        sign = 0 if c1 == 45 else 1 if c1 == 43 else -1  # - +
+                        if sign >= 0:
+                            code = 2 + sign if c0 == 101 else 4 + sign if c0 == 109 else -1  # e m
+                    if code < 0:
+                        ok = False
+                        p = e
+                        break
+                    kind[n_obj] = code_kind[code]
+                    charge[n_obj] = code_charge[code]
+                p = e + 1
+            if ok:
+                n_obj += 1
+        if ok:
+            counts[n_ev] = n_obj - obj0
+            n_ev += 1
+            p += 1
+        else:  # roll the line back and skip to its end
+            n_obj = obj0
+            n_fb = fb0
+            proc_off[n_ev + 1] = proc_off[n_ev]
+            if n_bad == bad.size:
+                bad = np.concatenate((bad, np.empty(bad.size, np.int64)))
+            bad[n_bad] = line
+            n_bad += 1
+            while buf[p] != 10:
+                p += 1
+            p += 1
+        line += 1
+    return (
+        event_id[:n_ev].copy(), weight[:n_ev].copy(), met[:n_ev].copy(), met_phi[:n_ev].copy(),
+        counts[:n_ev].copy(), proc_off[:n_ev + 1].copy(), proc_chars[:proc_off[n_ev]].copy(),
+        kind[:n_obj].copy(), charge[:n_obj].copy(), obj[:, :n_obj].copy(), bad[:n_bad].copy(),
+        fb_col[:n_fb].copy(), fb_row[:n_fb].copy(), fb_line[:n_fb].copy(), fb_off[:n_fb + 1].copy(),
+        fb_chars[:fb_off[n_fb]].copy(),
+    )
+
+
 def _parse_lines(buf: np.ndarray) -> ak.Array:
     if not buf.size:
         return empty_events()
-    is_sep = (buf == _SEMI) | (buf == _COMMA) | (buf == _NL)
-    sep_pos = np.flatnonzero(is_sep)
-    n_tok = len(sep_pos)
-    # Token t is the text between separator t-1 and separator t; "ends" are the tokens closed by
-    # ';' or a newline. A good line has ends at within-line ranks 0..4 (the header fields), one per
-    # object (whose 5 values are closed by ',,,,;', so 5 tokens after the previous end), and a last,
-    # empty token closed by the newline right after the final ';'.
-    sep_char = buf[sep_pos]
-    ends = np.flatnonzero(sep_char != _COMMA)
-    end_is_nl = sep_char[ends] == _NL
-    nl_rank = np.flatnonzero(end_is_nl)  # rank (among ends) of each line's newline
-    n_lines = len(nl_rank)
-    first_rank = np.concatenate([[0], nl_rank[:-1] + 1])
-    ends_per_line = nl_rank - first_rank + 1
-    n_obj = ends_per_line - 6
-    bad_line = n_obj < 0
-    gap = np.diff(ends, prepend=-1)
-    rank = np.arange(len(ends)) - np.repeat(first_rank, ends_per_line)
-    is_obj_end = rank >= 5
-    is_obj_end[nl_rank] = False
-    wrong = gap != np.where(is_obj_end, 5, 1)
-    nl_tok = ends[nl_rank]
-    trailing = sep_pos[nl_tok] - sep_pos[np.maximum(nl_tok - 1, 0)] - 1  # text after the final ';'
-    bad_line |= (nl_tok == 0) | (trailing != 0)
-    if wrong.any():
-        line_of_end = np.repeat(np.arange(n_lines), ends_per_line)
-        bad_line[np.unique(line_of_end[wrong])] = True
-    if bad_line.any():
-        raise _BadLines(np.flatnonzero(bad_line))
-    first = ends[first_rank]  # token index of each line's event_id
-    obj_first = ends[is_obj_end] - 4  # token index of each object's code
-    obj_line = np.repeat(np.arange(n_lines), n_obj)
-
-    # --- tokens: squeeze the separators out so that token offsets are contiguous
-    chars = buf[~is_sep]
-    offsets = np.empty(n_tok + 1, dtype=np.int64)
-    offsets[0] = 0
-    offsets[1:] = sep_pos - np.arange(n_tok)
-    tokens = pa.LargeStringArray.from_buffers(n_tok, pa.py_buffer(offsets), pa.py_buffer(chars))
-
-    lines = np.arange(n_lines)
-    event_id = _numbers(tokens, first, pa.int64(), lines)
-    header = _numbers(tokens, (first[:, None] + np.arange(2, 5)).ravel(), pa.float64(), lines, per=3)
-    weight, met, met_phi = header.reshape(-1, 3).T
-    values = _numbers(tokens, (obj_first[:, None] + np.arange(1, 5)).ravel(), pa.float64(), obj_line, per=4)
-    E, pt, eta, phi = values.reshape(-1, 4).T
-    code = pc.index_in(tokens.take(pa.array(obj_first)), value_set=_CODE_SET)
-    if code.null_count:
-        unknown = np.asarray(code.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        raise _BadLines(obj_line[unknown])
-    code = code.to_numpy()
-
-    # process labels: a string view of the (squeezed) character buffer, packed to its own copy
-    proc_tok = first + 1
-    if (offsets[proc_tok + 1] == offsets[proc_tok]).any():
-        raise _BadLines(np.flatnonzero(offsets[proc_tok + 1] == offsets[proc_tok]))
-    proc = ak.contents.ListArray(
-        ak.index.Index64(offsets[proc_tok]),
-        ak.index.Index64(offsets[proc_tok + 1]),
-        ak.contents.NumpyArray(chars, parameters={"__array__": "char"}),
+    (event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
+     fb_col, fb_row, fb_line, fb_off, fb_chars) = _kernels()(buf, _CODE_KIND, _CODE_CHARGE, _POW10, MEV_PER_GEV)
+    E, pt, eta, phi = obj
+    if len(fb_col):  # numbers the scan left to Arrow: convert, validate, scatter
+        strings = pa.LargeStringArray.from_buffers(len(fb_col), pa.py_buffer(fb_off), pa.py_buffer(fb_chars))
+        is_int = fb_col == _FB_INT
+        bad_values = []
+        for type_, mask in ((pa.int64(), is_int), (pa.float64(), ~is_int)):
+            if not mask.any():
+                continue
+            values, wrong = _cast(strings if mask.all() else strings.filter(pa.array(mask)), type_)
+            if wrong is not None:
+                bad_values.append(fb_line[mask][wrong])
+                continue
+            cols, rows = fb_col[mask], fb_row[mask]
+            for col, target in enumerate((weight, met, met_phi, E, pt, eta, phi, event_id)):
+                sel = cols == col
+                if sel.any():
+                    v = values[sel]
+                    target[rows[sel]] = v / MEV_PER_GEV if col in (1, 3, 4) else v
+        if bad_values:
+            bad = np.concatenate([bad, *bad_values])
+    if len(bad):
+        raise _BadLines(bad)
+    particles = make_particles(kind, charge, pt, eta, phi, E, counts)
+    process = ak.Array(ak.contents.ListOffsetArray(
+        ak.index.Index64(proc_off),
+        ak.contents.NumpyArray(proc_chars, parameters={"__array__": "char"}),
         parameters={"__array__": "string"},
-    )
-    process = ak.to_packed(ak.Array(proc))
-
-    particles = make_particles(
-        _CODE_KIND[code], _CODE_CHARGE[code],
-        pt / MEV_PER_GEV, eta, phi, E / MEV_PER_GEV, n_obj,
-    )
+    ))
     return make_events(
-        event_id=event_id, process=process, weight=weight,
-        met=met / MEV_PER_GEV, met_phi=met_phi, particles=particles,
+        event_id=event_id, process=process, weight=weight, met=met, met_phi=met_phi, particles=particles,
     )
 
 
-def _numbers(tokens: pa.Array, index: np.ndarray, type_: pa.DataType, line_of: np.ndarray, per: int = 1) -> np.ndarray:
-    """Cast the tokens at ``index`` to numbers; raise _BadLines naming the lines with bad values.
-
-    ``line_of[i // per]`` is the line of the i-th token (``per`` tokens of one object or line).
-    """
-    strings = tokens.take(pa.array(index, type=pa.int64()))
+def _cast(strings: pa.Array, type_: pa.DataType) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(values, None)``, or ``(None, indices of the strings that are not finite numbers)``."""
     try:
         values = pc.cast(strings, type_).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pattern = r"^[+-]?\d+$" if pa.types.is_integer(type_) else r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+        pattern = r"^-?\d+$" if pa.types.is_integer(type_) else r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
         ok = pc.match_substring_regex(strings, pattern).to_numpy(zero_copy_only=False)
-        raise _BadLines(line_of[np.flatnonzero(~ok) // per]) from None
+        wrong = np.flatnonzero(~ok)
+        if not len(wrong):  # the pattern and Arrow disagree: ask Arrow string by string
+            wrong = np.array([i for i, s in enumerate(strings) if not _casts(s, type_)], dtype=np.int64)
+        return None, wrong
     if values.dtype.kind == "f":
         finite = np.isfinite(values)
         if not finite.all():
-            raise _BadLines(line_of[np.flatnonzero(~finite) // per])
-    return values
+            return None, np.flatnonzero(~finite)
+    return values, None
+
+
+def _casts(string: pa.Scalar, type_: pa.DataType) -> bool:
+    try:
+        value = pc.cast(pa.array([string.as_py()], pa.large_string()), type_)[0].as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def diagnose_line(raw: bytes) -> str:
