@@ -1,0 +1,283 @@
+"""The event transformer: a small pre-norm encoder over particle tokens, in one file.
+
+One code path serves both objectives:
+
+- ``masked`` (the paper): bidirectional attention; the model sees an event with some particle tokens
+  replaced by MASK and predicts the true token at those positions.
+- ``causal`` (arXiv:2303.07364): causal attention over ``BOS t1 .. tn``; position i predicts token
+  i+1, the last one predicts EOS. The summed log-probability is the event log-likelihood (a second
+  anomaly score), and :meth:`EventTransformer.sample` generates events.
+
+Positions. The tokenizer orders an event's particles by kind, then by decreasing pT, and puts the MET
+tokens last, so a token's position carries information (its rank) that the model should see. The
+default is rotary position embedding (RoPE) on queries and keys: relative positions, no maximum
+length, nothing to learn. ``position="learned"`` adds a learned absolute embedding (up to ``max_len``);
+``"none"`` makes the model permutation-equivariant.
+
+Padding. ``padding_mask`` (True at real tokens) is the attention key mask; a query may attend to real
+keys only. Each query may also attend to itself, so a row that is all padding (a padded query, or an
+empty event) has one finite term in its softmax instead of producing NaN; padded outputs are never
+used by the losses.
+
+This module never imports awkward: it takes integer tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+PAD = 0  # eventlm.tokenize.base.PAD; duplicated so the model has no tokenizer import
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int  # n_content + 4 (PAD, content tokens, MASK, BOS, EOS)
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.1
+    bias: bool = True
+    position: str = "rotary"  # "rotary" | "learned" | "none"
+    max_len: int = 64  # only for position="learned"
+    normformer: bool = False  # NormFormer's extra norms: after attention, and inside the MLP
+    causal: bool = False  # the causal (next-token) objective instead of the masked one
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
+        if self.position not in ("rotary", "learned", "none"):
+            raise ValueError(f"position {self.position!r}: choose rotary, learned or none")
+        if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rotary embedding needs an even head dimension")
+
+    @property
+    def n_content(self) -> int:
+        return self.vocab_size - 4
+
+    @property
+    def mask_id(self) -> int:
+        return self.n_content + 1
+
+    @property
+    def bos_id(self) -> int:
+        return self.n_content + 2
+
+    @property
+    def eos_id(self) -> int:
+        return self.n_content + 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rotary_tables(T: int, head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, (T, 1, hd): the first and second half of a head share angles."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat((angles, angles), dim=-1)[:, None, :]  # (T, 1, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, T, nh, hd); rotate each pair (i, i + hd/2) by its position's angle ("rotate half" form)
+    half = x.size(-1) // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (B, T, nh, hd)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, attn_mask, rope):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head)  # (B, T, nh, hd)
+        k = k.view(B, T, self.n_head, C // self.n_head)  # (B, T, nh, hd)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hd)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hd)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hd)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.ln_mid = nn.LayerNorm(4 * config.n_embd) if config.normformer else nn.Identity()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.ln_mid(self.gelu(self.c_fc(x)))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.ln_attn = nn.LayerNorm(config.n_embd) if config.normformer else nn.Identity()
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask, rope):
+        x = x + self.ln_attn(self.attn(self.ln_1(x), attn_mask, rope))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class EventTransformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.max_len, config.n_embd) if config.position == "learned" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2 / nanoGPT
+        # ids the head may never predict: PAD, MASK, BOS always; EOS only in the causal objective
+        banned = torch.zeros(config.vocab_size, dtype=torch.bool)
+        banned[[PAD, config.mask_id, config.bos_id]] = True
+        banned[config.eos_id] = not config.causal
+        self.register_buffer("banned", banned, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def attention_mask(self, padding_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, T) bool, True where query i may attend to key j."""
+        B, T = padding_mask.shape
+        allowed = padding_mask[:, None, None, :].expand(B, 1, T, T)  # keys that are real tokens
+        if self.config.causal:
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=padding_mask.device).tril()
+        # every query may see itself: a row that is all padding stays finite (no NaN from softmax)
+        return allowed | torch.eye(T, dtype=torch.bool, device=padding_mask.device)
+
+    def forward(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, where=None):
+        """Logits over the vocabulary.
+
+        ``idx``: (B, T) token ids; ``padding_mask``: (B, T) bool, True at real tokens (default
+        ``idx != PAD``). ``where``: None for logits at every position, (B, T) (B, T, V); a (B, T) bool
+        tensor to compute the head only there, (N, V) in row-major order; or a (B,) int64 tensor of one
+        position per row, (B, V).
+        """
+        B, T = idx.size()
+        if padding_mask is None:
+            padding_mask = idx != PAD
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            if T > self.config.max_len:
+                raise ValueError(f"sequence of {T} tokens is longer than max_len={self.config.max_len}")
+            x = x + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
+        x = self.drop(x)
+        rope = None
+        if self.config.position == "rotary":
+            rope = rotary_tables(T, self.config.n_embd // self.config.n_head, self.config.rope_base, idx.device)
+        attn_mask = self.attention_mask(padding_mask)  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, attn_mask, rope)  # (B, T, C)
+        if where is not None:
+            if where.dtype == torch.bool:
+                x = x[where]  # (N, C)
+            else:
+                x = x[torch.arange(B, device=idx.device), where]  # (B, C)
+        logits = self.lm_head(self.ln_f(x))  # (..., V)
+        return logits.masked_fill(self.banned, float("-inf"))
+
+    def loss(self, input_ids, targets, padding_mask) -> tuple[torch.Tensor, int]:
+        """Mean cross entropy over the positions with a target, and their number.
+
+        A batch with no target at all (only events without maskable tokens) gives exactly 0.
+        """
+        where = targets >= 0  # (B, T)
+        n = int(where.sum())
+        logits = self(input_ids, padding_mask, where=where)  # (N, V)
+        if n == 0:
+            return logits.sum() * 0.0, 0
+        return F.cross_entropy(logits.float(), targets[where]), n
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n_events: int,
+        *,
+        max_tokens: int = 24,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        device=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate events with the causal model: ``(tokens (N, max_tokens) PAD-filled, lengths (N,))``.
+
+        Each event starts at BOS and stops at its first EOS (not included) or after ``max_tokens``.
+        """
+        if not self.config.causal:
+            raise ValueError("sample() needs a model trained with the causal objective")
+        device = device or next(self.parameters()).device
+        seq = torch.full((n_events, 1), self.config.bos_id, dtype=torch.long, device=device)
+        done = torch.zeros(n_events, dtype=torch.bool, device=device)
+        lengths = torch.full((n_events,), max_tokens, dtype=torch.long, device=device)
+        for step in range(max_tokens):
+            last = torch.full((n_events,), seq.size(1) - 1, dtype=torch.long, device=device)
+            logits = self(seq, torch.ones_like(seq, dtype=torch.bool), where=last)  # (N, V)
+            logits = logits.float() / max(temperature, 1e-6)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = F.softmax(logits, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+            stop = (nxt[:, 0] == self.config.eos_id) & ~done
+            lengths = torch.where(stop, torch.full_like(lengths, step), lengths)
+            done = done | stop
+            nxt = torch.where(done[:, None], torch.full_like(nxt, PAD), nxt)
+            seq = torch.cat([seq, nxt], dim=1)  # (N, t+1)
+            if bool(done.all()):
+                break
+        tokens = torch.full((n_events, max_tokens), PAD, dtype=torch.long, device=device)
+        body = seq[:, 1 : max_tokens + 1]
+        tokens[:, : body.size(1)] = body
+        tokens = tokens.masked_fill(torch.arange(max_tokens, device=device)[None, :] >= lengths[:, None], PAD)
+        return tokens, lengths
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type="cpu"):
+        """AdamW with weight decay on matrices (>= 2-D) only, as in nanoGPT."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")

@@ -1,0 +1,318 @@
+"""Scoring: how badly the background-trained model reconstructs each event's particles.
+
+Masked objective. For an event with maskable tokens ``t_1 .. t_n`` (its particles; MET too if the
+model was trained with ``mask_met``), build n copies, copy i with ``t_i`` replaced by MASK, and take
+``nll_i = -log p(t_i | copy i)`` at the masked position. Then
+
+- ``anomaly_score`` = mean of ``nll_i`` (float32; higher = more anomalous),
+- ``anomaly_score_max`` = max of ``nll_i``,
+- ``reco_accuracy`` = fraction of i with ``argmax p(. | copy i) == t_i``,
+- ``token_nll`` = ``[nll_1 .. nll_n]`` (jagged, in the event's token order).
+
+An event with nothing to mask (no particles) gets ``anomaly_score = anomaly_score_max = 0``,
+``reco_accuracy = 1`` and an empty ``token_nll``: it is kept, never NaN.
+
+Causal objective. ``nll_i = -log p(t_i | BOS t_1 .. t_{i-1})`` for the n tokens and the stop token;
+``anomaly_score`` is their mean over the n + 1 predictions, ``log_likelihood`` (float32) their negated
+sum (the event log-likelihood), ``token_nll`` the n token terms.
+
+All masked copies of a batch of events are built at once (vectorized) and go through one forward
+pass; events are grouped by length to limit padding and put back in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from eventlm.batching import _offsets, jagged_to_flat, maskable_positions, pad
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("anomaly_score", "anomaly_score_max", "reco_accuracy", "token_nll")
+
+
+class Scorer:
+    """A trained model directory, loaded on first use; ``score(events)`` returns the score columns.
+
+    Cheap to construct and to pickle (the model is dropped on pickling and reloaded lazily in the
+    worker), so a coffea processor can hold one and call it per chunk.
+    """
+
+    def __init__(
+        self,
+        model_dir,
+        device="cpu",
+        *,
+        which: str = "best",
+        batch_events: int | None = None,
+        threads: int | None = None,
+    ):
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self.device = str(device)
+        self.which = which
+        self.batch_events = batch_events
+        self._loaded = None
+
+    @classmethod
+    def load(cls, model_dir, device="cpu", **kwargs) -> Scorer:
+        """A scorer for ``model_dir``; checks the directory now, loads the weights on first use."""
+        model_dir = Path(model_dir)
+        for name in ("tokenizer.json",):
+            if not (model_dir / name).exists():
+                raise FileNotFoundError(f"{model_dir} is not a model directory: no {name}")
+        if not (model_dir / "best.pt").exists() and not (model_dir / "checkpoint.pt").exists():
+            raise FileNotFoundError(f"{model_dir} is not a model directory: no best.pt or checkpoint.pt")
+        return cls(model_dir, device, **kwargs)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_loaded"] = None
+        return state
+
+    def _load(self):
+        if self._loaded is None:
+            from eventlm.train import load_model
+
+            model, tokenizer, ckpt = load_model(self.model_dir, which=self.which, device=self.device)
+            run = ckpt["run_config"]
+            self._loaded = {
+                "model": model,
+                "tokenizer": tokenizer,
+                "objective": ckpt["objective"],
+                "mask_met": bool(run["masking"]["mask_met"]),
+                "batch_events": self.batch_events or int(run["train"].get("score_batch_events", 64)),
+                "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
+                "processes": list(ckpt.get("processes", [])),
+                "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
+            }
+        return self._loaded
+
+    @property
+    def model(self):
+        return self._load()["model"]
+
+    @property
+    def tokenizer(self):
+        return self._load()["tokenizer"]
+
+    @property
+    def objective(self) -> str:
+        return self._load()["objective"]
+
+    @property
+    def background_processes(self) -> list[str]:
+        """The process labels of the training background (what counts as background in a confusion plot)."""
+        return self._load()["processes"]
+
+    def score(self, events: ak.Array, *, return_tokens: bool = False) -> dict:
+        """Score columns for every event of ``events``, in input order (see the module docstring).
+
+        Returns a dict: ``anomaly_score``, ``anomaly_score_max``, ``reco_accuracy`` (float32 numpy),
+        ``token_nll`` (awkward ``var * float32``), plus ``log_likelihood`` for the causal objective.
+        ``return_tokens=True`` adds ``token_true`` and ``token_pred`` (jagged int64, the true and
+        argmax-predicted token of every scored position).
+        """
+        tokens = self.tokenizer.encode(events)
+        return self.score_tokens(tokens, return_tokens=return_tokens)
+
+    def score_tokens(self, tokens, *, return_tokens: bool = False) -> dict:
+        """:meth:`score` on jagged token ids (awkward, lists, or ``(flat, offsets)``)."""
+        from eventlm.train import cpu_threads
+
+        state = self._load()
+        with torch.no_grad(), cpu_threads(state["threads"] if not self.device.startswith("cuda") else 0):
+            return self._score_tokens(tokens, return_tokens)
+
+    def _score_tokens(self, tokens, return_tokens: bool) -> dict:
+        state = self._load()
+        flat, offsets = jagged_to_flat(tokens)
+        lengths = np.diff(offsets)
+        if state["objective"] == "causal":
+            n_scored = lengths.copy()
+            n_terms = lengths + 1  # the tokens and the stop token
+        else:
+            n_met = 0 if state["mask_met"] else self.tokenizer.n_met_tokens
+            n_scored = np.maximum(lengths - n_met, 0)
+            n_terms = n_scored
+        term_offsets = _offsets(n_terms)
+        nll = np.zeros(term_offsets[-1], dtype=np.float32)
+        correct = np.zeros(term_offsets[-1], dtype=bool)
+        pred = np.zeros(term_offsets[-1], dtype=np.int64)
+        true = np.zeros(term_offsets[-1], dtype=np.int64)
+        # group events of similar length; each group is one forward pass
+        order = np.argsort(lengths, kind="stable")
+        step = state["batch_events"]
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            if state["objective"] == "causal":
+                slots, t_true, logits = self._causal_batch(flat, offsets, idx, term_offsets)
+            else:
+                slots, t_true, logits = self._masked_batch(flat, offsets, idx, term_offsets)
+            if len(slots) == 0:
+                continue
+            logp = F.log_softmax(logits.float(), dim=-1)  # (M, V)
+            t = torch.from_numpy(t_true).to(logp.device)
+            nll[slots] = (-logp.gather(1, t[:, None])[:, 0]).cpu().numpy()
+            p = logp.argmax(dim=-1).cpu().numpy()
+            pred[slots] = p
+            true[slots] = t_true
+            correct[slots] = p == t_true
+        return self._columns(nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens)
+
+    def _masked_batch(self, flat, offsets, idx, term_offsets):
+        """All masked copies of events ``idx``: (slots in the output, true tokens, logits (M, V))."""
+        state = self._load()
+        model = state["model"]
+        lengths = np.diff(offsets)[idx]
+        sub_flat = flat[_gather_positions(offsets, idx)]
+        tokens, _, _ = pad(sub_flat, lengths)  # (B, T)
+        width = tokens.shape[1]
+        n_met = 0 if state["mask_met"] else self.tokenizer.n_met_tokens
+        rows, cols = np.nonzero(maskable_positions(lengths, width, n_met, mask_met=False))  # (M,), (M,)
+        if len(rows) == 0:
+            return rows, rows, None
+        copies = tokens[rows]  # (M, T): copy j is event rows[j] ...
+        t_true = copies[np.arange(len(rows)), cols].copy()
+        copies[np.arange(len(rows)), cols] = self.tokenizer.special.mask  # ... with position cols[j] masked
+        x = torch.from_numpy(copies).to(self.device)
+        logits = model(x, x != 0, where=torch.from_numpy(cols).to(self.device))  # (M, V)
+        slots = term_offsets[idx[rows]] + cols  # maskable positions are the first n of each event
+        return slots, t_true, logits
+
+    def _causal_batch(self, flat, offsets, idx, term_offsets):
+        state = self._load()
+        model = state["model"]
+        special = self.tokenizer.special
+        lengths = np.diff(offsets)[idx]
+        sub_flat = flat[_gather_positions(offsets, idx)]
+        width = int(lengths.max(initial=0)) + 1
+        inputs, _, _ = pad(sub_flat, lengths, width=width, shift=1)  # BOS t1 .. tn
+        inputs[:, 0] = special.bos
+        targets, _, _ = pad(sub_flat, lengths, width=width)  # t1 .. tn EOS
+        targets[np.arange(len(idx)), lengths] = special.eos
+        real = np.arange(width)[None, :] <= lengths[:, None]  # (B, T)
+        x = torch.from_numpy(inputs).to(self.device)
+        where = torch.from_numpy(real).to(self.device)
+        logits = model(x, where, where=where)  # (M, V), row-major over real positions
+        rows, cols = np.nonzero(real)
+        slots = term_offsets[idx[rows]] + cols  # position t predicts term t of the event
+        return slots, targets[rows, cols], logits
+
+    def _columns(self, nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens):
+        n_events = len(n_terms)
+        event_of = np.repeat(np.arange(n_events), n_terms)
+        has = n_terms > 0
+        sums = np.bincount(event_of, weights=nll.astype(np.float64), minlength=n_events)
+        hits = np.bincount(event_of, weights=correct.astype(np.float64), minlength=n_events)
+        mean = np.divide(sums, n_terms, out=np.zeros(n_events), where=has)
+        acc = np.divide(hits, n_terms, out=np.ones(n_events), where=has)
+        mx = np.zeros(n_events, dtype=np.float32)
+        if len(nll):
+            mx_full = np.full(n_events, -np.inf, dtype=np.float32)
+            np.maximum.at(mx_full, event_of, nll)
+            mx = np.where(has, mx_full, 0.0).astype(np.float32)
+        # token_nll: the first n_scored terms of each event (the causal stop-token term is left out)
+        position = np.arange(len(nll)) - term_offsets[:-1][event_of]
+        keep = position < n_scored[event_of]
+        out = {
+            "anomaly_score": mean.astype(np.float32),
+            "anomaly_score_max": mx,
+            "reco_accuracy": acc.astype(np.float32),
+            "token_nll": ak.unflatten(nll[keep], n_scored),
+        }
+        if self.objective == "causal":
+            out["log_likelihood"] = (-sums).astype(np.float32)
+        if return_tokens:
+            out["token_true"] = ak.unflatten(true[keep], n_scored)
+            out["token_pred"] = ak.unflatten(pred[keep], n_scored)
+        return out
+
+
+def _gather_positions(offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Flat positions of the tokens of events ``idx`` (in that order)."""
+    lengths = np.diff(offsets)[idx]
+    sub_offsets = _offsets(lengths)
+    event_of = np.repeat(np.arange(len(idx)), lengths)
+    return offsets[idx][event_of] + np.arange(sub_offsets[-1]) - sub_offsets[event_of]
+
+
+def confusion_counts(true: np.ndarray, pred: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(V, V) int64 counts of (true token, predicted token)."""
+    return np.bincount(
+        np.asarray(true, dtype=np.int64) * vocab_size + np.asarray(pred, dtype=np.int64),
+        minlength=vocab_size * vocab_size,
+    ).reshape(vocab_size, vocab_size)
+
+
+def score_files(
+    model_dir,
+    inputs,
+    output,
+    *,
+    step_size: int = 50_000,
+    device="cpu",
+    confusion=None,
+    progress: bool = False,
+    scorer: Scorer | None = None,
+) -> dict:
+    """Score every event of ``inputs`` (read in steps of ``step_size``) and write ``output``.
+
+    The output (``.root`` ntuple or ``.parquet``, through :class:`eventlm.io.EventWriter`) holds every
+    input event once, in input order, with its columns plus the score columns. ``confusion``: a PNG
+    path for the token confusion matrices, background (the training processes) and signal (the rest)
+    separately. Returns a summary dict (events, seconds, events/s, output path).
+    """
+    from eventlm.io import EventWriter, iter_events
+
+    scorer = scorer or Scorer.load(model_dir, device=device)
+    vocab = scorer.tokenizer.vocab_size
+    background = set(scorer.background_processes)
+    matrices = {"Background": np.zeros((vocab, vocab), dtype=np.int64),
+                "Signal": np.zeros((vocab, vocab), dtype=np.int64)} if confusion else None
+    n_events = 0
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="scoring", unit="event", dynamic_ncols=True)
+    with EventWriter(output) as writer:
+        for chunk in iter_events(inputs, step_size=step_size):
+            cols = scorer.score(chunk, return_tokens=matrices is not None)
+            if matrices is not None:
+                is_bkg = np.isin(np.asarray(chunk.process), list(background))
+                true, pred = cols.pop("token_true"), cols.pop("token_pred")
+                for name, sel in (("Background", is_bkg), ("Signal", ~is_bkg)):
+                    matrices[name] += confusion_counts(
+                        ak.to_numpy(ak.flatten(true[sel])), ak.to_numpy(ak.flatten(pred[sel])), vocab
+                    )
+            writer.write(chunk, extra_columns=cols)
+            n_events += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    if matrices is not None:
+        plot_token_confusion(matrices, confusion, scorer.tokenizer)
+    return {"output": str(output), "events": n_events, "seconds": seconds,
+            "events_per_s": n_events / seconds if seconds else float("nan")}
+
+
+def plot_token_confusion(matrices: dict, path, tokenizer) -> Path:
+    """The confusion-matrix figure with the tokenizer's MET boundary marked (if it has MET tokens)."""
+    from eventlm.plotting.training import plot_confusion
+
+    boundaries = []
+    n_particle = getattr(tokenizer, "n_particle_tokens", None)
+    if tokenizer.n_met_tokens and n_particle:
+        boundaries.append((n_particle + 1, "MET"))
+    return plot_confusion(matrices, path, n_content=tokenizer.n_content, boundaries=boundaries)

@@ -1,0 +1,141 @@
+"""The transformer: shapes, padding, the masked and causal objectives, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eventlm.model import PAD, EventTransformer, ModelConfig
+from eventlm.tokenize.base import PAD as TOKENIZER_PAD, SpecialTokens
+from eventlm.train import cpu_threads
+
+SPECIAL = SpecialTokens(885)
+
+
+def model(**kwargs) -> EventTransformer:
+    torch.manual_seed(0)
+    return EventTransformer(ModelConfig(vocab_size=SPECIAL.vocab_size, **kwargs)).eval()
+
+
+def test_special_ids_agree_with_tokenizer():
+    config = ModelConfig(vocab_size=SPECIAL.vocab_size)
+    assert PAD == TOKENIZER_PAD
+    assert (config.mask_id, config.bos_id, config.eos_id) == (SPECIAL.mask, SPECIAL.bos, SPECIAL.eos)
+
+
+@pytest.mark.parametrize("position", ["rotary", "learned", "none"])
+@pytest.mark.parametrize("normformer", [False, True])
+def test_logits_shape_and_where(position, normformer):
+    m = model(position=position, normformer=normformer)
+    idx = torch.randint(1, 876, (3, 7))
+    logits = m(idx)  # (B, T, V)
+    assert logits.shape == (3, 7, SPECIAL.vocab_size)
+    where = torch.zeros(3, 7, dtype=torch.bool)
+    where[0, 2] = where[2, 5] = True
+    torch.testing.assert_close(m(idx, where=where), logits[where])
+    pos = torch.tensor([1, 0, 6])
+    torch.testing.assert_close(m(idx, where=pos), logits[torch.arange(3), pos])
+
+
+def test_all_padding_event_gives_no_nan():
+    m = model()
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    idx[1, :3] = torch.tensor([5, 6, 880])
+    logits = m(idx)
+    assert torch.isfinite(logits[..., 1:SPECIAL.n_content + 1]).all()
+    mc = model(causal=True)
+    assert torch.isfinite(mc(idx)[..., 1:SPECIAL.n_content + 1]).all()
+
+
+def test_padding_does_not_change_the_real_tokens_outputs():
+    m = model()
+    idx = torch.tensor([[5, 6, 7, 880, 884]])
+    padded = torch.cat([idx, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(m(padded)[:, :5], m(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_causal_attention_ignores_the_future():
+    m = model(causal=True)
+    a = torch.tensor([[SPECIAL.bos, 5, 6, 7]])
+    b = torch.tensor([[SPECIAL.bos, 5, 6, 100]])
+    torch.testing.assert_close(m(a)[:, :3], m(b)[:, :3])
+    assert not torch.allclose(model()(a)[:, :3], model()(b)[:, :3])
+
+
+def test_special_tokens_are_never_predicted():
+    logits = model()(torch.randint(1, 876, (2, 4)))
+    for banned in (PAD, SPECIAL.mask, SPECIAL.bos, SPECIAL.eos):
+        assert torch.isneginf(logits[..., banned]).all()
+    causal = model(causal=True)(torch.randint(1, 876, (2, 4)))
+    assert torch.isfinite(causal[..., SPECIAL.eos]).all()
+
+
+def test_loss_backward_and_empty_target_batch():
+    m = model().train()
+    idx = torch.randint(1, 876, (4, 6))
+    targets = torch.full_like(idx, -100)
+    targets[:, 1] = idx[:, 1]
+    inputs = idx.clone()
+    inputs[:, 1] = SPECIAL.mask
+    loss, n = m.loss(inputs, targets, inputs != PAD)
+    assert n == 4 and torch.isfinite(loss)
+    loss.backward()
+    none, n = m.loss(inputs, torch.full_like(idx, -100), inputs != PAD)
+    assert n == 0 and none.item() == 0.0
+
+
+def test_overfits_a_tiny_masked_problem():
+    """The last token is a function of the first: a working encoder learns it."""
+    torch.manual_seed(0)
+    m = EventTransformer(ModelConfig(vocab_size=SPECIAL.vocab_size, dropout=0.0))
+    opt = m.configure_optimizer(3e-3, 0.0)
+    first = torch.randint(1, 20, (256,))
+    idx = torch.stack([first, torch.randint(1, 876, (256,)), first + 100], dim=1)
+    inputs = idx.clone()
+    inputs[:, 2] = SPECIAL.mask
+    targets = torch.full_like(idx, -100)
+    targets[:, 2] = idx[:, 2]
+    with cpu_threads(1):
+        for _ in range(150):
+            loss, _ = m.loss(inputs, targets, inputs != PAD)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert loss.item() < 0.5
+
+
+def test_sample_returns_content_tokens_and_stops_at_eos():
+    m = model(causal=True)
+    gen = torch.Generator().manual_seed(0)
+    tokens, lengths = m.sample(16, max_tokens=10, generator=gen)
+    assert tokens.shape == (16, 10) and lengths.shape == (16,)
+    for row, n in zip(tokens, lengths):
+        assert ((row[:n] >= 1) & (row[:n] <= SPECIAL.n_content)).all()
+        assert (row[n:] == PAD).all()
+    again, _ = m.sample(16, max_tokens=10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tokens, again)
+    with pytest.raises(ValueError):
+        model().sample(2)
+
+
+def test_config_is_frozen_and_validated():
+    config = ModelConfig(vocab_size=10)
+    with pytest.raises(Exception):
+        config.n_layer = 3  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        ModelConfig(vocab_size=10, n_embd=30, n_head=4)
+    with pytest.raises(ValueError):
+        ModelConfig(vocab_size=10, position="sinusoidal")
+
+
+def test_model_module_never_imports_awkward():
+    """model.py takes integer tensors: it imports neither awkward nor the tokenizers."""
+    import ast
+    import inspect
+
+    import eventlm.model
+
+    tree = ast.parse(inspect.getsource(eventlm.model))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported if name.split(".")[0] in ("awkward", "eventlm")}

@@ -1,0 +1,140 @@
+"""Scoring: one score per event in input order, the score definition, streaming output, the CLI."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+
+from eventlm.config import RunConfig
+from eventlm.score import Scorer, score_files
+from eventlm.train import train
+
+SMALL = RunConfig(seed=5).replace(
+    model={"n_embd": 32, "n_head": 2},
+    train={"epochs": 2, "batch_size": 128, "warmup_steps": 10, "max_events": 4000},
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(background_events, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    train(SMALL, background_events, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def causal_dir(background_events, tmp_path_factory):
+    out = tmp_path_factory.mktemp("causal")
+    train(SMALL.replace(train={"objective": "causal", "epochs": 1}), background_events, out, progress=False)
+    return out
+
+
+def test_score_mixed_file_one_score_per_event_in_input_order(model_dir, fixture_path, fixture_events, tmp_path):
+    from eventlm.io import read_events
+
+    out = tmp_path / "scored.root"
+    summary = score_files(model_dir, [fixture_path], out, step_size=97, confusion=tmp_path / "confusion.png")
+    scored = read_events(out)
+    assert summary["events"] == len(fixture_events) == len(scored)
+    np.testing.assert_array_equal(ak.to_numpy(scored.event_id), ak.to_numpy(fixture_events.event_id))
+    assert ak.to_list(scored.process) == ak.to_list(fixture_events.process)
+    for column in ("anomaly_score", "anomaly_score_max", "reco_accuracy", "token_nll"):
+        assert column in scored.fields
+    direct = Scorer.load(model_dir).score(fixture_events)
+    np.testing.assert_allclose(ak.to_numpy(scored.anomaly_score), direct["anomaly_score"], rtol=1e-6)
+    assert np.isfinite(direct["anomaly_score"]).all()
+    assert (tmp_path / "confusion.png").stat().st_size > 10_000
+
+
+def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events):
+    """The vectorized scorer agrees with masking each particle in turn, one event at a time."""
+    scorer = Scorer.load(model_dir)
+    events = fixture_events[:12]
+    out = scorer.score(events, return_tokens=True)
+    tokens = scorer.tokenizer.encode(events).tolist()
+    model, mask = scorer.model, scorer.tokenizer.special.mask
+    n_met = scorer.tokenizer.n_met_tokens
+    for i, event in enumerate(tokens):
+        nll, hits = [], []
+        for pos in range(len(event) - n_met):
+            x = torch.tensor([event])
+            x[0, pos] = mask
+            with torch.no_grad():
+                logp = torch.log_softmax(model(x)[0, pos], dim=-1)
+            nll.append(-logp[event[pos]].item())
+            hits.append(int(logp.argmax()) == event[pos])
+        np.testing.assert_allclose(out["token_nll"][i].to_list(), nll, rtol=1e-4, atol=1e-5)
+        if nll:
+            assert out["anomaly_score"][i] == pytest.approx(np.mean(nll), rel=1e-5)
+            assert out["anomaly_score_max"][i] == pytest.approx(max(nll), rel=1e-5)
+            assert out["reco_accuracy"][i] == pytest.approx(np.mean(hits))
+    assert out["anomaly_score"].dtype == np.float32
+
+
+def test_events_without_particles_are_scored_not_dropped(model_dir, make_events):
+    events = make_events(40, seed=2)
+    n_particles = ak.to_numpy(ak.num(events.particles))
+    assert (n_particles == 0).any()
+    out = Scorer.load(model_dir).score(events)
+    assert len(out["anomaly_score"]) == 40
+    assert np.isfinite(out["anomaly_score"]).all() and np.isfinite(out["reco_accuracy"]).all()
+    empty = n_particles == 0
+    assert (out["anomaly_score"][empty] == 0).all()
+    assert (ak.to_numpy(ak.num(out["token_nll"]))[empty] == 0).all()
+
+
+def test_scorer_is_lazy_and_picklable(model_dir, fixture_events):
+    scorer = Scorer.load(model_dir)
+    assert scorer._loaded is None
+    first = scorer.score(fixture_events[:20])
+    clone = pickle.loads(pickle.dumps(scorer))
+    assert clone._loaded is None
+    np.testing.assert_array_equal(clone.score(fixture_events[:20])["anomaly_score"], first["anomaly_score"])
+    with pytest.raises(FileNotFoundError):
+        Scorer.load(model_dir / "nope")
+
+
+def test_streaming_steps_do_not_change_scores(model_dir, fixture_path, tmp_path):
+    from eventlm.io import read_events
+
+    score_files(model_dir, [fixture_path], tmp_path / "a.parquet", step_size=50)
+    score_files(model_dir, [fixture_path, fixture_path], tmp_path / "b.parquet", step_size=10_000)
+    a, b = read_events(tmp_path / "a.parquet"), read_events(tmp_path / "b.parquet")
+    assert len(b) == 2 * len(a)
+    np.testing.assert_allclose(ak.to_numpy(b.anomaly_score[: len(a)]), ak.to_numpy(a.anomaly_score), rtol=1e-5)
+    np.testing.assert_allclose(ak.to_numpy(b.anomaly_score[len(a) :]), ak.to_numpy(a.anomaly_score), rtol=1e-5)
+
+
+def test_causal_score_is_mean_token_nll_and_gives_log_likelihood(causal_dir, fixture_events):
+    out = Scorer.load(causal_dir).score(fixture_events[:50])
+    n_tokens = ak.to_numpy(ak.num(out["token_nll"]))
+    assert "log_likelihood" in out
+    # mean over the tokens and the stop token; the log-likelihood is minus their sum
+    np.testing.assert_allclose(-out["log_likelihood"], out["anomaly_score"] * (n_tokens + 1), rtol=1e-4)
+    assert (ak.to_numpy(ak.sum(out["token_nll"], axis=1)) <= -out["log_likelihood"] + 1e-3).all()
+
+
+def test_cli_train_and_score_on_fixture(fixture_path, tmp_path):
+    from eventlm.io import read_events
+
+    model = tmp_path / "model"
+    base = [sys.executable, "-m", "eventlm"]
+    subprocess.run(base + ["train", str(fixture_path), "--out", str(model), "--epochs", "1", "--seed", "3",
+                           "--no-progress"], check=True, capture_output=True, text=True)
+    assert (model / "best.pt").exists() and (model / "loss.png").exists()
+    out = tmp_path / "scored.parquet"
+    run = subprocess.run(base + ["score", "--model", str(model), str(fixture_path), "--output", str(out),
+                                 "--step-size", "100", "--confusion", str(tmp_path / "c.png"), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert len(read_events(out)) == len(read_events(fixture_path))
+    assert (tmp_path / "c.png").exists()
+    bad = subprocess.run(base + ["score", "--model", str(tmp_path / "missing"), str(fixture_path), "--output",
+                                 str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "error" in bad.stderr
