@@ -6,12 +6,20 @@ Each benchmark owns one section of docs/benchmarks.md between ``<!-- bench:NAME 
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import re
-import resource
-from pathlib import Path
+import sys
+
+# Import this module first in every benchmark script. Run as a script, a benchmark's folder is
+# sys.path[0], where the scripts named like standard-library modules (io.py, tokenize.py) would shadow
+# them for everything imported later (numpy imports ``tokenize``): take the folder off the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 

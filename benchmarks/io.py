@@ -15,10 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this folder is sys.path[0], where sibling scripts named like stdlib modules
-# (tokenize.py, ...) would shadow them: take it off the path and load _report by file name.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import _report  # first: it takes benchmarks/ off sys.path (io.py, tokenize.py shadow the stdlib)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -27,14 +24,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-
-def _load_report():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_report", os.path.join(_HERE, "_report.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def random_events(n: int, seed: int = 0):
@@ -147,7 +136,7 @@ def main(argv=None) -> None:
 
     import awkward as ak
     import numpy as np
-    report = _load_report()
+    report = _report
     machine, update_section = report.machine, report.update_section
 
     from eventlm.io import write_events

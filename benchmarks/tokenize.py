@@ -9,14 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named like the standard library's ``tokenize`` (which numpy's imports pull in): take
-# its folder off sys.path before anything else is imported, and load _report by path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import _report  # first: it takes benchmarks/ off sys.path (this file shadows the stdlib tokenize)
 
 import argparse  # noqa: E402
 import bisect  # noqa: E402
-import importlib.util  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 
@@ -26,10 +22,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import awkward as ak  # noqa: E402
 import numpy as np  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_report", os.path.join(_HERE, "_report.py"))
-_report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_report)
 
 from eventlm.events import make_events, make_particles  # noqa: E402
 from eventlm.tokenize import get_tokenizer  # noqa: E402

@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this folder is sys.path[0], where sibling scripts named like stdlib modules
-# (io.py, tokenize.py) would shadow the standard library: take it off the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import _report  # first: it takes benchmarks/ off sys.path (io.py, tokenize.py shadow the stdlib)
 
 import argparse
 import time
@@ -27,16 +24,7 @@ import torch
 from torch.nn import functional as F
 
 
-def _load_report():
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_report", os.path.join(_HERE, "_report.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_report = _load_report()
 
 from eventlm.batching import BucketBatchSampler, Collator, TokenDataset, make_loader  # noqa: E402
 from eventlm.config import RunConfig  # noqa: E402
