@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from coffea import processor
 
-from eventlm.analysis import AnomalyProcessor, EventlmSchema, Region
+from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
 from eventlm.analysis.processor import columns_of, process_names_of, to_event_model
 from eventlm.analysis.runner import coffea_runner
 from eventlm.io import write_events
@@ -132,7 +132,7 @@ def test_chunk_converts_to_the_event_model(ntuples):
     from coffea.nanoevents import NanoEventsFactory
 
     path = str(ntuples["paths"]["background"])
-    chunk = NanoEventsFactory.from_root({path: "Events"}, schemaclass=EventlmSchema, mode="eager").events()
+    chunk = NanoEventsFactory.from_root({path: "Events"}, schemaclass=EventlmNanoAODSchema, mode="eager").events()
     events = to_event_model(chunk)
     original = ntuples["events"]["background"]
     np.testing.assert_array_equal(ak.to_numpy(events.event_id), ak.to_numpy(original.event_id))

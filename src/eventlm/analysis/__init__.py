@@ -1,6 +1,6 @@
 """The analysis layer: coffea processor, regions, threshold, figures of merit, baselines, demo.
 
-- ``processor``: :class:`AnomalyProcessor` (coffea) and :class:`EventlmSchema` for eventlm ntuples
+- ``processor``: :class:`AnomalyProcessor` (coffea) and :class:`EventlmNanoAODSchema` for eventlm ntuples
 - ``regions``: named selections from the config (a small safe expression language)
 - ``config``: the analysis TOML (``analysis/*.toml``)
 - ``features``: event variables (n_jets, HT, MET, ...) and fixed-length features for the baselines
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from eventlm.analysis.regions import Region
 
-__all__ = ["AnomalyProcessor", "EventlmSchema", "Region", "load_config", "run_analysis"]
+__all__ = ["AnomalyProcessor", "EventlmNanoAODSchema", "Region", "load_config", "run_analysis"]
 
 
 def __getattr__(name):
-    if name in ("AnomalyProcessor", "EventlmSchema"):
+    if name in ("AnomalyProcessor", "EventlmNanoAODSchema"):
         from eventlm.analysis import processor
 
         return getattr(processor, name)

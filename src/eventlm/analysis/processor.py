@@ -1,15 +1,15 @@
 """The coffea processor: anomaly scores, event variables, regions and histograms for eventlm ntuples.
 
 Run it with coffea's ``processor.Runner`` on ntuples written by ``eventlm.io.write_events`` (TTree
-``Events``), read with :class:`EventlmSchema` (coffea's ``NanoAODSchema``; it only switches off the
+``Events``), read with :class:`EventlmNanoAODSchema` (coffea's ``NanoAODSchema``; it only switches off the
 warnings about CMS cross-references an eventlm ntuple does not have)::
 
     from coffea import processor
-    from eventlm.analysis import AnomalyProcessor, EventlmSchema, Region
+    from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
 
     proc = AnomalyProcessor([Region("CR", "4 <= n_jets <= 5"), Region("SR", "n_jets >= 6")],
                             model="runs/default")
-    run = processor.Runner(processor.IterativeExecutor(), schema=EventlmSchema, chunksize=25_000)
+    run = processor.Runner(processor.IterativeExecutor(), schema=EventlmNanoAODSchema, chunksize=25_000)
     out = run({"background": ["bkg.root"], "tttt_H500": ["sig.root"]}, proc, treename="Events")
     out["background"]["score"]          # hist: process x region x anomaly score (weighted)
 
@@ -28,10 +28,10 @@ import awkward as ak
 import hist
 import numpy as np
 from coffea import processor
-from coffea.nanoevents import NanoAODSchema
 
 from eventlm.analysis.features import VARIABLES, event_variables
 from eventlm.analysis.regions import Region
+from eventlm.io.schema import EventlmNanoAODSchema  # noqa: F401 (re-exported)
 from eventlm.events import PARTICLE_FIELDS, make_events, make_particles, process_code
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ _PROCESS_TABLES: dict[str, dict[int, str]] = {}
 SCORE_COLUMNS = ("anomaly_score", "anomaly_score_max", "reco_accuracy")
 
 
-class EventlmSchema(NanoAODSchema):
-    """``NanoAODSchema`` for eventlm ntuples: no warnings about the absent CMS cross-references."""
-
-    warn_missing_crossrefs = False
-
 
 def get_scorer(model_dir, torch_threads: int | None = None):
     """The scorer of ``model_dir``, loaded on first use in this process and cached."""
@@ -57,13 +52,9 @@ def get_scorer(model_dir, torch_threads: int | None = None):
     if key not in _SCORERS:
         from eventlm.score import Scorer
 
-        if torch_threads:
-            import torch
-
-            torch.set_num_threads(torch_threads)
-
         log.info("loading model %s", key)
-        _SCORERS[key] = Scorer.load(key)
+        # None: the run config's thread count; the scorer sets it only while it scores
+        _SCORERS[key] = Scorer.load(key, threads=torch_threads)
     return _SCORERS[key]
 
 

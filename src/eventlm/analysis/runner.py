@@ -152,7 +152,7 @@ def coffea_runner(executor: str = "iterative", workers: int = 2, chunksize: int 
     cluster with remote files a few retries help)."""
     from coffea import processor
 
-    from eventlm.analysis.processor import EventlmSchema
+    from eventlm.io.schema import EventlmNanoAODSchema
 
     with contextlib.ExitStack() as stack:
         if executor == "iterative":
@@ -172,7 +172,7 @@ def coffea_runner(executor: str = "iterative", workers: int = 2, chunksize: int 
             ex = processor.DaskExecutor(client=client, status=progress, retries=retries)
         else:
             raise ValueError(f"unknown executor {executor!r} (iterative, futures, dask)")
-        yield processor.Runner(ex, schema=EventlmSchema, chunksize=chunksize)
+        yield processor.Runner(ex, schema=EventlmNanoAODSchema, chunksize=chunksize)
 
 
 def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: Path | None, *,
