@@ -1,0 +1,274 @@
+"""Regenerate the samples bundled in ``data/`` and their manifest.
+
+    python -m eventlm.generate.bundle --out data [--jobs 2] [--only fixture|background|signals]
+
+(``make generate-samples``). Every file holds events that pass the analysis preselection (the Dark
+Machines preselection and HT >= 300 GeV, >= 4 jets, >= 1 b-jet):
+
+- ``fixture.csv.gz``: a few hundred events of every process for fast unit tests. Its process counts are
+  fixed (not proportional to cross sections) but its weights are physical;
+- ``background.csv.gz``: ttbar, ttbarHiggs, single_top and w_jets mixed by cross section x acceptance
+  (the number of events of a process is proportional to sigma_i x A_i, both measured in the
+  generation), shuffled with a seeded permutation; weight = sigma_i / N_generated,i x luminosity;
+- ``gluino_1000.csv.gz``, ``tttt_H500.csv.gz``: the signals.
+
+How the background mixture is sized: a pilot (the fixture's background generation) estimates
+sigma_i x A_i; each process is then generated with a surplus, sigma_i x A_i is measured again on the
+full samples, and each process keeps its first N_i events with N_i proportional to it. The weight of a
+process counts the Pythia events generated up to its last kept event (see
+:mod:`eventlm.generate.pythia`), so the weights stay physical after the cut.
+
+Event ids are unique across all bundled files: ``id = 10**7 * (10 * file_index + process_index) + i``
+with ``i`` the event's position in its process sample (before the shuffle).
+``MANIFEST.json`` and ``README.md`` record events, cross sections, acceptances, seeds, versions and
+the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+BACKGROUNDS = ("ttbar", "ttbarHiggs", "single_top", "w_jets")
+SIGNALS = ("gluino_1000", "tttt_H500")
+PROCESS_INDEX = {name: i for i, name in enumerate(BACKGROUNDS + SIGNALS)}
+FILE_INDEX = {"fixture.csv.gz": 1, "background.csv.gz": 2, "gluino_1000.csv.gz": 3, "tttt_H500.csv.gz": 4}
+FIXTURE_COUNTS = {"ttbar": 300, "ttbarHiggs": 20, "single_top": 40, "w_jets": 40, "gluino_1000": 100, "tttt_H500": 100}
+SELECTION = "analysis"
+DEFAULT_SEED = 20251122
+DEFAULT_BACKGROUND_EVENTS = 62_000
+MIN_BACKGROUND_EVENTS = 60_000
+DEFAULT_SIGNAL_EVENTS = 5_200
+
+
+def first_id(file_name: str, process: str) -> int:
+    return 10**7 * (10 * FILE_INDEX[file_name] + PROCESS_INDEX[process])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    from eventlm._version import __version__
+
+    return {"eventlm": __version__, "pythia8mc": version("pythia8mc"), "fastjet": version("fastjet")}
+
+
+def _process_entry(sample, *, n_events: int | None = None) -> dict:
+    return {
+        "events": n_events if n_events is not None else sample.n_events,
+        "sigma_pb": sample.sigma_pb,
+        "sigma_err_pb": sample.sigma_err_pb,
+        "acceptance": sample.acceptance,
+        "n_generated": sample.n_generated,
+        "weight": sample.weight,
+        "seed": sample.seed,
+        "first_id": sample.first_id,
+        "cpu_s_pythia": round(sample.time_pythia, 1),
+        "cpu_s_detector": round(sample.time_detector, 1),
+        "n_generated_total": sample.n_generated_total,
+    }
+
+
+def _write(events: ak.Array, path: Path) -> None:
+    """Write, read back and check that the file holds the same events, all passing the selection."""
+    from eventlm.generate.detector import analysis_preselection
+    from eventlm.io import read_events, write_events
+
+    write_events(events, path)
+    back = read_events(path)
+    if len(back) != len(events) or not np.array_equal(ak.to_numpy(back.event_id), ak.to_numpy(events.event_id)):
+        raise RuntimeError(f"{path}: read back {len(back)} events, wrote {len(events)}")
+    failing = np.flatnonzero(~analysis_preselection(back))
+    if len(failing):
+        print(f"warning: {path}: {len(failing)} events fail the preselection after the CSV round trip",
+              file=sys.stderr, flush=True)
+
+
+def _shuffled(events: ak.Array, seed: int) -> ak.Array:
+    order = np.random.default_rng(seed).permutation(len(events))
+    return ak.to_packed(events[order])
+
+
+class Bundle:
+    def __init__(self, out: Path, *, seed: int, jobs: int, command: str, luminosity: float = 10.0):
+        self.out = out
+        self.seed = seed
+        self.jobs = jobs
+        self.command = command
+        self.luminosity = luminosity
+        self.manifest_path = out / "MANIFEST.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        self.manifest.setdefault("files", {})
+
+    def _generate(self, process: str, n: int, seed: int, file_name: str):
+        from eventlm.generate.pythia import generate
+
+        return generate(
+            process, n, seed=seed, jobs=self.jobs, luminosity=self.luminosity, selection=SELECTION,
+            first_id=first_id(file_name, process),
+        )
+
+    def _record(self, file_name: str, events: ak.Array, processes: dict, note: str) -> None:
+        path = self.out / file_name
+        self.manifest["files"][file_name] = {
+            "events": len(events),
+            "sha256": _sha256(path),
+            "bytes": path.stat().st_size,
+            "note": note,
+            "processes": processes,
+        }
+        self._save()
+
+    def _save(self) -> None:
+        from eventlm.generate.detector import DetectorParams
+
+        self.manifest.update(
+            {
+                "command": self.command,
+                "seed": self.seed,
+                "selection": "Dark Machines preselection + HT >= 300 GeV, >= 4 jets (b-jets count), >= 1 b-jet",
+                "luminosity_fb": self.luminosity,
+                "weights": "sigma_i / N_generated,i * luminosity (N_generated,i: Pythia events up to the last kept one)",
+                "versions": _versions(),
+                "detector": DetectorParams().as_dict(),
+            }
+        )
+        self.manifest["files"] = dict(sorted(self.manifest["files"].items()))
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=2) + "\n")
+        (self.out / "README.md").write_text(readme(self.manifest))
+
+    # ------------------------------------------------------------------------------------------------
+    def fixture(self) -> dict:
+        """The fixture; returns its per-process entries (the pilot of the background mixture)."""
+        name = "fixture.csv.gz"
+        seed = self.seed + 1  # not the main samples' seed: the fixture's events are not in them
+        samples = {p: self._generate(p, n, seed, name) for p, n in FIXTURE_COUNTS.items()}
+        background = _shuffled(ak.concatenate([samples[p].events for p in BACKGROUNDS]), seed)
+        events = ak.concatenate([background, *(samples[p].events for p in SIGNALS)])
+        _write(events, self.out / name)
+        entries = {p: _process_entry(s) for p, s in samples.items()}
+        self._record(name, events, entries, "shuffled background, then gluino_1000, then tttt_H500; "
+                     "fixed process counts, physical weights")
+        return entries
+
+    def background(self, n_total: int = DEFAULT_BACKGROUND_EVENTS) -> None:
+        name = "background.csv.gz"
+        pilot = self.manifest["files"].get("fixture.csv.gz", {}).get("processes") or self.fixture()
+        rate = {p: pilot[p]["sigma_pb"] * pilot[p]["acceptance"] for p in BACKGROUNDS}
+        total_rate = sum(rate.values())
+        targets = {}
+        for p in BACKGROUNDS:
+            surplus = 1.0 + 2.5 / math.sqrt(max(pilot[p]["events"], 1))
+            targets[p] = math.ceil(n_total * rate[p] / total_rate * surplus) + 20
+        print(f"background targets (with surplus): {targets}", flush=True)
+        samples = {p: self._generate(p, targets[p], self.seed, name) for p in BACKGROUNDS}
+        # measured sigma x acceptance of the full samples sets the mixture
+        rate = {p: s.sigma_pb * s.acceptance for p, s in samples.items()}
+        total_rate = sum(rate.values())
+        fraction = {p: rate[p] / total_rate for p in BACKGROUNDS}
+        n_final = min([n_total] + [math.floor(samples[p].n_events / fraction[p]) for p in BACKGROUNDS])
+        if n_final < MIN_BACKGROUND_EVENTS:
+            print(f"warning: only {n_final} background events after mixing", file=sys.stderr)
+        counts = {p: max(1, round(n_final * fraction[p])) for p in BACKGROUNDS}
+        counts = {p: min(c, samples[p].n_events) for p, c in counts.items()}
+        kept = {p: samples[p].head(counts[p]) for p in BACKGROUNDS}
+        events = _shuffled(ak.concatenate([kept[p].events for p in BACKGROUNDS]), self.seed)
+        _write(events, self.out / name)
+        entries = {p: _process_entry(kept[p]) for p in BACKGROUNDS}
+        for p in BACKGROUNDS:  # the full sample's numbers too: they measured sigma x A
+            entries[p]["generated_sample"] = {
+                "events": samples[p].n_events, "n_generated": samples[p].n_generated,
+                "acceptance": samples[p].acceptance, "fraction": fraction[p],
+            }
+        self._record(name, events, entries, "mixed by sigma x acceptance, shuffled (seeded permutation)")
+
+    def signals(self, n_events: int = DEFAULT_SIGNAL_EVENTS) -> None:
+        for p in SIGNALS:
+            name = f"{p}.csv.gz"
+            sample = self._generate(p, n_events, self.seed, name)
+            _write(sample.events, self.out / name)
+            self._record(name, sample.events, {p: _process_entry(sample)}, "one signal process")
+
+
+def readme(manifest: dict) -> str:
+    lines = [
+        "# Bundled samples",
+        "",
+        "Generated by eventlm's Pythia 8 + FastJet generator and its parametric ATLAS-like detector model",
+        "(`docs/generator.md`), 13 TeV pp, in the Dark Machines CSV format (MeV). Regenerate with",
+        "",
+        "```",
+        manifest.get("command", "python -m eventlm.generate.bundle --out data"),
+        "```",
+        "",
+        f"Selection: {manifest.get('selection', '')}. Weights: {manifest.get('weights', '')}, luminosity "
+        f"{manifest.get('luminosity_fb')} fb^-1, so the weights of a process sum to sigma x acceptance x "
+        "luminosity (expected events).",
+        "Event ids are unique across all files: `10^7 * (10 * file_index + process_index) + i` with file_index",
+        "1 fixture, 2 background, 3 gluino_1000, 4 tttt_H500 and process_index 0 ttbar, 1 ttbarHiggs, 2 single_top,",
+        "3 w_jets, 4 gluino_1000, 5 tttt_H500.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + f"; master seed "
+        f"{manifest.get('seed')} (the fixture uses seed + 1).",
+        "",
+        "| file | process | events | sigma [pb] | acceptance | N generated | weight | MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for file_name, entry in manifest.get("files", {}).items():
+        for i, (process, info) in enumerate(entry["processes"].items()):
+            size = f"{entry['bytes'] / 1e6:.1f}" if i == 0 else ""
+            lines.append(
+                f"| {file_name if i == 0 else ''} | {process} | {info['events']} | {info['sigma_pb']:.4g} "
+                f"| {info['acceptance']:.4f} | {info['n_generated']} | {info['weight']:.4g} | {size} |"
+            )
+        lines.append(f"| | **total** | **{entry['events']}** | | | | | |")
+    lines += [
+        "",
+        "Background mixing: the number of events of a process is proportional to sigma x acceptance measured",
+        "in the generation; the fixture has fixed process counts (all processes present) with physical weights.",
+        "`MANIFEST.json` has every number, the detector parameters and SHA-256 of each file.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eventlm.generate.bundle", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data"))
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", choices=("fixture", "background", "signals"), action="append",
+                        help="regenerate only these files (repeatable); default: all")
+    parser.add_argument("--background-events", type=int, default=DEFAULT_BACKGROUND_EVENTS)
+    parser.add_argument("--signal-events", type=int, default=DEFAULT_SIGNAL_EVENTS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = (f"python -m eventlm.generate.bundle --out {args.out} --seed {args.seed} --jobs {args.jobs} "
+               f"--background-events {args.background_events} --signal-events {args.signal_events}")
+    bundle = Bundle(args.out, seed=args.seed, jobs=args.jobs, command=command)
+    stages = args.only or ["fixture", "background", "signals"]
+    start = time.perf_counter()
+    if "fixture" in stages:
+        bundle.fixture()
+    if "background" in stages:
+        bundle.background(args.background_events)
+    if "signals" in stages:
+        bundle.signals(args.signal_events)
+    print(f"done in {time.perf_counter() - start:.0f} s -> {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
