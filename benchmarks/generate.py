@@ -10,15 +10,14 @@ detector / Pythia ratio (the baseline measured in the same run), and renders the
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from pathlib import Path
+import _report  # first: it takes benchmarks/ off sys.path (io.py, tokenize.py shadow the stdlib)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _report  # noqa: E402
 
 
 def main(argv=None) -> int:
