@@ -47,3 +47,19 @@ def update_section(name: str, markdown: str) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
+
+
+def publish(name: str, lines: list[str], *, update_docs: bool, input_path=None) -> str:
+    """Print a benchmark's Markdown and, with ``update_docs``, write it as section ``name``.
+
+    Figures measured on another input than the bundled background get a note saying so.
+    """
+    bundled = DOC.parents[1] / "data" / "background.csv.gz"
+    if input_path is not None and Path(input_path).resolve() != bundled.resolve():
+        lines = [*lines, "", f"Note: measured on `{input_path}`, not the bundled `data/background.csv.gz`; "
+                 f"rerun `python benchmarks/{name}.py --update-docs` for the bundled sample."]
+    text = "\n".join(lines)
+    print(text)
+    if update_docs:
+        update_section(name, text)
+    return text

@@ -103,13 +103,7 @@ def main(argv=None) -> int:
         f"{ten['peak_rss_mib'] - ten['rss_after_imports_mib']:.0f} MiB for ten. GPU figures are absent: no GPU was "
         "available to this session.",
     ]
-    if Path(args.input).resolve() != (ROOT / "data" / "background.csv.gz").resolve():
-        md += ["", f"Note: measured on `{args.input}`, not the bundled `data/background.csv.gz`; rerun "
-                   f"`python benchmarks/{Path(__file__).name} --update-docs` for the bundled sample."]
-    text = "\n".join(md)
-    print(text)
-    if args.update_docs:
-        _report.update_section("score", text)
+    _report.publish("score", md, update_docs=args.update_docs, input_path=args.input)
     return 0
 
 

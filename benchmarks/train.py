@@ -111,13 +111,7 @@ def main(argv=None) -> int:
     ratio = rows[0]["events_per_s"] / base
     md += ["", f"Bucketed batch-max padding vs fixed padding: **{ratio:.2f}x** (target >= 1.5x). "
                "GPU figures are absent: no GPU was available to this session."]
-    if Path(args.input).resolve() != (ROOT / "data" / "background.csv.gz").resolve():
-        md += ["", f"Note: measured on `{args.input}`, not the bundled `data/background.csv.gz`; rerun "
-                   f"`python benchmarks/{Path(__file__).name} --update-docs` for the bundled sample."]
-    text = "\n".join(md)
-    print(text)
-    if args.update_docs:
-        _report.update_section("train", text)
+    _report.publish("train", md, update_docs=args.update_docs, input_path=args.input)
     return 0
 
 

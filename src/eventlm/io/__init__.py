@@ -249,6 +249,7 @@ class EventWriter:
         self.n_events = 0
         self._tmp = _temporary_path(self.path)
         self._closed = False
+        self._extra_names: list[str] | None = None  # fixed by the first chunk
         if self.format == "csv":
             from eventlm.io.csv import CSVSink
 
@@ -275,6 +276,12 @@ class EventWriter:
                 raise ValueError(f"extra column {name!r} clashes with an event-model field")
             extra[name] = values
         events = events[[f for f in events.fields if f in EVENT_FIELDS or f == "particles"]]
+        if self._extra_names is None:
+            self._extra_names = sorted(extra)
+        elif sorted(extra) != self._extra_names:
+            raise ValueError(
+                f"every chunk must carry the same extra columns: first {self._extra_names}, now {sorted(extra)}"
+            )
         self._sink.write(ak.to_packed(events), {k: ak.to_packed(v) for k, v in extra.items()})
         self.n_events += len(events)
 

@@ -22,17 +22,10 @@ class ParquetSink:
     def __init__(self, path: Path):
         self.path = path
         self._writer = None
-        self._extra_names: list[str] | None = None
 
     def write(self, events: ak.Array, extra: dict) -> None:
         import pyarrow.parquet as pq
 
-        if self._extra_names is None:
-            self._extra_names = list(extra)
-        elif sorted(extra) != sorted(self._extra_names):
-            raise ValueError(
-                f"every chunk must carry the same extra columns: first {self._extra_names}, now {list(extra)}"
-            )
         for name, values in extra.items():
             events = ak.with_field(events, values, name)
         table = ak.to_arrow_table(ak.to_packed(events), extensionarray=True)
@@ -46,7 +39,7 @@ class ParquetSink:
         if self._writer is None:
             from eventlm.events import empty_events
 
-            self.write(empty_events(), {name: ak.Array([]) for name in self._extra_names or []})
+            self.write(empty_events(), {})  # nothing was written: an empty file with the schema
         self._writer.close()
 
 

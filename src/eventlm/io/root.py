@@ -52,16 +52,9 @@ class RootSink:
         # and ROOT reads it natively
         self._file = uproot.recreate(path, compression=uproot.LZ4(1))
         self._tree = None
-        self._extra_names: list[str] | None = None
         self._names: dict[int, str] = {}
 
     def write(self, events: ak.Array, extra: dict) -> None:
-        if self._extra_names is None:
-            self._extra_names = list(extra)
-        elif sorted(extra) != sorted(self._extra_names):
-            raise ValueError(
-                f"every chunk must carry the same extra columns: first {self._extra_names}, now {list(extra)}"
-            )
         codes = self._codes(events.process)
         n = len(events)
         for start in range(0, max(n, 1), BASKET_EVENTS):

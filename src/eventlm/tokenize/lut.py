@@ -251,6 +251,19 @@ def phi_centers(n_bins: int) -> np.ndarray:
     return -np.pi + width * (np.arange(n_bins) + 0.5)
 
 
+
+def decode_met_tokens(flat, content, event_of, n_events: int, first: int, met_centers, n_met_phi: int):
+    """(met, met_phi) per event from its MET tokens: ids ``first .. first+n_met-1`` are MET bins, the
+    next ``n_met_phi`` are MET-phi bins. Events without such a token get NaN."""
+    n_met = len(met_centers)
+    met = np.full(n_events, np.nan)
+    met_phi = np.full(n_events, np.nan)
+    is_met = content & (flat >= first) & (flat < first + n_met)
+    is_mphi = content & (flat >= first + n_met)
+    met[event_of[is_met]] = met_centers[flat[is_met] - first]
+    met_phi[event_of[is_mphi]] = phi_centers(n_met_phi)[flat[is_mphi] - first - n_met]
+    return met, met_phi
+
 def bin_representatives(values: np.ndarray, bins: np.ndarray, n_bins: int, edges: np.ndarray) -> np.ndarray:
     """Median of the training ``values`` in each bin (midpoint of the edges for an empty bin)."""
     values = np.asarray(values, dtype=np.float64)
@@ -559,13 +572,9 @@ class LUTTokenizer(Tokenizer):
         pcounts = np.bincount(event_of[is_particle], minlength=len(counts))
         met = met_phi = None
         if self.met_tokens:
-            first = self.n_particle_tokens + 1
-            met = np.full(len(counts), np.nan)
-            met_phi = np.full(len(counts), np.nan)
-            is_met = content & (flat >= first) & (flat < first + self.n_met)
-            is_mphi = content & (flat >= first + self.n_met)
-            met[event_of[is_met]] = self.met.centers[flat[is_met] - first]
-            met_phi[event_of[is_mphi]] = phi_centers(self.n_met_phi)[flat[is_mphi] - first - self.n_met]
+            met, met_phi = decode_met_tokens(
+                flat, content, event_of, len(counts), self.n_particle_tokens + 1, self.met.centers, self.n_met_phi
+            )
         return build_decoded(
             cat=cat, pt=self.pt_centers[cpt - 1], eta=self.eta_centers[ceta - 1],
             phi=phi_centers(self.n_phi)[cphi - 1], counts=pcounts, met=met, met_phi=met_phi,

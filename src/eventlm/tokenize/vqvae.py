@@ -425,15 +425,11 @@ class LearnedTokenizer(Tokenizer):
         kin = self.code_kinematics()
         met = met_phi = None
         if self.met_tokens:
-            from eventlm.tokenize.lut import phi_centers
+            from eventlm.tokenize.lut import decode_met_tokens
 
-            first = self.codebook_size + 1
-            met = np.full(len(counts), np.nan)
-            met_phi = np.full(len(counts), np.nan)
-            is_met = content & (flat >= first) & (flat < first + self.n_met)
-            is_mphi = content & (flat >= first + self.n_met)
-            met[event_of[is_met]] = self.met.centers[flat[is_met] - first]
-            met_phi[event_of[is_mphi]] = phi_centers(self.n_met_phi)[flat[is_mphi] - first - self.n_met]
+            met, met_phi = decode_met_tokens(
+                flat, content, event_of, len(counts), self.codebook_size + 1, self.met.centers, self.n_met_phi
+            )
         return build_decoded(
             cat=kin["cat"][code], pt=kin["pt"][code], eta=kin["eta"][code], phi=kin["phi"][code],
             counts=np.bincount(event_of[is_code], minlength=len(counts)), met=met, met_phi=met_phi,
