@@ -84,7 +84,7 @@ def test_order_is_category_then_pt_descending_with_stable_ties():
     assert ak.to_list(_fixed_lut().particle_order(ev)) == [[2, 1, 4, 5, 3, 0]]
 
 
-def test_truncation_keeps_first_in_order_counts_events_and_keeps_met(caplog):
+def test_truncation_keeps_the_hardest_objects_counts_events_and_keeps_met(caplog):
     tok = _fixed_lut(max_particles=3)
     rows = [
         [(Kind.PHOTON, 0, 500.0, 0.0, 0.0)] + [(Kind.JET, 0, float(pt), 0.0, 0.0) for pt in (25, 35, 55, 85)],
@@ -93,10 +93,12 @@ def test_truncation_keeps_first_in_order_counts_events_and_keeps_met(caplog):
     ]
     with caplog.at_level(logging.WARNING, logger="eventlm.tokenize.lut"):
         out = tok.encode(_events(rows))
-    # event 0 keeps the three highest-pT jets (the photon sorts last and is dropped)
+    # event 0 keeps its three hardest objects: the 500 GeV photon and the 85 and 55 GeV jets, in token
+    # order (jets first); the soft jets go, not the photon that sorts last
     assert ak.to_list(ak.num(out)) == [5, 3, 5]
     cat, cpt, _, _ = tok.split_id(np.asarray(out[0][:3]))
-    assert cat.tolist() == [1, 1, 1] and cpt.tolist() == [4, 3, 2]
+    assert cat.tolist() == [1, 1, 7] and cpt.tolist() == [4, 3, 5]
+    assert ak.to_list(tok.particle_order(_events(rows))[0]) == [4, 3, 0]
     assert ak.to_list(out[:, -2:]) == [[878, 883]] * 3  # MET 50 -> bin 3, MET-phi 0.1 -> bin 3
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and messages[0].startswith("2 of 3 events have more than max_particles=3")

@@ -18,7 +18,8 @@ quantile bins (876..880 by default) and MET-phi in ``n_met_phi`` equal bins (881
 
 Particle order inside an event (:func:`order_particles`): by ``cat_id`` ascending (jets, b-jets, e-,
 e+, mu-, mu+, photons), then pT descending; ties keep their input order. At most ``max_particles``
-particles are kept per event: the first ones in that order. The MET tokens are never truncated.
+particles are kept per event: the hardest ones (highest pT, whatever their kind), so a truncated event
+loses its softest objects. The MET tokens are never truncated.
 """
 
 from __future__ import annotations
@@ -193,9 +194,13 @@ def order_particles(events: ak.Array, max_particles: int | None = DEFAULT_MAX_PA
     if max_particles is not None:
         n_truncated = int((counts > max_particles).sum())
         if n_truncated:
-            keep = local < max_particles
-            order = order[keep]
-            event_index = event_index[keep]
+            # Keep the max_particles hardest objects of the event (whatever their kind), in token order.
+            # As above, slot j of the pT-sorted array is the local[j]-th hardest particle of its event.
+            by_pt = np.argsort((event_index << 32) | (0xFFFFFFFF - pt_bits), kind="stable")
+            pt_rank = np.empty_like(local)
+            pt_rank[by_pt] = local
+            order = order[pt_rank[order] < max_particles]
+            event_index = event_index[order]
             kept_counts = np.minimum(counts, max_particles)
     raw = {"cat": cat, "pt": pt, "eta": eta, "phi": phi, "local": local}
     return FlatParticles(raw, order, kept_counts, event_index, n_truncated)
@@ -353,8 +358,8 @@ def build_decoded(
 def warn_truncated(n_truncated: int, n_events: int, max_particles: int | None) -> None:
     if n_truncated:
         log.warning(
-            "%d of %d events have more than max_particles=%s particles; kept the first %s in token order "
-            "(cat_id, then pT descending)", n_truncated, n_events, max_particles, max_particles,
+            "%d of %d events have more than max_particles=%s particles; kept the %s highest-pT ones "
+            "(in token order: cat_id, then pT descending)", n_truncated, n_events, max_particles, max_particles,
         )
 
 
