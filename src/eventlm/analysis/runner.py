@@ -162,11 +162,15 @@ def coffea_runner(executor: str = "iterative", workers: int = 2, chunksize: int 
         elif executor == "dask":
             from distributed import Client, LocalCluster
 
+            # distributed sets its own log levels on import: keep its bookkeeping quiet unless debugging
+            cluster_logs = logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
+            logging.getLogger("distributed").setLevel(cluster_logs)
             if scheduler:
                 client = stack.enter_context(Client(scheduler))
             else:
                 cluster = stack.enter_context(
-                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                 silence_logs=cluster_logs)
                 )
                 client = stack.enter_context(Client(cluster))
             ex = processor.DaskExecutor(client=client, status=progress, retries=retries)

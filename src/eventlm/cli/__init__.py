@@ -18,6 +18,8 @@ from eventlm.errors import EventlmError
 
 #: Subcommands in the order ``eventlm --help`` lists them (pipeline order).
 SUBCOMMANDS = ("info", "convert", "generate", "tokens", "train", "score", "analyze", "demo")
+#: Third-party loggers kept at WARNING unless ``--verbose``.
+NOISY_LOGGERS = ("distributed", "dask", "numba", "fsspec", "coffea")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # the cluster's own bookkeeping is not news to the user
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except EventlmError as err:
