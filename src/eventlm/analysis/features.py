@@ -13,7 +13,7 @@ from eventlm.events import Kind
 
 #: Event variables: name -> (axis label, default histogram binning (bins, lo, hi)).
 VARIABLES: dict[str, tuple[str, tuple[int, float, float]]] = {
-    "n_jets": ("Number of jets (incl. b-jets)", (16, -0.5, 15.5)),
+    "n_jets": ("Number of jets (incl. b-jets)", (21, -0.5, 20.5)),  # signals reach 20 jets
     "n_bjets": ("Number of b-jets", (8, -0.5, 7.5)),
     "n_leptons": ("Number of leptons (e, $\\mu$)", (6, -0.5, 5.5)),
     "n_electrons": ("Number of electrons", (5, -0.5, 4.5)),

@@ -25,7 +25,7 @@ class PlotLabel:
 
     experiment: str = "ATLAS"
     text: str = "Internal"  # mplhep adds "Simulation" itself (data=False)
-    com: float = 13.0  # TeV
+    com: float = 13  # TeV (an int prints as "13 TeV", not "13.0 TeV")
     lumi: float | None = None  # fb^-1
 
 

@@ -14,15 +14,39 @@ import numpy as np
 
 from eventlm.plotting import PlotLabel, add_label, figure
 
-#: Background colours (the ATLAS-ish palette of mplhep's default cycle, fixed per position).
+#: Background colours (the ATLAS-ish palette of mplhep's default cycle), one per process (by name).
 _BKG_COLORS = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e76300", "#b9ac70"]
 _SIG_COLORS = ["black", "#e42536", "#5790fc", "#964a8b"]
+#: Method colours of the ROC/SIC figures (eventlm first: black), distinct from one another.
+_METHOD_COLORS = ["black", "#3f90da", "#e42536", "#2ca02c", "#964a8b", "#ffa90e", "#94a4a2", "#a96b59",
+                  "#17becf", "#e76300"]
 _LINESTYLES = ["-", "--", "-.", ":"]
 
 
 def _label_lines(ax, lines: Sequence[str], *, y: float = 0.80) -> None:
     for i, line in enumerate(lines):
         ax.text(0.05, y - 0.06 * i, line, transform=ax.transAxes, fontsize=13, va="top")
+
+
+def _values_with_flow(h) -> np.ndarray:
+    """Bin contents with the underflow added to the first and the overflow to the last bin (so no
+    event is lost from a figure whose range is narrower than the data, e.g. a signal with > 15 jets)."""
+    try:
+        v = np.asarray(h.values(flow=True), dtype=np.float64)
+    except TypeError:  # an axis without flow bins
+        return np.asarray(h.values(), dtype=np.float64)
+    n = len(h.axes[0])
+    if len(v) == n:
+        return v
+    ax = h.axes[0]
+    under = bool(getattr(ax.traits, "underflow", False))
+    over = bool(getattr(ax.traits, "overflow", False))
+    core = v[int(under): int(under) + n].copy()
+    if under:
+        core[0] += v[0]
+    if over:
+        core[-1] += v[-1]
+    return core
 
 
 def _trim_range(edges: np.ndarray, counts: list[np.ndarray]) -> tuple[float, float]:
@@ -55,6 +79,7 @@ def plot_stack(
     ``h`` has axes ``process`` (category), ``region`` (category) and ``axis``. Yields are multiplied
     by ``lumi_scale``. ``signal_scale`` multiplies the signal curves (``None``: scaled so the largest
     signal's total is the background total, for shape comparison; the legend says by how much).
+    Underflow and overflow are added to the first and last bins; empty backgrounds are left out.
     """
     import mplhep as hep
 
@@ -64,9 +89,13 @@ def plot_stack(
     sub = h[{"region": region}]
     edges = sub.axes[axis].edges
     backgrounds = [p for p in processes if p not in signals]
-    bkg = {p: sub[{"process": p}].values() * lumi_scale for p in backgrounds}
+    # one colour per process, fixed by its name (sorted): the same in every region
+    # and figure of a study, whatever the stacking order
+    colors = {p: _BKG_COLORS[i % len(_BKG_COLORS)] for i, p in enumerate(sorted(backgrounds))}
+    bkg = {p: _values_with_flow(sub[{"process": p}]) * lumi_scale for p in backgrounds}
+    bkg = {p: v for p, v in bkg.items() if v.sum() > 0}  # no empty legend entries (e.g. ttbarHiggs in a CR)
     bkg = dict(sorted(bkg.items(), key=lambda kv: kv[1].sum()))  # the largest on top of the stack
-    sig = {p: sub[{"process": p}].values() * lumi_scale for p in signals if p in processes}
+    sig = {p: _values_with_flow(sub[{"process": p}]) * lumi_scale for p in signals if p in processes}
     total_b = sum(v.sum() for v in bkg.values())
     if signal_scale is None:
         largest = max((v.sum() for v in sig.values()), default=0.0)
@@ -76,7 +105,7 @@ def plot_stack(
         if bkg:
             hep.histplot(
                 list(bkg.values()), edges, stack=True, histtype="fill", label=list(bkg.keys()),
-                color=_BKG_COLORS[: len(bkg)][::-1] if len(bkg) <= len(_BKG_COLORS) else None,
+                color=[colors[p] for p in bkg],
                 edgecolor="black", linewidth=0.5, ax=ax,
             )
         for i, (name, values) in enumerate(sig.items()):
@@ -89,7 +118,8 @@ def plot_stack(
         ymax = max([np.max(np.sum(list(bkg.values()), axis=0)) if bkg else 0.0]
                    + [np.max(v * signal_scale) for v in sig.values()] + [1e-9])
         if logy:
-            positive = [v[v > 0].min() for v in [*bkg.values(), *sig.values()] if (v > 0).any()]
+            drawn = [*bkg.values(), *(v * signal_scale for v in sig.values())]  # as drawn (signal scaled)
+            positive = [v[v > 0].min() for v in drawn if (v > 0).any()]
             ymin = max(min(positive) * 0.5, ymax * 1e-6) if positive else 1e-3
             ax.set_yscale("log")
             ax.set_ylim(ymin, ymax * 10 ** (0.6 * np.log10(max(ymax / ymin, 10))))
@@ -127,7 +157,8 @@ def plot_roc(
         ymax = 10.0
         for i, (name, roc) in enumerate(curves.items()):
             text = f"{name} ({aucs[name]})" if name in aucs else name
-            kw = dict(linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=text)
+            kw = dict(linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=text,
+                      color=_METHOD_COLORS[i % len(_METHOD_COLORS)])
             if style == "rejection":
                 keep = roc.eff_b > 0
                 ax.plot(roc.eff_s[keep], 1.0 / roc.eff_b[keep], **kw)
@@ -140,7 +171,8 @@ def plot_roc(
             ax.plot(x, 1 / x, color="grey", linestyle=":", label="random")
             ax.set_yscale("log")
             ax.set_xlim(0, 1)
-            ax.set_ylim(0.8, ymax * 20)  # room for the legend above the curves
+            # room for the legend above the curves: it grows with the number of entries
+            ax.set_ylim(0.8, ymax * 20 * 10 ** (0.25 * max(0, len(curves) - 4)))
             ax.set_xlabel("Signal efficiency")
             ax.set_ylabel("Background rejection 1/$\\epsilon_B$")
         else:
@@ -164,12 +196,13 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
         for i, (name, roc) in enumerate(curves.items()):
             keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
             sic = roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
-            ax.plot(roc.eff_s[keep], sic, linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=name)
+            ax.plot(roc.eff_s[keep], sic, linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=name,
+                    color=_METHOD_COLORS[i % len(_METHOD_COLORS)])
             if len(sic):
                 ymax = max(ymax, float(sic.max()))
         ax.axhline(1.0, color="grey", linestyle=":", label="random")
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, ymax * 1.5)
+        ax.set_ylim(0, ymax * (1.5 + 0.1 * max(0, len(curves) - 4)))  # room for the legend
         ax.set_xlabel("Signal efficiency")
         ax.set_ylabel("SIC = $\\epsilon_S\\,/\\,\\epsilon_B^{1/2}$")
         add_label(ax, label)
