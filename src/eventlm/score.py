@@ -5,11 +5,14 @@ model was trained with ``mask_met``), build n copies, copy i with ``t_i`` replac
 ``nll_i = -log p(t_i | copy i)`` at the masked position. Then
 
 - ``anomaly_score`` = mean of ``nll_i`` (float32; higher = more anomalous),
+- ``anomaly_score_sum`` = sum of ``nll_i`` (the event's negated pseudo-log-likelihood). Unlike the
+  mean it grows with the number of particles, so it keeps the multiplicity that the mean divides out
+  (on the bundled samples it separates both signals far better: docs/results.md),
 - ``anomaly_score_max`` = max of ``nll_i``,
 - ``reco_accuracy`` = fraction of i with ``argmax p(. | copy i) == t_i``,
 - ``token_nll`` = ``[nll_1 .. nll_n]`` (jagged, in the event's token order).
 
-An event with nothing to mask (no particles) gets ``anomaly_score = anomaly_score_max = 0``,
+An event with nothing to mask (no particles) gets ``anomaly_score = anomaly_score_sum = anomaly_score_max = 0``,
 ``reco_accuracy = 1`` and an empty ``token_nll``: it is kept, never NaN.
 
 Causal objective. ``nll_i = -log p(t_i | BOS t_1 .. t_{i-1})`` for the n tokens and the stop token;
@@ -35,7 +38,7 @@ from eventlm.batching import _offsets, jagged_to_flat, maskable_positions, pad
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("anomaly_score", "anomaly_score_max", "reco_accuracy", "token_nll")
+SCORE_COLUMNS = ("anomaly_score", "anomaly_score_sum", "anomaly_score_max", "reco_accuracy", "token_nll")
 
 
 class Scorer:
@@ -224,6 +227,7 @@ class Scorer:
         keep = position < n_scored[event_of]
         out = {
             "anomaly_score": mean.astype(np.float32),
+            "anomaly_score_sum": sums.astype(np.float32),
             "anomaly_score_max": mx,
             "reco_accuracy": acc.astype(np.float32),
             "token_nll": ak.unflatten(nll[keep], n_scored),

@@ -42,7 +42,7 @@ _SCORERS: dict[str, object] = {}
 _PROCESS_TABLES: dict[str, dict[int, str]] = {}
 
 #: Score columns the processor returns per event (when the scorer or the file provides them).
-SCORE_COLUMNS = ("anomaly_score", "anomaly_score_max", "reco_accuracy")
+SCORE_COLUMNS = ("anomaly_score", "anomaly_score_sum", "anomaly_score_max", "reco_accuracy")
 
 
 

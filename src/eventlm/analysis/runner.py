@@ -71,7 +71,9 @@ def _sorted_by_id(events: ak.Array) -> ak.Array:
 
 
 def _strip_scores(events: ak.Array) -> ak.Array:
-    drop = {"anomaly_score", "anomaly_score_max", "reco_accuracy", "token_nll", "log_likelihood"}
+    from eventlm.analysis.processor import SCORE_COLUMNS
+
+    drop = {*SCORE_COLUMNS, "token_nll", "log_likelihood"}
     return events[[f for f in events.fields if f not in drop]]
 
 
@@ -248,6 +250,8 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         mb = bkg[f"in_{region}"] if region != "all" else np.ones(len(bkg["event"]), bool)
         ms = sig[f"in_{region}"] if region != "all" else np.ones(len(sig["event"]), bool)
         methods = {EVENTLM: (bkg["anomaly_score"], sig["anomaly_score"])}
+        if "anomaly_score_sum" in bkg and "anomaly_score_sum" in sig:
+            methods[f"{EVENTLM}, summed NLL"] = (bkg["anomaly_score_sum"], sig["anomaly_score_sum"])
         for name, by_dataset in (baseline_scores or {}).items():
             methods[name] = (by_dataset[BACKGROUND], by_dataset[signal])
         metrics[signal], rocs[signal] = {}, {}
@@ -315,6 +319,15 @@ def model_label(model_dir) -> str:
         return "eventlm"
 
 
+def method_label(method: str, config) -> str:
+    """How a method is named in tables and legends: eventlm rows carry the model's tokenizer/objective."""
+    from eventlm.analysis.baselines import LABELS
+
+    if method.startswith(EVENTLM):
+        return model_label(config.study.model) + method[len(EVENTLM):]
+    return LABELS.get(method, method)
+
+
 def _fmt_yield(value):
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -323,8 +336,6 @@ def _fmt_yield(value):
 
 def results_table(config: AnalysisConfig, thresholds, yields, metrics, notes=()) -> str:
     """The Markdown results of one study: figures of merit per method, then the CR/SR selection."""
-    from eventlm.analysis.baselines import LABELS
-
     wps = config.metrics.working_points
     lines = [f"## {config.study.name}: {config.title}", ""]
     region = "all test events" if config.metrics.region == "all" else f"region {config.metrics.region}"
@@ -333,7 +344,7 @@ def results_table(config: AnalysisConfig, thresholds, yields, metrics, notes=())
         head = ["Method", "ROC-AUC"] + [f"eff_S @ eff_B={wp:g}" for wp in wps] + ["SIC max"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method, m in per_method.items():
-            name = model_label(config.study.model) if method == EVENTLM else LABELS.get(method, method)
+            name = method_label(method, config)
             row = [name, m.format("auc")] + [m.format(f"eff_s@{wp:g}") for wp in wps] + [m.format("sic_max", 2)]
             lines.append("| " + " | ".join(row) + " |")
         n_b = next(iter(per_method.values())).n_background if per_method else 0
@@ -398,7 +409,6 @@ def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, 
     """Score stacks in CR and SR (per signal), kinematic stacks, ROC and SIC curves."""
     import hist
 
-    from eventlm.analysis.baselines import LABELS
     from eventlm.plotting.analysis import label_for, plot_roc, plot_sic, plot_stack
 
     label = label_for(config.plot.experiment, config.plot.label, config.plot.com, config.study.lumi)
@@ -430,7 +440,7 @@ def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, 
         named = {}
         aucs = {}
         for method, roc in curves.items():
-            text = model_label(config.study.model) if method == EVENTLM else LABELS.get(method, method)
+            text = method_label(method, config)
             named[text] = roc
             aucs[text] = f"AUC = {metrics[signal][method].format('auc', 3)}"
         path = out_dir / f"roc_{signal}.png"
