@@ -108,3 +108,37 @@ def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):
     # the CR signal is injected at 2 % of the CR background yield
     cr = yields["tttt_H500"]["CR"]
     assert cr.s_total == pytest.approx(0.02 * cr.b_total)
+
+
+def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
+    """[threshold] score picks the column the CR threshold cuts on and the score histograms show."""
+    from conftest import random_events
+
+    from eventlm.analysis.config import load_config
+    from eventlm.analysis.processor import columns_of
+    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor
+
+    rng = np.random.default_rng(4)
+    bkg = random_events(400, seed=5, process="ttbar")
+    sig = random_events(200, seed=6, process="tttt_H500", start_id=9000)
+    # the mean does not separate; the summed score (offset by 100 to tell them apart) does
+    for events, path, shift in ((bkg, "background.root", 0.0), (sig, "tttt_H500.root", 3.0)):
+        mean = rng.normal(3, 1, len(events)).astype(np.float32)
+        total = (100 + rng.normal(10 + shift, 1, len(events))).astype(np.float32)
+        write_events(events, tmp_path / path, extra_columns={"anomaly_score": mean, "anomaly_score_sum": total})
+    config_path = tmp_path / "sum.toml"
+    config_path.write_text(CONFIG.format(method="youden").replace(
+        "[threshold]\n", '[threshold]\nscore = "anomaly_score_sum"\n'))
+    config = load_config(config_path).with_overrides(
+        baselines={"names": ()}, histograms={"score_range": [100.0, 120.0]})
+    prepared = prepare_inputs(config, tmp_path / "work", None)
+    output = run_processor(config, prepared.ntuples, None, progress=False)
+    columns = {ds: columns_of(output, ds) for ds in prepared.ntuples}
+    thr, _, _, _ = analyse_columns(config, columns)
+    assert 105.0 < thr["tttt_H500"].value < 115.0  # chosen on the summed column
+    h = output["background"]["score"]
+    assert h.values(flow=False).sum() == pytest.approx(h.values(flow=True).sum())  # all inside [100, 120]
+
+    write_events(bkg, tmp_path / "background.root", extra_columns={"anomaly_score": np.zeros(len(bkg), np.float32)})
+    with pytest.raises(Exception, match="no anomaly_score_sum branch"):
+        run_processor(config, {"background": tmp_path / "background.root"}, None, progress=False)

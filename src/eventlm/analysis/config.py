@@ -47,10 +47,22 @@ class InputsConfig:
     max_events: int | None = None  # per input file (a quick look)
 
 
+#: Score columns a study can cut on (see eventlm.score), with their axis labels.
+SCORE_LABELS = {
+    "anomaly_score": "Anomaly score (mean masked-token NLL)",
+    "anomaly_score_sum": "Anomaly score (summed masked-token NLL)",
+    "anomaly_score_max": "Anomaly score (largest masked-token NLL)",
+}
+SCORES = tuple(SCORE_LABELS)
+
+
 @dataclass(frozen=True)
 class ThresholdConfig:
     control_region: str = "CR"
     signal_region: str = "SR"
+    #: the score column the threshold cuts on (and the score histograms show): "anomaly_score" (mean
+    #: masked-token NLL, the paper's), "anomaly_score_sum" (summed NLL) or "anomaly_score_max"
+    score: str = "anomaly_score"
     method: str = "youden"
     background_efficiency: float = 0.01  # for method = "background_efficiency"
     #: "cross_section": signal enters the CR with its own weights; a number f: signal weights in the
@@ -189,6 +201,8 @@ def _validate(config: AnalysisConfig, source: str) -> None:
     for key in ("control_region", "signal_region"):
         if getattr(t, key) not in names:
             raise AnalysisConfigError(f"{source}: [threshold] {key} = {getattr(t, key)!r} is not a region ({sorted(names)})")
+    if t.score not in SCORES:
+        raise AnalysisConfigError(f"{source}: [threshold] score must be one of {SCORES}")
     if t.method not in METHODS:
         raise AnalysisConfigError(f"{source}: [threshold] method must be one of {METHODS}")
     if isinstance(t.signal_injection, str) and t.signal_injection != "cross_section":

@@ -108,6 +108,7 @@ class AnomalyProcessor(processor.ProcessorABC):
     ----------
     regions: the named selections (an event may be in several); ``"all"`` is always added.
     model: a model directory (``eventlm train --out``); ``None``: read the ``anomaly_score`` branch.
+    score_column: the score the ``score`` histograms show (``anomaly_score``, ``anomaly_score_sum``, ...).
     score_bins, score_range: the anomaly-score axis (under/overflow kept).
     variables: event variables to histogram (names in ``eventlm.analysis.features.VARIABLES``).
     known_processes: process names whose ``process_code`` may appear (used when the file has no table).
@@ -122,6 +123,7 @@ class AnomalyProcessor(processor.ProcessorABC):
         regions: Sequence[Region],
         *,
         model=None,
+        score_column: str = "anomaly_score",
         score_bins: int = 60,
         score_range: tuple[float, float] = (0.0, 12.0),
         variables: Sequence[str] = ("n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt"),
@@ -131,6 +133,7 @@ class AnomalyProcessor(processor.ProcessorABC):
     ):
         self.regions = tuple(regions)
         self.model = str(model) if model is not None else None
+        self.score_column = score_column
         self.score_bins = int(score_bins)
         self.score_range = (float(score_range[0]), float(score_range[1]))
         unknown = [v for v in variables if v not in VARIABLES]
@@ -174,6 +177,15 @@ class AnomalyProcessor(processor.ProcessorABC):
             if name in _fields(scores)
         }
 
+    def _checked_scores(self, events, process) -> dict[str, np.ndarray]:
+        scores = self._scores(events, process)
+        if self.score_column not in scores:
+            raise ValueError(
+                f"{events.metadata.get('filename')}: no {self.score_column} branch (has {sorted(scores)}); "
+                "rescore the file or choose another [threshold] score"
+            )
+        return scores
+
     def process(self, events):
         dataset = events.metadata["dataset"]
         n = len(events)
@@ -186,7 +198,7 @@ class AnomalyProcessor(processor.ProcessorABC):
         particles = events.Particle
         values = event_variables(particles.kind, particles.pt, events.MET.pt, events.MET.phi)
         weight = ak.to_numpy(events.weight).astype(np.float64)
-        scores = self._scores(events, names.astype(str))
+        scores = self._checked_scores(events, names.astype(str))
         masks = {"all": np.ones(n, dtype=bool)}
         masks.update({r.name: r.mask(values) for r in self.regions})
 
@@ -198,7 +210,7 @@ class AnomalyProcessor(processor.ProcessorABC):
                 continue
             proc = names[mask].astype(str)
             w = weight[mask]
-            h_score.fill(process=proc, region=region, score=scores["anomaly_score"][mask], weight=w)
+            h_score.fill(process=proc, region=region, score=scores[self.score_column][mask], weight=w)
             for v, h in hists.items():
                 h.fill(process=proc, region=region, **{v: values[v][mask]}, weight=w)
         out["score"] = h_score

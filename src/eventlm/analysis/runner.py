@@ -31,7 +31,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from eventlm.analysis.config import AnalysisConfig
+from eventlm.analysis.config import SCORE_LABELS, AnalysisConfig
 from eventlm.analysis.features import fixed_features
 from eventlm.analysis.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.threshold import RegionYields, Threshold, choose_threshold, region_yields
@@ -190,6 +190,7 @@ def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: P
     proc = AnomalyProcessor(
         config.regions,
         model=model_dir,
+        score_column=config.threshold.score,
         score_bins=config.histograms.score_bins,
         score_range=config.histograms.score_range,
         variables=config.histograms.variables,
@@ -234,7 +235,7 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         if t.method == "youden" and cr_s.sum() == 0:
             raise ValueError(f"no {signal} events in the control region {t.control_region!r}: cannot choose a threshold")
         thr = choose_threshold(
-            bkg["anomaly_score"][cr_b], sig["anomaly_score"][cr_s], bkg["weight"][cr_b], w_s_cr,
+            bkg[t.score][cr_b], sig[t.score][cr_s], bkg["weight"][cr_b], w_s_cr,
             method=t.method, background_efficiency=t.background_efficiency,
         )
         thresholds[signal] = thr
@@ -243,7 +244,7 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
             rb, rs = bkg[f"in_{region}"], sig[f"in_{region}"]
             w_s = sig["weight"][rs] if region != t.control_region else w_s_cr
             yields[signal][region] = region_yields(
-                region, thr.value, bkg["anomaly_score"][rb], sig["anomaly_score"][rs],
+                region, thr.value, bkg[t.score][rb], sig[t.score][rs],
                 bkg["weight"][rb], w_s, lumi_scale=lumi,
             )
         region = config.metrics.region
@@ -426,7 +427,7 @@ def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, 
         for region in (t.control_region, t.signal_region):
             path = out_dir / f"score_{region}_{signal}.png"
             plot_stack(merged["score"], path, region=region, signals=[signal], threshold=thr, label=label,
-                       title=config.title, lumi_scale=lumi)
+                       title=config.title, lumi_scale=lumi, xlabel=SCORE_LABELS[config.threshold.score])
             paths.append(path)
     from eventlm.analysis.features import VARIABLES
 
