@@ -95,9 +95,16 @@ def background_events(background_path):
     return read_events(background_path, max_events=20_000)
 
 
-@pytest.fixture
-def tmp_out(tmp_path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests, then the previous setting: on a shared machine several
+    threads per process spin-wait in OpenMP (training the VQ tokenizers was 16x slower with two)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def assert_same_events(a: ak.Array, b: ak.Array, *, rtol=1e-5, atol=1e-3):

@@ -11,15 +11,7 @@ from eventlm.io import write_events
 from eventlm.tokenize import get_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine is shared: one torch thread avoids OpenMP spin-waiting (16x faster there)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _files(tmp_path, make_events):

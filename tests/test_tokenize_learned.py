@@ -17,15 +17,7 @@ KINDS = ["vqvae", "graph"]
 SMALL = dict(codebook_size=32, latent_dim=8, hidden=32, batch_size=128, patience=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine is shared: one torch thread avoids OpenMP spin-waiting (16x faster there)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
