@@ -39,7 +39,10 @@ def plot_token_frequency(
     edges = np.arange(0.5, n_content + 1.5)
     with figure(path, figsize=(11, 6)) as (fig, ax):
         top = 0.0
-        for i, (process, c) in enumerate(counts.items()):
+        # fewest tokens first, so the well-populated processes are drawn on top of the noisy ones;
+        # colours stay those of the input order
+        colour = {process: f"C{i}" for i, process in enumerate(counts)}
+        for process, c in sorted(counts.items(), key=lambda item: np.asarray(item[1])[ids].sum()):
             c = np.asarray(c, dtype=float)[ids]
             total = c.sum()
             if total == 0:
@@ -47,7 +50,7 @@ def plot_token_frequency(
             frac = c / total
             top = max(top, frac.max())
             ax.stairs(frac, edges, label=f"{process} ({int(total):,} tokens)", lw=1.4,
-                      color=f"C{i}", baseline=None)
+                      color=colour[process], baseline=None)
         marks = sorted(boundaries or [])
         for k, (x, text) in enumerate(marks):
             end = marks[k + 1][0] if k + 1 < len(marks) else n_content + 1
