@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,10 +78,11 @@ def _open(path: Path):
 def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
     """Yield ``(first_line_number_0based, bytes)`` blocks of at most ``max_lines`` whole lines.
 
-    Reads ``block_bytes`` at a time; newlines are counted with ``bytes.count`` and located only in the
+    Reads ``block_bytes`` at a time; newlines are counted by a compiled loop and located only in the
     reads where a block ends. Raises :class:`EventFormatError` for an empty file and a truncated or
     corrupt gzip stream.
     """
+    count_newlines = _newline_counter()
     pending: list[bytes] = []  # the bytes read since the last block boundary
     need = max_lines  # newlines still missing from the current block
     line0 = 0
@@ -100,7 +102,7 @@ def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES)
             seen_any = True
             pos = 0
             while True:
-                found = data.count(b"\n", pos)
+                found = int(count_newlines(np.frombuffer(data, dtype=np.uint8, offset=pos)))
                 if found < need:
                     need -= found
                     if pos < len(data):
@@ -114,6 +116,27 @@ def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES)
                 pending, need, pos = [], max_lines, stop
     if not seen_any:
         raise EventFormatError(path, "empty file (no events)")
+
+
+_COUNT_NEWLINES = None
+
+
+def _count_newlines(buf):
+    total = 0
+    for i in range(buf.size):
+        if buf[i] == 10:
+            total += 1
+    return total
+
+
+def _newline_counter():
+    """The compiled newline count (vectorized by the compiler: much faster than ``bytes.count``)."""
+    global _COUNT_NEWLINES
+    if _COUNT_NEWLINES is None:
+        import numba
+
+        _COUNT_NEWLINES = numba.njit(cache=True, nogil=True)(_count_newlines)
+    return _COUNT_NEWLINES
 
 
 def parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", report=None) -> ak.Array:
@@ -197,19 +220,23 @@ U64 = np.uint64
 
 def _kernels():
     """The compiled scan (imports numba and compiles, or loads from its on-disk cache, on first use)."""
-    global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback
+    global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback, _scan_lines
     if _KERNELS is None:
         import numba
 
-        jit = numba.njit(cache=True, nogil=True)
-        inline = numba.njit(cache=True, nogil=True, inline="always")
+        jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+        # The scan loop and its helpers allocate nothing, so they run without the runtime's
+        # reference counting (which otherwise costs atomic increments on every helper call).
+        flat = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+        inline = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
         # helpers first: the scan resolves these module globals when it is compiled
         _load8 = inline(_load8)
         _digit_run = inline(_digit_run)
-        _slow_number = jit(_slow_number)
+        _slow_number = flat(_slow_number)
         _fast_number = inline(_fast_number)
-        _fast_integer = jit(_fast_integer)
-        _keep_fallback = jit(_keep_fallback)
+        _fast_integer = flat(_fast_integer)
+        _keep_fallback = inline(_keep_fallback)
+        _scan_lines = flat(_scan_lines)
         _KERNELS = jit(_scan)
     return _KERNELS
 
@@ -352,26 +379,26 @@ def _fast_integer(buf, s, e):
 
 
 def _keep_fallback(buf, s, e, n, col, row, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
-    """Append token ``buf[s:e]`` to the fallback list (growing its arrays); returns them."""
-    if n + 1 >= fb_col.size:
-        size = 2 * fb_col.size
-        fb_col = np.concatenate((fb_col, np.empty(size - fb_col.size, np.int8)))
-        fb_row = np.concatenate((fb_row, np.empty(size - fb_row.size, np.int64)))
-        fb_line = np.concatenate((fb_line, np.empty(size - fb_line.size, np.int64)))
-        fb_off = np.concatenate((fb_off, np.empty(size + 1 - fb_off.size, np.int64)))
+    """Append token ``buf[s:e]`` as fallback number ``n``; False (nothing written) if it does not fit."""
     o = fb_off[n]
-    if o + (e - s) > fb_chars.size:
-        fb_chars = np.concatenate((fb_chars, np.empty(max(fb_chars.size, e - s), np.uint8)))
-    fb_chars[o:o + (e - s)] = buf[s:e]
+    if n + 1 >= fb_col.size or o + (e - s) > fb_chars.size:
+        return False
+    for k in range(e - s):
+        fb_chars[o + k] = buf[s + k]
     fb_col[n] = col
     fb_row[n] = row
     fb_line[n] = line
     fb_off[n + 1] = o + (e - s)
-    return fb_col, fb_row, fb_line, fb_off, fb_chars
+    return True
 
 
 def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
-    """Parse the lines of ``buf`` (which ends with a newline); see the comment above."""
+    """Parse the lines of ``buf`` (which ends with a newline); see the comment above.
+
+    The work is done by :func:`_scan_lines`, which never reallocates (so that no reference counting
+    happens in its loop); when the fallback list or the bad-line list is full it stops at the start
+    of a line, the arrays are grown here and it resumes.
+    """
     n = buf.size
     max_ev = n // 11 + 1  # a good line has at least 11 bytes, an object at least 10
     max_obj = n // 10 + 1
@@ -399,7 +426,43 @@ def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
     n_bad = 0
     n_fb = 0
     proc_off[0] = 0
+    while True:
+        p, line, n_ev, n_obj, n_bad, n_fb, full = _scan_lines(
+            buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, pow10, mev_per_gev,
+            event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
+            fb_col, fb_row, fb_line, fb_off, fb_chars)
+        if full == 0:
+            break
+        if full == 1:  # the bad-line list
+            bad = np.concatenate((bad, np.empty(bad.size, np.int64)))
+        else:  # the fallback list
+            size = 2 * fb_col.size
+            fb_col = np.concatenate((fb_col, np.empty(size - fb_col.size, np.int8)))
+            fb_row = np.concatenate((fb_row, np.empty(size - fb_row.size, np.int64)))
+            fb_line = np.concatenate((fb_line, np.empty(size - fb_line.size, np.int64)))
+            fb_off = np.concatenate((fb_off, np.empty(size + 1 - fb_off.size, np.int64)))
+            fb_chars = np.concatenate((fb_chars, np.empty(fb_chars.size, np.uint8)))
+    # views, not copies: the arrays are sized for the worst case, but their unused tails are never
+    # written and so take no memory (the pages are not touched)
+    return (
+        event_id[:n_ev], weight[:n_ev], met[:n_ev], met_phi[:n_ev],
+        counts[:n_ev], proc_off[:n_ev + 1], proc_chars[:proc_off[n_ev]],
+        kind[:n_obj], charge[:n_obj], obj[:, :n_obj], bad[:n_bad],
+        fb_col[:n_fb], fb_row[:n_fb], fb_line[:n_fb], fb_off[:n_fb + 1],
+        fb_chars[:fb_off[n_fb]],
+    )
+
+
+def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, pow10, mev_per_gev,
+                event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
+                fb_col, fb_row, fb_line, fb_off, fb_chars):
+    """The loop of :func:`_scan` from line ``line`` at ``buf[p]``: returns the updated counters and
+    0 at the end of ``buf``, or 1 (bad-line list full) / 2 (fallback list full) at a line start."""
+    n = buf.size
     while p < n:
+        if n_bad == bad.size:
+            return p, line, n_ev, n_obj, n_bad, n_fb, 1
+        p_line = p
         obj0 = n_obj
         fb0 = n_fb
         ok = True
@@ -422,8 +485,9 @@ def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
                     else:
                         met_phi[n_ev] = value
                 else:
-                    fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
-                        buf, p, e, n_fb, f - 2, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                    if not _keep_fallback(
+                        buf, p, e, n_fb, f - 2, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
+                        return p_line, line, n_ev, obj0, n_bad, fb0, 2  # full: grow, redo the line
                     n_fb += 1
                 p = e + 1
                 continue
@@ -439,8 +503,9 @@ def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
                 if good:
                     event_id[n_ev] = ivalue
                 else:
-                    fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
-                        buf, p, e, n_fb, 7, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                    if not _keep_fallback(
+                        buf, p, e, n_fb, 7, n_ev, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
+                        return p_line, line, n_ev, obj0, n_bad, fb0, 2  # full: grow, redo the line
                     n_fb += 1
             else:
                 o = proc_off[n_ev]
@@ -464,8 +529,9 @@ def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
                     if good:
                         obj[f - 1, n_obj] = value / mev_per_gev if f <= 2 else value
                     else:
-                        fb_col, fb_row, fb_line, fb_off, fb_chars = _keep_fallback(
-                            buf, p, e, n_fb, f + 2, n_obj, line, fb_col, fb_row, fb_line, fb_off, fb_chars)
+                        if not _keep_fallback(
+                            buf, p, e, n_fb, f + 2, n_obj, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
+                            return p_line, line, n_ev, obj0, n_bad, fb0, 2  # full: grow, redo the line
                         n_fb += 1
                     p = e + 1
                     continue
@@ -503,20 +569,56 @@ def _scan(buf, code_kind, code_charge, pow10, mev_per_gev):
             n_obj = obj0
             n_fb = fb0
             proc_off[n_ev + 1] = proc_off[n_ev]
-            if n_bad == bad.size:
-                bad = np.concatenate((bad, np.empty(bad.size, np.int64)))
             bad[n_bad] = line
             n_bad += 1
             while buf[p] != 10:
                 p += 1
             p += 1
         line += 1
+    return p, line, n_ev, n_obj, n_bad, n_fb, 0
+
+
+#: Blocks at least this large are scanned as two halves on two threads (the scan releases the GIL).
+PARALLEL_BYTES = 4 << 20
+
+
+def _scan_block(buf: np.ndarray) -> tuple:
+    """The results of the scan of ``buf``; a large block is cut at a line end near its middle and the
+    halves are scanned concurrently, then their results are joined (offsets, rows, lines shifted)."""
+    scan = _kernels()
+    args = (_CODE_KIND, _CODE_CHARGE, _POW10, MEV_PER_GEV)
+    cut = -1
+    if buf.size >= PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
+        nl = np.flatnonzero(buf[buf.size // 2:] == _NL)
+        cut = buf.size // 2 + int(nl[0]) + 1 if len(nl) else -1
+    if cut <= 0 or cut >= buf.size:
+        return scan(buf, *args)
+    # a plain thread per block (not a pool: it costs nothing next to the scan and is fork-safe)
+    import threading
+
+    result: list = []
+    second = threading.Thread(target=lambda: result.append(scan(buf[cut:], *args)), name="eventlm-csv-scan")
+    second.start()
+    try:
+        a = scan(buf[:cut], *args)
+    finally:
+        second.join()
+    if not result:  # pragma: no cover - the scan does not raise
+        raise RuntimeError("CSV scan thread failed")
+    b = result[0]
+    (event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
+     fb_col, fb_row, fb_line, fb_off, fb_chars) = zip(a, b)
+    n_ev, n_obj = len(a[0]), len(a[7])
+    n_lines = int(_newline_counter()(buf[:cut]))
+    is_event_col = (fb_col[1] <= 2) | (fb_col[1] == _FB_INT)  # fallback rows: events or objects
     return (
-        event_id[:n_ev].copy(), weight[:n_ev].copy(), met[:n_ev].copy(), met_phi[:n_ev].copy(),
-        counts[:n_ev].copy(), proc_off[:n_ev + 1].copy(), proc_chars[:proc_off[n_ev]].copy(),
-        kind[:n_obj].copy(), charge[:n_obj].copy(), obj[:, :n_obj].copy(), bad[:n_bad].copy(),
-        fb_col[:n_fb].copy(), fb_row[:n_fb].copy(), fb_line[:n_fb].copy(), fb_off[:n_fb + 1].copy(),
-        fb_chars[:fb_off[n_fb]].copy(),
+        np.concatenate(event_id), np.concatenate(weight), np.concatenate(met), np.concatenate(met_phi),
+        np.concatenate(counts), np.concatenate((proc_off[0], proc_off[1][1:] + proc_off[0][-1])),
+        np.concatenate(proc_chars), np.concatenate(kind), np.concatenate(charge),
+        np.concatenate(obj, axis=1), np.concatenate((bad[0], bad[1] + n_lines)),
+        np.concatenate(fb_col), np.concatenate((fb_row[0], fb_row[1] + np.where(is_event_col, n_ev, n_obj))),
+        np.concatenate((fb_line[0], fb_line[1] + n_lines)),
+        np.concatenate((fb_off[0], fb_off[1][1:] + fb_off[0][-1])), np.concatenate(fb_chars),
     )
 
 
@@ -524,7 +626,7 @@ def _parse_lines(buf: np.ndarray) -> ak.Array:
     if not buf.size:
         return empty_events()
     (event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
-     fb_col, fb_row, fb_line, fb_off, fb_chars) = _kernels()(buf, _CODE_KIND, _CODE_CHARGE, _POW10, MEV_PER_GEV)
+     fb_col, fb_row, fb_line, fb_off, fb_chars) = _scan_block(buf)
     E, pt, eta, phi = obj
     if len(fb_col):  # numbers the scan left to Arrow: convert, validate, scatter
         strings = pa.LargeStringArray.from_buffers(len(fb_col), pa.py_buffer(fb_off), pa.py_buffer(fb_chars))
