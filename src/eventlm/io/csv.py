@@ -221,6 +221,7 @@ U64 = np.uint64
 def _kernels():
     """The compiled scan (imports numba and compiles, or loads from its on-disk cache, on first use)."""
     global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback, _scan_lines
+    global _token_end
     if _KERNELS is None:
         import numba
 
@@ -231,6 +232,7 @@ def _kernels():
         inline = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
         # helpers first: the scan resolves these module globals when it is compiled
         _load8 = inline(_load8)
+        _token_end = inline(_token_end)
         _digit_run = inline(_digit_run)
         _slow_number = flat(_slow_number)
         _fast_number = inline(_fast_number)
@@ -239,6 +241,13 @@ def _kernels():
         _scan_lines = flat(_scan_lines)
         _KERNELS = jit(_scan)
     return _KERNELS
+
+
+def _token_end(buf, e):
+    """The index of the first ``;``, ``,`` or newline at or after ``e`` (every line ends with one)."""
+    while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
+        e += 1
+    return e
 
 
 def _fast_number(buf, s, pow10):
@@ -471,8 +480,7 @@ def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, 
                 e, good, value = _fast_number(buf, p, pow10)
                 if buf[e] != 59:
                     good = False
-                    while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
-                        e += 1
+                    e = _token_end(buf, e)
                     if buf[e] != 59:
                         ok = False
                         p = e
@@ -492,8 +500,7 @@ def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, 
                 p = e + 1
                 continue
             e = p
-            while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
-                e += 1
+            e = _token_end(buf, e)
             if buf[e] != 59 or (f == 1 and e == p):
                 ok = False
                 p = e
@@ -520,8 +527,7 @@ def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, 
                     e, good, value = _fast_number(buf, p, pow10)
                     if buf[e] != sep:
                         good = False
-                        while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
-                            e += 1
+                        e = _token_end(buf, e)
                         if buf[e] != sep:
                             ok = False
                             p = e
@@ -536,28 +542,26 @@ def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, 
                     p = e + 1
                     continue
                 e = p
-                while buf[e] != 59 and buf[e] != 44 and buf[e] != 10:
-                    e += 1
+                e = _token_end(buf, e)
                 if buf[e] != sep:
                     ok = False
                     p = e
                     break
-                if True:
-                    code = -1
-                    c0 = buf[p]
-                    if e - p == 1:
-                        code = 0 if c0 == 106 else 1 if c0 == 98 else 6 if c0 == 103 else -1  # j b g
-                    elif e - p == 2:
-                        c1 = buf[p + 1]
-                        sign = 0 if c1 == 45 else 1 if c1 == 43 else -1  # - +
-                        if sign >= 0:
-                            code = 2 + sign if c0 == 101 else 4 + sign if c0 == 109 else -1  # e m
-                    if code < 0:
-                        ok = False
-                        p = e
-                        break
-                    kind[n_obj] = code_kind[code]
-                    charge[n_obj] = code_charge[code]
+                code = -1
+                c0 = buf[p]
+                if e - p == 1:
+                    code = 0 if c0 == 106 else 1 if c0 == 98 else 6 if c0 == 103 else -1  # j b g
+                elif e - p == 2:
+                    c1 = buf[p + 1]
+                    sign = 0 if c1 == 45 else 1 if c1 == 43 else -1  # - +
+                    if sign >= 0:
+                        code = 2 + sign if c0 == 101 else 4 + sign if c0 == 109 else -1  # e m
+                if code < 0:
+                    ok = False
+                    p = e
+                    break
+                kind[n_obj] = code_kind[code]
+                charge[n_obj] = code_charge[code]
                 p = e + 1
             if ok:
                 n_obj += 1
