@@ -135,6 +135,11 @@ def plot_stack(
         ax.legend(loc="upper right", fontsize=12, ncol=1 if len(bkg) + len(sig) < 6 else 2, frameon=False)
 
 
+def _method_style(i: int) -> dict:
+    """Line style of the i-th method on ROC and SIC figures (the same method, the same look)."""
+    return {"linewidth": 2, "linestyle": _LINESTYLES[(i // 10) % 4], "color": _METHOD_COLORS[i % len(_METHOD_COLORS)]}
+
+
 def plot_roc(
     curves: Mapping[str, object],
     path,
@@ -157,8 +162,7 @@ def plot_roc(
         ymax = 10.0
         for i, (name, roc) in enumerate(curves.items()):
             text = f"{name} ({aucs[name]})" if name in aucs else name
-            kw = dict(linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=text,
-                      color=_METHOD_COLORS[i % len(_METHOD_COLORS)])
+            kw = dict(label=text, **_method_style(i))
             if style == "rejection":
                 keep = roc.eff_b > 0
                 ax.plot(roc.eff_s[keep], 1.0 / roc.eff_b[keep], **kw)
@@ -196,8 +200,7 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
         for i, (name, roc) in enumerate(curves.items()):
             keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
             sic = roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
-            ax.plot(roc.eff_s[keep], sic, linewidth=2, linestyle=_LINESTYLES[(i // 10) % 4], label=name,
-                    color=_METHOD_COLORS[i % len(_METHOD_COLORS)])
+            ax.plot(roc.eff_s[keep], sic, label=name, **_method_style(i))
             if len(sic):
                 ymax = max(ymax, float(sic.max()))
         ax.axhline(1.0, color="grey", linestyle=":", label="random")
