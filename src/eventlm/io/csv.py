@@ -221,7 +221,7 @@ U64 = np.uint64
 def _kernels():
     """The compiled scan (imports numba and compiles, or loads from its on-disk cache, on first use)."""
     global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback, _scan_lines
-    global _token_end
+    global _token_end, _digit_loop
     if _KERNELS is None:
         import numba
 
@@ -233,6 +233,7 @@ def _kernels():
         # helpers first: the scan resolves these module globals when it is compiled
         _load8 = inline(_load8)
         _token_end = inline(_token_end)
+        _digit_loop = inline(_digit_loop)
         _digit_run = inline(_digit_run)
         _slow_number = flat(_slow_number)
         _fast_number = inline(_fast_number)
@@ -312,30 +313,29 @@ def _digit_run(w):
     return np.int64(n), v
 
 
+def _digit_loop(buf, i, m):
+    """Append the decimal digits starting at ``buf[i]`` to ``m``: ``(end, m, number of digits)``."""
+    n = 0
+    d = np.int64(buf[i]) - 48
+    while 0 <= d <= 9:
+        m = m * 10 + d
+        n += 1
+        i += 1
+        d = np.int64(buf[i]) - 48
+    return i, m, n
+
+
 def _slow_number(buf, s, pow10):
     """:func:`_fast_number` for any text: a digit-by-digit loop."""
     i = s
     neg = buf[i] == 45  # '-'
     if neg:
         i += 1
-    m = 0
-    n_digits = 0
-    d = np.int64(buf[i]) - 48
-    while 0 <= d <= 9:
-        m = m * 10 + d
-        n_digits += 1
-        i += 1
-        d = np.int64(buf[i]) - 48
+    i, m, n_digits = _digit_loop(buf, i, 0)
     ok = n_digits > 0
     n_frac = 0
     if buf[i] == 46:  # '.'
-        i += 1
-        d = np.int64(buf[i]) - 48
-        while 0 <= d <= 9:
-            m = m * 10 + d
-            n_frac += 1
-            i += 1
-            d = np.int64(buf[i]) - 48
+        i, m, n_frac = _digit_loop(buf, i + 1, m)
         ok = ok and n_frac > 0
     exp = 0
     if buf[i] == 101 or buf[i] == 69:  # 'e', 'E'
