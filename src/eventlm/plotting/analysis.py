@@ -135,6 +135,14 @@ def plot_stack(
         ax.legend(loc="upper right", fontsize=12, ncol=1 if len(bkg) + len(sig) < 6 else 2, frameon=False)
 
 
+def _finish_curves(ax, label: PlotLabel, title: str) -> None:
+    """Experiment label, the study title and the legend of a ROC or SIC figure."""
+    add_label(ax, label)
+    if title:
+        _label_lines(ax, [title], y=0.86)
+    ax.legend(loc="upper right", fontsize=11, frameon=False)
+
+
 def _method_style(i: int) -> dict:
     """Line style of the i-th method on ROC and SIC figures (the same method, the same look)."""
     return {"linewidth": 2, "linestyle": _LINESTYLES[(i // 10) % 4], "color": _METHOD_COLORS[i % len(_METHOD_COLORS)]}
@@ -185,10 +193,7 @@ def plot_roc(
             ax.set_ylim(0, 1.35)
             ax.set_xlabel("Background efficiency")
             ax.set_ylabel("Signal efficiency")
-        add_label(ax, label)
-        if title:
-            _label_lines(ax, [title], y=0.86)
-        ax.legend(loc="upper right", fontsize=11, frameon=False)
+        _finish_curves(ax, label, title)
 
 
 def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel(), title: str = "",
@@ -208,10 +213,7 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
         ax.set_ylim(0, ymax * (1.5 + 0.1 * max(0, len(curves) - 4)))  # room for the legend
         ax.set_xlabel("Signal efficiency")
         ax.set_ylabel("SIC = $\\epsilon_S\\,/\\,\\epsilon_B^{1/2}$")
-        add_label(ax, label)
-        if title:
-            _label_lines(ax, [title], y=0.86)
-        ax.legend(loc="upper right", fontsize=11, frameon=False)
+        _finish_curves(ax, label, title)
 
 
 def plot_confusion(matrices, path, **kwargs):
