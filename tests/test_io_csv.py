@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eventlm.errors import EventFormatError
 from eventlm.events import DARKMACHINES_CODES, Kind
 from eventlm.io import iter_events, read_events, write_events
-from eventlm.io.csv import format_block, parse_block
+from eventlm.io.csv import format_block, iter_line_blocks, parse_block
 
 GOOD = "1;ttbar;1;112288;1.74766;b,331927,147558,-1.44969,-1.76399;j,100000,50000,0.5,0.25;\n"
 
@@ -75,6 +75,45 @@ def test_streaming_with_small_steps_gives_the_same_events(tmp_path):
     assert max(len(c) for c in chunks) <= 37
     assert_same_events(events, ak.concatenate(chunks))
     assert_same_events(events[:100], read_events(path, max_events=100))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])  # memory-mapped, and read piece by piece
+def test_blocks_cut_by_lines_or_bytes_cover_every_line_once(tmp_path, suffix):
+    events = random_events(400, seed=8)
+    path = write_events(events, tmp_path / f"b{suffix}")
+    text = gzip.open(path).read() if suffix == ".csv.gz" else path.read_bytes()
+    for max_lines, max_bytes in ((None, 3000), (7, 1 << 20), (50, 2000), (None, 1)):
+        blocks = list(iter_line_blocks(path, max_lines, max_bytes=max_bytes, read_bytes=1024))
+        assert b"".join(bytes(b) for _, b in blocks) == text
+        assert [line0 for line0, _ in blocks] == list(np.cumsum([0] + [bytes(b).count(b"\n") for _, b in blocks[:-1]]))
+        assert all(bytes(b).endswith(b"\n") for _, b in blocks)
+        if max_lines:
+            assert max(bytes(b).count(b"\n") for _, b in blocks) <= max_lines
+        # a block is cut at a line end once it is big enough (a mapped file exactly, a file read
+        # piece by piece at the end of the piece); it holds at least one line
+        slack = 0 if suffix == ".csv" else 1024 + max(map(len, text.split(b"\n")))
+        assert all(len(b) <= max_bytes + slack or bytes(b).count(b"\n") == 1 for _, b in blocks)
+        if max_bytes == 1 and suffix == ".csv":
+            assert len(blocks) == 400
+    # the reader's own block choice, small steps and a byte-cut block all give the same events
+    assert_same_events(events, read_events(path))
+    assert_same_events(events, read_events(path, step_size=33))
+
+
+def test_bad_line_number_is_global_when_blocks_are_cut_by_bytes(tmp_path, monkeypatch):
+    import eventlm.io.csv as csv_module
+
+    lines = [f"{i};ttbar;1;{1000 * i};0;j,2000,1500,0.1,0.2;\n" for i in range(1, 301)]
+    lines[250] = "251;ttbar;1;1000;0;j,1000,oops,0.1,0.2;\n"
+    for name in ("bad.csv", "bad.csv.gz"):
+        path = tmp_path / name
+        data = "".join(lines).encode()
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        monkeypatch.setattr(csv_module, "MAX_BLOCK_BYTES", 1000)  # many blocks
+        monkeypatch.setattr(csv_module, "BLOCK_BYTES", 512)
+        with pytest.raises(EventFormatError, match="line 251: object 1 pt: not a number: 'oops'"):
+            read_events(path)
+        assert iter_report(path, step_size=None) == [251]
 
 
 def test_several_files_are_concatenated_in_order(tmp_path):

@@ -137,6 +137,63 @@ def test_bad_entries_raise_or_are_skipped(tmp_path):
     assert report.entries() == [5]
 
 
+@pytest.mark.parametrize("suffix", [".root", ".parquet"])
+def test_bad_particles_are_found_in_their_entries(tmp_path, suffix):
+    events = random_events(40, seed=4)
+    counts = ak.num(events.particles).to_numpy()
+    events = events[counts > 0]
+    starts = np.concatenate([[0], np.cumsum(ak.num(events.particles).to_numpy())])
+    flat = {f: ak.flatten(events.particles[f]).to_numpy().copy() for f in ("kind", "pt", "eta")}
+    flat["pt"][starts[3]] = np.inf
+    flat["eta"][starts[11] + ak.num(events.particles)[11] - 1] = np.nan
+    flat["kind"][starts[15]] = 9  # no such kind
+    particles = events.particles
+    for f, values in flat.items():
+        particles = ak.with_field(particles, ak.unflatten(values, ak.num(events.particles)), f)
+    path = write_events(ak.with_field(events, particles, "particles"), tmp_path / f"bad{suffix}")
+    with pytest.raises(EventFormatError, match="entry 3"):
+        read_events(path)
+    back, report = read_events(path, on_error="skip", return_report=True)
+    assert report.entries() == [3, 11, 15]
+    assert back.event_id.tolist() == [e for i, e in enumerate(events.event_id.tolist()) if i not in (3, 11, 15)]
+
+
+def test_particle_branches_that_disagree_on_counts_raise(tmp_path):
+    path = tmp_path / "ragged.root"
+    counts = np.array([2, 1, 3])
+    other = np.array([2, 2, 3])  # Particle_pt has its own counter, and one more particle in entry 1
+    parts = {f: ak.unflatten(np.ones(counts.sum(), dtype=t), counts)
+             for f, t in (("kind", np.int8), ("charge", np.int8), ("eta", np.float32), ("phi", np.float32),
+                          ("E", np.float32))}
+    with uproot.recreate(path) as f:
+        f.mktree("Events", {"event": np.int64, "weight": np.float64, "process_code": np.int32,
+                            "MET_pt": np.float32, "MET_phi": np.float32, "Particle": ak.zip(parts).type.content,
+                            "Particle_pt": ak.Array([[1.0]]).type.content}).extend({
+            "event": np.arange(3), "weight": np.ones(3), "process_code": np.zeros(3, np.int32),
+            "MET_pt": np.ones(3, np.float32), "MET_phi": np.zeros(3, np.float32), "Particle": ak.zip(parts),
+            "Particle_pt": ak.unflatten(np.ones(other.sum()), other),
+        })
+    with pytest.raises(EventFormatError, match=r"entry 1: Particle_pt disagrees with Particle_kind"):
+        read_events(path)
+
+
+def test_process_codes_without_a_names_tree_read_as_their_number(tmp_path):
+    events = random_events(5)
+    path = write_events(events, tmp_path / "named.root")
+    bare = tmp_path / "bare.root"
+    with uproot.open(path) as src, uproot.recreate(bare) as dst:
+        tree = src["Events"]
+        arrays = tree.arrays(["event", "weight", "process_code", "MET_pt", "MET_phi"], library="np")
+        parts = tree.arrays([b for b in tree.keys() if b.startswith("Particle_")])
+        arrays["Particle"] = ak.zip({b.removeprefix("Particle_"): parts[b] for b in parts.fields})
+        dst.mktree("Events", {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()})
+        dst["Events"].extend(arrays)
+    back = read_events(bare)
+    codes = uproot.open(path)["Events"]["process_code"].array(library="np")
+    assert back.process.tolist() == [str(int(c)) for c in codes]
+    assert_same_events(events, ak.with_field(back, events.process, "process"))
+
+
 def test_write_failure_leaves_no_file_under_the_final_name(tmp_path):
     from eventlm.io import EventWriter
 

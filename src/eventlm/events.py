@@ -95,12 +95,16 @@ def make_particles(
         "phi": np.asarray(phi, dtype=np.float32),
         "E": np.asarray(E, dtype=np.float32),
     }
-    n = int(counts.sum())
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if len(counts) and counts.min() < 0:
+        raise ValueError("negative particle counts")
+    n = int(offsets[-1])
     for name, values in flat.items():
         if len(values) != n:
             raise ValueError(f"particle field {name!r} has {len(values)} entries, counts sum to {n}")
     record = ak.zip(flat, with_name=PARTICLE_RECORD)
-    return ak.unflatten(record, counts)
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record.layout), behavior=record.behavior)
 
 
 def make_events(
@@ -127,6 +131,28 @@ def make_events(
             raise ValueError(f"event field {name!r} has {len(values)} entries for {n} events")
     fields["particles"] = with_particle_behavior(particles)
     return ak.zip(fields, depth_limit=1)
+
+
+def string_array(offsets: np.ndarray, chars: np.ndarray) -> ak.Array:
+    """An awkward string array from its ``int64`` offsets and ``uint8`` characters (no copy)."""
+    return ak.Array(ak.contents.ListOffsetArray(
+        ak.index.Index64(np.asarray(offsets, dtype=np.int64)),
+        ak.contents.NumpyArray(np.asarray(chars, dtype=np.uint8), parameters={"__array__": "char"}),
+        parameters={"__array__": "string"},
+    ))
+
+
+def labels_at(labels, index: np.ndarray) -> ak.Array:
+    """The string array ``labels[index]`` (a few distinct labels, many events), built by Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    taken = pc.take(pa.array([str(label) for label in labels], type=pa.large_string()),
+                    pa.array(np.asarray(index, dtype=np.int64)))
+    offsets = np.frombuffer(taken.buffers()[1], dtype=np.int64, count=len(taken) + 1)
+    chars = taken.buffers()[2]
+    chars = np.frombuffer(chars, dtype=np.uint8) if chars is not None else np.zeros(0, dtype=np.uint8)
+    return string_array(offsets, chars[:offsets[-1]])
 
 
 def _as_string_array(process, n: int) -> ak.Array:

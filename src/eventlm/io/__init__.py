@@ -139,7 +139,7 @@ def extra_fields(events: ak.Array) -> list[str]:
 def iter_events(
     paths,
     *,
-    step_size: int = DEFAULT_STEP_SIZE,
+    step_size: int | None = DEFAULT_STEP_SIZE,
     max_events: int | None = None,
     on_error: str = "raise",
     report: ReadReport | None = None,
@@ -147,13 +147,16 @@ def iter_events(
 ) -> Iterator[ak.Array]:
     """Yield the events of ``paths`` (in order) in chunks of at most ``step_size`` events.
 
-    Memory stays bounded by the chunk size whatever the file size. ``report`` (a :class:`ReadReport`)
+    Memory stays bounded by the chunk size whatever the file size. ``step_size=None`` lets each
+    reader choose: a CSV file then comes in blocks of up to :data:`eventlm.io.csv.MAX_BLOCK_BYTES`
+    of text, ROOT in chunks of about :data:`eventlm.io.root.AUTO_STEP` and Parquet in chunks of
+    :data:`DEFAULT_STEP_SIZE` events. ``report`` (a :class:`ReadReport`)
     collects what ``on_error="skip"`` dropped. ``options`` go to the NanoAOD mapping
     (``process=``, ``btag_branch=``, ``btag_wp=``; see :mod:`eventlm.io.nanoaod`).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    if step_size < 1:
+    if step_size is not None and step_size < 1:
         raise ValueError("step_size must be positive")
     report = report if report is not None else ReadReport()
     remaining = max_events
@@ -169,16 +172,18 @@ def iter_events(
 
             chunks = (
                 parse_block(block, path, line0=line0, on_error=on_error, report=report)
-                for line0, block in iter_line_blocks(path, step_size)
+                for line0, block in iter_line_blocks(path, step_size if step_size is not None else remaining)
             )
         elif fmt == "root":
-            from eventlm.io.root import iter_root
+            from eventlm.io.root import AUTO_STEP, iter_root
 
-            chunks = iter_root(path, step_size=step_size, on_error=on_error, report=report, **options)
+            step = step_size or remaining or AUTO_STEP
+            chunks = iter_root(path, step_size=step, on_error=on_error, report=report, **options)
         else:
             from eventlm.io.parquet import iter_parquet
 
-            chunks = iter_parquet(path, step_size=step_size, on_error=on_error, report=report)
+            step = step_size or min(remaining or DEFAULT_STEP_SIZE, DEFAULT_STEP_SIZE)
+            chunks = iter_parquet(path, step_size=step, on_error=on_error, report=report)
         for chunk in chunks:
             if remaining is not None:
                 if len(chunk) > remaining:
@@ -206,10 +211,13 @@ def read_events(
     max_events: int | None = None,
     on_error: str = "raise",
     return_report: bool = False,
-    step_size: int = DEFAULT_STEP_SIZE,
+    step_size: int | None = None,
     **options,
 ):
     """All events of ``paths`` (one path or a list, concatenated in order), at most ``max_events``.
+
+    ``step_size`` is the size of the chunks read and then joined (see :func:`iter_events`); the
+    default lets each reader choose, which for a CSV file means few, large blocks and no joining.
 
     Returns the event array, or ``(events, report)`` with ``return_report=True`` (a
     :class:`ReadReport` listing the lines/entries that ``on_error="skip"`` dropped).

@@ -38,11 +38,14 @@ from eventlm.events import (
     empty_events,
     make_events,
     make_particles,
+    string_array,
 )
 
 MEV_PER_GEV = 1000.0
-#: Bytes read from disk per block while streaming (whole lines are carried over between blocks).
+#: Bytes read per call from a compressed (or unmappable) file (whole lines are carried over).
 BLOCK_BYTES = 8 << 20
+#: The largest block of text parsed at once when no line limit is given (see :func:`iter_line_blocks`).
+MAX_BLOCK_BYTES = 128 << 20
 
 _NL, _CR = ord("\n"), ord("\r")
 _CODES = list(DARKMACHINES_CODES)
@@ -75,78 +78,168 @@ def _open(path: Path):
     return open(path, "rb")
 
 
-def iter_line_blocks(path: Path, max_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(first_line_number_0based, bytes)`` blocks of at most ``max_lines`` whole lines.
+def iter_line_blocks(
+    path: Path, max_lines: int | None = None, *, max_bytes: int | None = None, read_bytes: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_line_number_0based, bytes)`` blocks of whole lines: at most ``max_lines``
+    lines (no limit for None), and about ``max_bytes`` bytes at most (default
+    :data:`MAX_BLOCK_BYTES`; a block is cut at a line end).
 
-    Reads ``block_bytes`` at a time; newlines are counted by a compiled loop and located only in the
-    reads where a block ends. Raises :class:`EventFormatError` for an empty file and a truncated or
-    corrupt gzip stream.
+    The bytes are a ``uint8`` array. An uncompressed file is memory-mapped and its blocks are views
+    of the mapping (nothing is copied: the scan reads the page cache); a ``.gz`` file (or anything
+    that cannot be mapped) is read ``read_bytes`` (default :data:`BLOCK_BYTES`) at a time. Raises :class:`EventFormatError` for an
+    empty file and a truncated or corrupt gzip stream.
     """
-    count_newlines = _newline_counter()
+    if max_lines is not None and max_lines < 1:
+        raise ValueError("max_lines must be positive")
+    max_bytes = max_bytes or MAX_BLOCK_BYTES
+    read_bytes = read_bytes or BLOCK_BYTES
+    if not str(path).lower().endswith(".gz"):
+        mapped = _map(path)
+        if mapped is not None:
+            yield from _mapped_blocks(mapped, max_lines, max_bytes)
+            return
+    yield from _read_blocks(path, max_lines, max_bytes, read_bytes)
+
+
+def _map(path: Path) -> np.ndarray | None:
+    """The bytes of a regular file as a read-only memory map, or None where it cannot be mapped."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise EventFormatError(path, "empty file (no events)")
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # a pipe, a special file: read it instead
+            return None
+    # the map stays open as long as an array views it (it keeps its own file descriptor)
+    return np.frombuffer(mapped, dtype=np.uint8)
+
+
+def _mapped_blocks(buf: np.ndarray, max_lines: int | None, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+    count_byte, line_end, last_line_end = _byte_kernels()
+    line0, pos = 0, 0
+    while pos < buf.size:
+        stop = int(line_end(buf, pos, max_lines)) if max_lines else buf.size
+        if stop - pos > max_bytes:  # cut at the last line end within max_bytes (or after one line)
+            stop = int(last_line_end(buf, pos, pos + max_bytes))
+            if stop <= pos:
+                stop = int(line_end(buf, pos + max_bytes, 1))
+        block = buf[pos:stop]
+        yield line0, block
+        line0 += int(count_byte(block, _NL)) + int(block[-1] != _NL)
+        pos = stop
+
+
+def _read_blocks(
+    path: Path, max_lines: int | None, max_bytes: int, read_bytes: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The blocks of a file read piece by piece (newlines are located only in the reads where a
+    block ends; the pieces of one block are joined)."""
+    count_byte = _byte_kernels()[0]
     pending: list[bytes] = []  # the bytes read since the last block boundary
-    need = max_lines  # newlines still missing from the current block
+    pending_lines = pending_bytes = 0
     line0 = 0
     seen_any = False
     with _open(path) as fh:
         while True:
             try:
-                data = fh.read(block_bytes)
+                data = fh.read(read_bytes)
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
                 raise EventFormatError(
-                    path, f"truncated or corrupt gzip stream ({err})", line=line0 + max_lines - need + 1
+                    path, f"truncated or corrupt gzip stream ({err})", line=line0 + pending_lines + 1
                 ) from None
             if not data:
                 if pending:
-                    yield line0, b"".join(pending)
+                    yield line0, _as_bytes_array(pending)
                 break
             seen_any = True
             pos = 0
-            while True:
-                found = int(count_newlines(np.frombuffer(data, dtype=np.uint8, offset=pos)))
-                if found < need:
-                    need -= found
-                    if pos < len(data):
-                        pending.append(data[pos:] if pos else data)
+            while pos < len(data):
+                piece = np.frombuffer(data, dtype=np.uint8, offset=pos)
+                found = int(count_byte(piece, _NL))
+                if max_lines is not None and pending_lines + found >= max_lines:
+                    take = max_lines - pending_lines  # the block ends at this piece's take-th newline
+                elif found and pending_bytes + piece.size >= max_bytes:
+                    take = found  # the block is big enough: it ends at this piece's last newline
+                else:
+                    pending.append(data[pos:] if pos else data)
+                    pending_lines += found
+                    pending_bytes += piece.size
                     break
-                nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, offset=pos) == _NL)
-                stop = pos + int(nl[need - 1]) + 1
+                stop = pos + int(np.flatnonzero(piece == _NL)[take - 1]) + 1
                 pending.append(data[pos:stop])
-                yield line0, b"".join(pending) if len(pending) > 1 else pending[0]
-                line0 += max_lines
-                pending, need, pos = [], max_lines, stop
+                yield line0, _as_bytes_array(pending)
+                line0 += pending_lines + take
+                pending, pending_lines, pending_bytes, pos = [], 0, 0, stop
     if not seen_any:
         raise EventFormatError(path, "empty file (no events)")
 
 
-_COUNT_NEWLINES = None
+def _as_bytes_array(pieces: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(pieces) if len(pieces) > 1 else pieces[0], dtype=np.uint8)
 
 
-def _count_newlines(buf):
+_BYTE_KERNELS = None
+
+
+def _count_byte(buf, value):
     total = 0
     for i in range(buf.size):
-        if buf[i] == 10:
-            total += 1
+        total += buf[i] == value
     return total
 
 
-def _newline_counter():
-    """The compiled newline count (vectorized by the compiler: much faster than ``bytes.count``)."""
-    global _COUNT_NEWLINES
-    if _COUNT_NEWLINES is None:
+def _line_end(buf, start, n):
+    """The index just past the ``n``-th newline at or after ``start`` (``buf.size`` if there are
+    fewer): newlines are counted by 64 KiB pieces (a loop the compiler vectorizes), and located
+    byte by byte only in the piece that holds the last one."""
+    i = start
+    while i < buf.size:
+        piece = buf[i:i + 65536]
+        found = _count_byte(piece, 10)
+        if found >= n:
+            for k in range(piece.size):
+                if piece[k] == 10:
+                    n -= 1
+                    if n == 0:
+                        return i + k + 1
+        n -= found
+        i += piece.size
+    return buf.size
+
+
+def _last_line_end(buf, start, stop):
+    """The index just past the last newline in ``buf[start:stop]``, or ``start`` if there is none."""
+    for k in range(stop - 1, start - 1, -1):
+        if buf[k] == 10:
+            return k + 1
+    return start
+
+
+def _byte_kernels():
+    """The compiled byte count and line-end searches (much faster than ``bytes.count`` or numpy)."""
+    global _BYTE_KERNELS, _count_byte
+    if _BYTE_KERNELS is None:
         import numba
 
-        _COUNT_NEWLINES = numba.njit(cache=True, nogil=True)(_count_newlines)
-    return _COUNT_NEWLINES
+        jit = numba.njit(cache=True, nogil=True)
+        _count_byte = jit(_count_byte)  # first: the line-end search resolves it when it is compiled
+        _BYTE_KERNELS = _count_byte, jit(_line_end), jit(_last_line_end)
+    return _BYTE_KERNELS
 
 
-def parse_block(data: bytes, path, *, line0: int = 0, on_error: str = "raise", report=None) -> ak.Array:
-    """Parse whole CSV lines (``data``; the first is line ``line0 + 1`` of ``path``) into events.
+def parse_block(data, path, *, line0: int = 0, on_error: str = "raise", report=None) -> ak.Array:
+    """Parse whole CSV lines (``data``: bytes or a ``uint8`` array; the first is line ``line0 + 1``
+    of ``path``) into events.
 
     ``on_error="raise"`` raises :class:`EventFormatError` for the first bad line; ``"skip"`` drops bad
     lines, recording them in ``report`` (a :class:`eventlm.io.ReadReport`).
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size and _CR in data:  # Windows line ends: drop the carriage returns
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if buf.size and _byte_kernels()[0](buf, _CR):  # Windows line ends: drop the carriage returns
         buf = buf[buf != _CR]
     if buf.size and buf[-1] != _NL:
         buf = np.concatenate([buf, np.array([_NL], dtype=np.uint8)])
@@ -221,7 +314,7 @@ U64 = np.uint64
 def _kernels():
     """The compiled scan (imports numba and compiles, or loads from its on-disk cache, on first use)."""
     global _KERNELS, _load8, _digit_run, _slow_number, _fast_number, _fast_integer, _keep_fallback, _scan_lines
-    global _token_end, _digit_loop
+    global _token_end, _digit_loop, _object_code
     if _KERNELS is None:
         import numba
 
@@ -238,6 +331,7 @@ def _kernels():
         _slow_number = flat(_slow_number)
         _fast_number = inline(_fast_number)
         _fast_integer = flat(_fast_integer)
+        _object_code = inline(_object_code)
         _keep_fallback = inline(_keep_fallback)
         _scan_lines = flat(_scan_lines)
         _KERNELS = jit(_scan)
@@ -367,6 +461,19 @@ def _slow_number(buf, s, pow10):
         else:
             value = value / pow10[-k]
     return i, True, -value if neg else value
+
+
+def _object_code(buf, p):
+    """``(code, end)`` of the object code at ``buf[p]``: its index in ``_CODES`` (-1 if unknown or
+    not followed by ``,``) and the index of the separator after it."""
+    c0 = buf[p]
+    c1 = buf[p + 1]
+    if c1 == 44:  # one letter: j b g
+        return (0 if c0 == 106 else 1 if c0 == 98 else 6 if c0 == 103 else -1), p + 1
+    if (c1 == 45 or c1 == 43) and buf[p + 2] == 44:  # e- e+ m- m+
+        sign = 0 if c1 == 45 else 1
+        return (2 + sign if c0 == 101 else 4 + sign if c0 == 109 else -1), p + 2
+    return -1, _token_end(buf, p)
 
 
 def _fast_integer(buf, s, e):
@@ -521,47 +628,31 @@ def _scan_lines(buf, p, line, n_ev, n_obj, n_bad, n_fb, code_kind, code_charge, 
                 proc_off[n_ev + 1] = o + e - p
             p = e + 1
         while ok and buf[p] != 10:  # objects: code , E , pt , eta , phi ;
-            for f in range(5):
-                sep = 59 if f == 4 else 44
-                if f > 0:
-                    e, good, value = _fast_number(buf, p, pow10)
-                    if buf[e] != sep:
-                        good = False
-                        e = _token_end(buf, e)
-                        if buf[e] != sep:
-                            ok = False
-                            p = e
-                            break
-                    if good:
-                        obj[f - 1, n_obj] = value / mev_per_gev if f <= 2 else value
-                    else:
-                        if not _keep_fallback(
-                            buf, p, e, n_fb, f + 2, n_obj, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
-                            return p_line, line, n_ev, obj0, n_bad, fb0, 2  # full: grow, redo the line
-                        n_fb += 1
-                    p = e + 1
-                    continue
-                e = p
-                e = _token_end(buf, e)
+            code, e = _object_code(buf, p)
+            if code < 0:
+                ok = False
+                p = e
+                break
+            kind[n_obj] = code_kind[code]
+            charge[n_obj] = code_charge[code]
+            p = e + 1
+            for f in range(4):
+                sep = 59 if f == 3 else 44
+                e, good, value = _fast_number(buf, p, pow10)
                 if buf[e] != sep:
-                    ok = False
-                    p = e
-                    break
-                code = -1
-                c0 = buf[p]
-                if e - p == 1:
-                    code = 0 if c0 == 106 else 1 if c0 == 98 else 6 if c0 == 103 else -1  # j b g
-                elif e - p == 2:
-                    c1 = buf[p + 1]
-                    sign = 0 if c1 == 45 else 1 if c1 == 43 else -1  # - +
-                    if sign >= 0:
-                        code = 2 + sign if c0 == 101 else 4 + sign if c0 == 109 else -1  # e m
-                if code < 0:
-                    ok = False
-                    p = e
-                    break
-                kind[n_obj] = code_kind[code]
-                charge[n_obj] = code_charge[code]
+                    good = False
+                    e = _token_end(buf, e)
+                    if buf[e] != sep:
+                        ok = False
+                        p = e
+                        break
+                if good:
+                    obj[f, n_obj] = value / mev_per_gev if f < 2 else value
+                else:
+                    if not _keep_fallback(
+                        buf, p, e, n_fb, f + 3, n_obj, line, fb_col, fb_row, fb_line, fb_off, fb_chars):
+                        return p_line, line, n_ev, obj0, n_bad, fb0, 2  # full: grow, redo the line
+                    n_fb += 1
                 p = e + 1
             if ok:
                 n_obj += 1
@@ -613,13 +704,13 @@ def _scan_block(buf: np.ndarray) -> tuple:
     (event_id, weight, met, met_phi, counts, proc_off, proc_chars, kind, charge, obj, bad,
      fb_col, fb_row, fb_line, fb_off, fb_chars) = zip(a, b)
     n_ev, n_obj = len(a[0]), len(a[7])
-    n_lines = int(_newline_counter()(buf[:cut]))
+    n_lines = int(_byte_kernels()[0](buf[:cut], _NL))
     is_event_col = (fb_col[1] <= 2) | (fb_col[1] == _FB_INT)  # fallback rows: events or objects
     return (
         np.concatenate(event_id), np.concatenate(weight), np.concatenate(met), np.concatenate(met_phi),
         np.concatenate(counts), np.concatenate((proc_off[0], proc_off[1][1:] + proc_off[0][-1])),
         np.concatenate(proc_chars), np.concatenate(kind), np.concatenate(charge),
-        np.concatenate(obj, axis=1), np.concatenate((bad[0], bad[1] + n_lines)),
+        tuple(np.concatenate(rows) for rows in zip(*obj)), np.concatenate((bad[0], bad[1] + n_lines)),
         np.concatenate(fb_col), np.concatenate((fb_row[0], fb_row[1] + np.where(is_event_col, n_ev, n_obj))),
         np.concatenate((fb_line[0], fb_line[1] + n_lines)),
         np.concatenate((fb_off[0], fb_off[1][1:] + fb_off[0][-1])), np.concatenate(fb_chars),
@@ -654,13 +745,9 @@ def _parse_lines(buf: np.ndarray) -> ak.Array:
     if len(bad):
         raise _BadLines(bad)
     particles = make_particles(kind, charge, pt, eta, phi, E, counts)
-    process = ak.Array(ak.contents.ListOffsetArray(
-        ak.index.Index64(proc_off),
-        ak.contents.NumpyArray(proc_chars, parameters={"__array__": "char"}),
-        parameters={"__array__": "string"},
-    ))
     return make_events(
-        event_id=event_id, process=process, weight=weight, met=met, met_phi=met_phi, particles=particles,
+        event_id=event_id, process=string_array(proc_off, proc_chars), weight=weight, met=met, met_phi=met_phi,
+        particles=particles,
     )
 
 
@@ -819,4 +906,4 @@ class CSVSink:
             self._raw.close()
 
 
-__all__ = ["BLOCK_BYTES", "CSVSink", "diagnose_line", "format_block", "is_csv", "iter_line_blocks", "parse_block"]
+__all__ = ["BLOCK_BYTES", "MAX_BLOCK_BYTES", "CSVSink", "diagnose_line", "format_block", "is_csv", "iter_line_blocks", "parse_block"]

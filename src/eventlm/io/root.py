@@ -23,6 +23,7 @@ A ``.root`` file with ``Jet_pt`` and no ``Particle_pt`` is read as CMS NanoAOD
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.errors import EventFormatError
-from eventlm.events import PARTICLE_FIELDS, Kind, make_events, process_code
+from eventlm.events import PARTICLE_FIELDS, Kind, labels_at, make_events, make_particles, process_code
 
 TREE = "Events"
 NAMES_TREE = "ProcessNames"
@@ -148,9 +149,13 @@ def read_process_names(path) -> dict[int, str]:
     import uproot
 
     with uproot.open(path) as f:
-        if NAMES_TREE not in f:
-            return {}
-        table = f[NAMES_TREE].arrays(["process_code", "process_name"], library="np")
+        return _process_names(f)
+
+
+def _process_names(f) -> dict[int, str]:
+    if NAMES_TREE not in f:
+        return {}
+    table = f[NAMES_TREE].arrays(["process_code", "process_name"], library="np")
     return {int(c): str(n) for c, n in zip(table["process_code"], table["process_name"])}
 
 
@@ -158,7 +163,8 @@ def _open_tree(path):
     import uproot
 
     try:
-        f = uproot.open(path)
+        # a local file is memory-mapped (uproot's default source reads it through fsspec, slower)
+        f = uproot.open(path, handler=uproot.source.file.MemmapSource)
     except Exception as err:  # noqa: BLE001 - uproot raises many types for a bad file
         raise EventFormatError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
     classes = f.classnames()
@@ -169,8 +175,17 @@ def _open_tree(path):
     return f, f[TREE]
 
 
-def iter_root(path, *, step_size: int, on_error: str = "raise", report=None, **options) -> Iterator[ak.Array]:
-    """Yield events of an eventlm ntuple (or a NanoAOD file) in chunks of ``step_size`` entries."""
+#: The chunk size of :func:`iter_root` when none is given: uproot's estimate from the branch sizes.
+AUTO_STEP = "128 MB"
+
+
+def iter_root(
+    path, *, step_size: int | str = AUTO_STEP, on_error: str = "raise", report=None, **options
+) -> Iterator[ak.Array]:
+    """Yield events of an eventlm ntuple (or a NanoAOD file) in chunks of ``step_size`` entries
+    (or of about that much memory, for a string such as ``"128 MB"``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     f, tree = _open_tree(path)
     with f:
         keys = set(tree.keys())
@@ -184,29 +199,38 @@ def iter_root(path, *, step_size: int, on_error: str = "raise", report=None, **o
         missing = [b for b in (*EVENT_BRANCHES, "nParticle", *PARTICLE_BRANCHES) if b not in keys]
         if missing:
             raise EventFormatError(path, f"TTree {TREE!r} lacks the branches {', '.join(missing)}")
-        names = read_process_names(path)
+        names = _process_names(f)
         counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
         core = {*EVENT_BRANCHES, *PARTICLE_BRANCHES, *_ID_BRANCHES}
         extras = [b for b in tree.keys() if b not in core and b not in counters]
         entry0 = 0
-        for arrays in tree.iterate([*EVENT_BRANCHES, *PARTICLE_BRANCHES, *extras], step_size=step_size, library="ak"):
-            events = _events_from_branches(arrays, names)
-            for name in extras:
-                events = ak.with_field(events, arrays[name], name)
-            events = _check_entries(events, path, entry0, on_error, report)
-            entry0 += len(arrays)
-            yield events
+        # baskets are decompressed and interpreted on a few threads (both release the GIL)
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="eventlm-root") as pool:
+            for arrays in tree.iterate([*EVENT_BRANCHES, *PARTICLE_BRANCHES, *extras], step_size=step_size,
+                                       library="ak", decompression_executor=pool, interpretation_executor=pool):
+                events = _events_from_branches(arrays, names, path, entry0)
+                for name in extras:
+                    events = ak.with_field(events, arrays[name], name)
+                events = _check_entries(events, path, entry0, on_error, report)
+                entry0 += len(arrays)
+                yield events
 
 
-def _events_from_branches(arrays: ak.Array, names: dict[int, str]) -> ak.Array:
-    codes = ak.to_numpy(arrays.process_code).astype(np.int64)
-    unique, inverse = np.unique(codes, return_inverse=True)
-    labels = ak.Array([names.get(int(c), str(int(c))) for c in unique])
-    process = ak.to_packed(labels[inverse]) if len(codes) else ak.Array(np.array([], dtype=str))
-    particles = ak.zip({f: arrays[f"Particle_{f}"] for f in PARTICLE_FIELDS})
+def _events_from_branches(arrays: ak.Array, names: dict[int, str], path, entry0: int) -> ak.Array:
+    """The event model from the branches of one chunk, built from their flat numpy contents."""
+    offsets, flat = None, {}
+    for name in PARTICLE_FIELDS:
+        these, flat[name] = flat_contents(arrays[f"Particle_{name}"])
+        if offsets is None:
+            offsets = these
+        elif not np.array_equal(these, offsets):
+            first = int(np.flatnonzero(np.diff(these) != np.diff(offsets))[0]) if len(these) == len(offsets) else 0
+            raise EventFormatError(path, f"Particle_{name} disagrees with Particle_kind on the number of particles",
+                                   entry=entry0 + first)
+    particles = make_particles(counts=np.diff(offsets), **flat)
     return make_events(
         event_id=ak.to_numpy(arrays.event),
-        process=process,
+        process=_labels(ak.to_numpy(arrays.process_code), names),
         weight=ak.to_numpy(arrays.weight),
         met=ak.to_numpy(arrays.MET_pt),
         met_phi=ak.to_numpy(arrays.MET_phi),
@@ -214,17 +238,53 @@ def _events_from_branches(arrays: ak.Array, names: dict[int, str]) -> ak.Array:
     )
 
 
-def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -> ak.Array:
-    """Entries with non-finite kinematics or unknown particle kinds are bad (ROOT and Parquet)."""
+def _labels(codes: np.ndarray, names: dict[int, str]) -> ak.Array:
+    """The process labels of ``codes`` (a code without a name becomes its decimal text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if names:  # the usual case, every code named: one hash look-up per event
+        found = pc.index_in(pa.array(codes.astype(np.int64)), value_set=pa.array(list(names), pa.int64()))
+        if found.null_count == 0:
+            return labels_at(list(names.values()), found.to_numpy(zero_copy_only=False))
+    codes = codes.astype(np.int64)
+    unique, inverse = np.unique(codes, return_inverse=True)
+    return labels_at([names.get(int(c), str(int(c))) for c in unique], inverse)
+
+
+def flat_contents(jagged: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets from 0, flat values)`` of a one-level jagged numeric array (no copy where it can)."""
+    layout = ak.to_layout(jagged)
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets.data)
+        values = np.asarray(layout.content.data)[offsets[0]:offsets[-1]]
+        return (offsets - offsets[0] if offsets[0] else offsets), values
+    counts = ak.to_numpy(ak.num(jagged, axis=1))
+    return np.concatenate([[0], np.cumsum(counts)]), ak.to_numpy(ak.flatten(jagged, axis=1))
+
+
+def _bad_entries(events: ak.Array) -> np.ndarray:
+    """Entries with non-finite kinematics or unknown particle kinds (ROOT and Parquet), vectorized."""
     parts = events.particles
-    n_per = ak.num(parts, axis=1)
-    bad_part = ~np.isfinite(ak.flatten(parts.pt)) | ~np.isfinite(ak.flatten(parts.eta))
-    bad_part = bad_part | ~np.isfinite(ak.flatten(parts.phi)) | ~np.isfinite(ak.flatten(parts.E))
-    kind = ak.to_numpy(ak.flatten(parts.kind))
-    bad_part = ak.to_numpy(bad_part) | (kind < 0) | (kind > max(Kind))
-    bad = ak.to_numpy(ak.any(ak.unflatten(bad_part, n_per), axis=1))
-    bad |= ~np.isfinite(ak.to_numpy(events.met)) | ~np.isfinite(ak.to_numpy(events.met_phi))
-    bad |= ~np.isfinite(ak.to_numpy(events.weight))
+    offsets, kind = flat_contents(parts.kind)
+    values = [flat_contents(parts[f])[1] for f in ("pt", "eta", "phi", "E")]
+    event_values = [ak.to_numpy(events[f]) for f in ("met", "met_phi", "weight")]
+    # a finite sum means no inf or NaN in the terms: the usual, all-good case costs one pass each
+    # (a sum that overflows only sends the check down the exact path below)
+    if (all(np.isfinite(v.sum()) for v in values + event_values)
+            and (not len(kind) or (kind.min() >= 0 and kind.max() <= max(Kind)))):
+        return np.zeros(len(events), dtype=bool)
+    bad_part = (kind < 0) | (kind > max(Kind))
+    for v in values:
+        bad_part |= ~np.isfinite(v)
+    cumulative = np.concatenate([[0], np.cumsum(bad_part)])
+    bad = cumulative[offsets[1:]] != cumulative[offsets[:-1]]
+    for v in event_values:
+        bad |= ~np.isfinite(v)
+    return bad
+
+
+def _drop_bad_entries(events: ak.Array, bad: np.ndarray, path, entry0: int, on_error: str, report) -> ak.Array:
     if not bad.any():
         return events
     for i in np.flatnonzero(bad):
@@ -235,6 +295,10 @@ def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -
             report.add(path, problem, entry=entry0 + int(i))
     return events[~bad]
 
+
+def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -> ak.Array:
+    """Drop (``on_error="skip"``, reported) or raise for the bad entries of ``events``."""
+    return _drop_bad_entries(events, _bad_entries(events), path, entry0, on_error, report)
 
 
 def coffea_schema():
