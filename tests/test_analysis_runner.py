@@ -142,3 +142,28 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
     write_events(bkg, tmp_path / "background.root", extra_columns={"anomaly_score": np.zeros(len(bkg), np.float32)})
     with pytest.raises(Exception, match="no anomaly_score_sum branch"):
         run_processor(config, {"background": tmp_path / "background.root"}, None, progress=False)
+
+
+@pytest.mark.parametrize("executor", ["iterative", "futures"])
+def test_no_progress_silences_coffea_bars(tmp_path, capfd, executor):
+    """coffea draws its rich bars even with status=False; progress=False must leave the output clean."""
+    from coffea import processor
+    from conftest import random_events
+
+    from eventlm.analysis.runner import coffea_runner
+
+    class CountEvents(processor.ProcessorABC):
+        def process(self, events):
+            return {"n": len(events)}
+
+        def postprocess(self, accumulator):
+            return accumulator
+
+    path = write_events(random_events(300, seed=2), tmp_path / "small.root")
+    fileset = {"small": {"files": {str(path): "Events"}}}
+    for progress in (True, False):
+        with coffea_runner(executor, workers=1, chunksize=100, progress=progress) as runner:
+            assert runner(fileset, processor_instance=CountEvents(), treename="Events")["n"] == 300
+        out = capfd.readouterr()
+        drawn = "Processing" in out.out + out.err
+        assert drawn == progress, (progress, out)

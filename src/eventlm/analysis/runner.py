@@ -157,6 +157,8 @@ def coffea_runner(executor: str = "iterative", workers: int = 2, chunksize: int 
     from eventlm.io.schema import EventlmNanoAODSchema
 
     with contextlib.ExitStack() as stack:
+        if not progress:
+            stack.enter_context(_quiet_coffea_bars())
         if executor == "iterative":
             ex = processor.IterativeExecutor(status=progress, retries=retries)
         elif executor == "futures":
@@ -179,6 +181,23 @@ def coffea_runner(executor: str = "iterative", workers: int = 2, chunksize: int 
         else:
             raise ValueError(f"unknown executor {executor!r} (iterative, futures, dask)")
         yield processor.Runner(ex, schema=EventlmNanoAODSchema, chunksize=chunksize)
+
+
+@contextlib.contextmanager
+def _quiet_coffea_bars():
+    """Silence coffea's rich progress bars: its executors draw them even with ``status=False``
+    (coffea 2026.9: the flag only reaches the bar as an unused task field)."""
+    from coffea import util
+
+    console = getattr(util, "coffea_console", None)
+    if console is None:  # a coffea without the shared console: nothing to silence
+        yield
+        return
+    quiet, console.quiet = console.quiet, True
+    try:
+        yield
+    finally:
+        console.quiet = quiet
 
 
 def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: Path | None, *,
