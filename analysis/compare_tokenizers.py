@@ -3,7 +3,9 @@
 Each variant is trained on the same background split (same seed, same events), scores the same
 background test events and both signals; the baselines are fitted once on the same training split.
 Figures of merit (ROC-AUC, eff_S at eff_B = 1e-2/1e-3/1e-4, max SIC, bootstrap errors) are computed on
-all scored events per signal. Prints a Markdown table and writes it with ROC/SIC figures to --out::
+all scored events per signal, for both event scores of each variant (the mean and the summed masked-token
+NLL). Prints a Markdown table and writes it with ROC/SIC figures (one set per score) and every event's
+scores and object multiplicity (``scores.npz``, keys ``"<method>|<dataset>"``) to --out::
 
     .venv/bin/python analysis/compare_tokenizers.py --out runs/compare                 # full settings
     .venv/bin/python analysis/compare_tokenizers.py --out runs/compare --background 20000 --epochs 2
@@ -38,6 +40,8 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
     "lut_paper_causal": ("lut", {"preset": "paper"}, "causal"),
 }
 SIGNALS = ("tttt_H500", "gluino_1000")
+#: the two event scores of every variant: (column, suffix of the method's name)
+SCORES = (("anomaly_score", ""), ("anomaly_score_sum", " (sum)"))
 
 
 def parse_args(argv=None):
@@ -102,9 +106,12 @@ def main(argv=None) -> int:
             train_events = background[np.isin(ids, split["train"])]
         scorer = Scorer.load(out / name)
         t0 = time.perf_counter()
-        scores[name] = {"background": np.asarray(scorer.score(test)["anomaly_score"], dtype=np.float64)}
-        for s, ev in signals.items():
-            scores[name][s] = np.asarray(scorer.score(ev)["anomaly_score"], dtype=np.float64)
+        for column, suffix in SCORES:
+            scores[name + suffix] = {}
+        for dataset, ev in {"background": test, **signals}.items():
+            scored = scorer.score(ev)
+            for column, suffix in SCORES:
+                scores[name + suffix][dataset] = np.asarray(scored[column], dtype=np.float64)
         info[name] = {"kind": kind, "params": params, "objective": objective, "epochs_run": result.epochs_run,
                       "best_val_loss": result.best_val_loss, "train_s": t_train,
                       "score_s": time.perf_counter() - t0, "vocab": scorer.tokenizer.vocab_size}
@@ -123,10 +130,7 @@ def main(argv=None) -> int:
     w_b = ak.to_numpy(test.weight)
     results: dict[str, dict[str, dict]] = {}
     label = label_for("ATLAS", "Internal", 13.0, None)
-    lines = [f"Settings: {len(background)} background events read ({len(test)} test), "
-             f"{', '.join(f'{len(ev)} {s}' for s, ev in signals.items())}; {args.epochs} epoch(s) per variant; "
-             f"seed {args.seed}; {args.n_bootstrap} bootstrap resamplings; total "
-             f"{time.perf_counter() - t_all:.0f} s.", ""]
+    lines = []
     for s, ev in signals.items():
         w_s = ak.to_numpy(ev.weight)
         results[s] = {}
@@ -142,9 +146,26 @@ def main(argv=None) -> int:
             lines.append("| " + " | ".join([text, m.format("auc"), m.format("eff_s@0.01"), m.format("eff_s@0.001"),
                                              m.format("eff_s@0.0001"), m.format("sic_max", 2)]) + " |")
         lines.append("")
-        plot_roc(curves, out / f"analysis_compare_roc_{s}.png", aucs=aucs, label=label, title=s)
-        plot_sic(curves, out / f"analysis_compare_sic_{s}.png", label=label, title=s)
-    table = "\n".join(lines)
+        # one figure per score, the baselines in both (17 curves in one figure would not be read)
+        for column, suffix in SCORES:
+            keep = [LABELS.get(m, m) for m in scores
+                    if info.get(m, {}).get("kind") == "baseline" or m.endswith(" (sum)") == bool(suffix)]
+            tag = "_sum" if suffix else ""
+            plot_roc({k: curves[k] for k in keep}, out / f"analysis_compare_roc{tag}_{s}.png",
+                     aucs={k: aucs[k] for k in keep}, label=label, title=f"{s}, {column}")
+            plot_sic({k: curves[k] for k in keep}, out / f"analysis_compare_sic{tag}_{s}.png", label=label,
+                     title=f"{s}, {column}")
+    settings = (f"Settings: {len(background)} background events read ({len(test)} test), "
+                f"{', '.join(f'{len(ev)} {s}' for s, ev in signals.items())}; {args.epochs} epoch(s) per variant; "
+                f"seed {args.seed}; {args.n_bootstrap} bootstrap resamplings; total "
+                f"{time.perf_counter() - t_all:.0f} s. Each variant is listed twice: its mean masked-token NLL "
+                "(`anomaly_score`) and its summed NLL (`anomaly_score_sum`, \"(sum)\").")
+    table = "\n".join([settings, "", *lines])
+    # every event's scores and object multiplicity, for studies of the scores beyond this table
+    n_objects = {"background": ak.to_numpy(ak.num(test.particles)),
+                 **{s: ak.to_numpy(ak.num(ev.particles)) for s, ev in signals.items()}}
+    np.savez_compressed(out / "scores.npz", **{f"{m}|{ds}": v for m, by_ds in scores.items() for ds, v in by_ds.items()},
+                        **{f"n_objects|{ds}": n for ds, n in n_objects.items()})
     (out / "compare.md").write_text(table + "\n")
     (out / "compare.json").write_text(json.dumps({"settings": vars(args), "variants": info, "metrics": results},
                                                  indent=2, default=str))

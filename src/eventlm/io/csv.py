@@ -4,10 +4,11 @@ One event per line, energies in MeV (converted to GeV here and nowhere else)::
 
     event_id;process_id;event_weight;MET;METphi;obj1,E1,pt1,eta1,phi1;...;
 
-The reader never loops over lines in Python. A block of whole lines is handled as one byte array by
-one compiled pass (numba, ``cache=True``: compiled once per installation, then loaded from the
-on-disk cache) that checks every line against the format and writes the values straight into the
-event arrays. Numbers are converted in that pass where an exactly rounded fast path applies (almost
+The reader never loops over lines in Python. An uncompressed file is memory-mapped, so its blocks
+are views of the page cache and nothing is read or copied before the parse; a ``.csv.gz`` is
+decompressed piece by piece. A block of whole lines is handled as one byte array by one compiled pass
+(numba, ``cache=True``: compiled once per installation, then loaded from the on-disk cache) that
+checks every line against the format and writes the values straight into the event arrays. Numbers are converted in that pass where an exactly rounded fast path applies (almost
 always: shortest-repr floats); the rest (long event weights, and anything odd) are copied out and
 converted by a single Arrow string-to-number cast, which also validates them. Only when something is
 wrong are the offending lines described one by one, with a small diagnosis of just those lines.
