@@ -166,6 +166,7 @@ def main(argv=None) -> int:
                  **{s: ak.to_numpy(ak.num(ev.particles)) for s, ev in signals.items()}}
     np.savez_compressed(out / "scores.npz", **{f"{m}|{ds}": v for m, by_ds in scores.items() for ds, v in by_ds.items()},
                         **{f"n_objects|{ds}": n for ds, n in n_objects.items()})
+    plot_multiplicity(scores, n_objects, out / "analysis_compare_score_vs_n.png", label)
     (out / "compare.md").write_text(table + "\n")
     (out / "compare.json").write_text(json.dumps({"settings": vars(args), "variants": info, "metrics": results},
                                                  indent=2, default=str))
@@ -176,6 +177,21 @@ def main(argv=None) -> int:
         for png in out.glob("analysis_compare_*.png"):
             shutil.copy(png, dest / png.name)
     return 0
+
+
+#: the variants drawn against multiplicity (where present): one per tokenizer kind
+MULTIPLICITY_VARIANTS = ("lut_paper", "vqvae", "graph_vq")
+
+
+def plot_multiplicity(scores: dict, n_objects: dict, path: Path, label) -> None:
+    """The mean-NLL score per object multiplicity, background and signals, one tokenizer per colour:
+    whether a variant's score separates the signals at a fixed multiplicity, or only through it."""
+    from eventlm.plotting.analysis import plot_score_vs_multiplicity, score_by_multiplicity
+
+    names = [v for v in MULTIPLICITY_VARIANTS if v in scores] or [m for m in scores if "(sum)" not in m][:3]
+    curves = {m: {ds: score_by_multiplicity(n_objects[ds], scores[m][ds]) for ds in n_objects if ds in scores[m]}
+              for m in names}
+    plot_score_vs_multiplicity(curves, path, label=label)
 
 
 if __name__ == "__main__":

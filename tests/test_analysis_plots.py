@@ -65,3 +65,19 @@ def test_token_confusion_renders(tmp_path):
     np.add.at(m, (true, pred), 1)
     plot_confusion({"Background": m, "Signal": m.T}, tmp_path / "confusion.png", n_content=vocab - 4)
     _nontrivial(tmp_path / "confusion.png")
+
+
+def test_score_by_multiplicity_means_and_figure(tmp_path):
+    from eventlm.plotting.analysis import plot_score_vs_multiplicity, score_by_multiplicity
+
+    rng = np.random.default_rng(3)
+    n = rng.integers(2, 12, 20_000)
+    score = 5.0 - 0.1 * n + rng.normal(0, 0.5, len(n))
+    n[:5] = 40  # a multiplicity with too few events for a point
+    c = score_by_multiplicity(n, score)
+    assert 40 not in c["n"] and list(c["n"]) == list(range(2, 12))
+    np.testing.assert_allclose(c["mean"], 5.0 - 0.1 * c["n"], atol=5 * c["error"].max())
+    assert (c["error"] > 0).all() and (c["error"] < 0.05).all()
+    curves = {"lut": {"background": c, "signal": score_by_multiplicity(n, score + 0.3)}}
+    plot_score_vs_multiplicity(curves, tmp_path / "mult.png", label=LABEL, title="test")
+    _nontrivial(tmp_path / "mult.png")

@@ -216,6 +216,51 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
         _finish_curves(ax, label, title)
 
 
+def score_by_multiplicity(n_objects: np.ndarray, score: np.ndarray, *, min_events: int = 30) -> dict[str, np.ndarray]:
+    """Mean ``score`` and its standard error per object multiplicity (bins with ``min_events`` or more)."""
+    n_objects, score = np.asarray(n_objects), np.asarray(score, dtype=np.float64)
+    values = np.unique(n_objects)
+    rows = [(n, score[n_objects == n]) for n in values]
+    rows = [(n, x) for n, x in rows if len(x) >= min_events]
+    return {
+        "n": np.array([n for n, _ in rows], dtype=np.int64),
+        "mean": np.array([x.mean() for _, x in rows]),
+        "error": np.array([x.std(ddof=1) / np.sqrt(len(x)) for _, x in rows]),
+    }
+
+
+def plot_score_vs_multiplicity(
+    curves: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    path,
+    *,
+    ylabel: str = "mean anomaly_score (nats per token)",
+    label: PlotLabel = PlotLabel(),
+    title: str = "",
+) -> None:
+    """Mean event score against the number of objects: ``curves[method][dataset]`` is a
+    :func:`score_by_multiplicity` result. One colour per method, one line style per dataset."""
+    datasets = list(dict.fromkeys(ds for by_ds in curves.values() for ds in by_ds))
+    styles = {ds: _LINESTYLES[i % len(_LINESTYLES)] for i, ds in enumerate(datasets)}
+    markers = {ds: "osd^v"[i % 5] for i, ds in enumerate(datasets)}
+    with figure(path) as (fig, ax):
+        lo, hi = np.inf, -np.inf
+        for i, (method, by_ds) in enumerate(curves.items()):
+            color = _METHOD_COLORS[i % len(_METHOD_COLORS)]
+            for ds, c in by_ds.items():
+                ax.errorbar(c["n"], c["mean"], yerr=c["error"], color=color, linestyle=styles[ds],
+                            marker=markers[ds], markersize=4, linewidth=1.5, label=f"{method}: {ds}")
+                if len(c["mean"]):
+                    lo, hi = min(lo, float(c["mean"].min())), max(hi, float(c["mean"].max()))
+        if np.isfinite(lo):
+            ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.6 * (hi - lo))  # room for the legend
+        ax.set_xlabel("Number of objects")
+        ax.set_ylabel(ylabel)
+        add_label(ax, label)
+        if title:
+            _label_lines(ax, [title], y=0.86)
+        ax.legend(loc="upper right", fontsize=10, frameon=False, ncol=2)
+
+
 def plot_confusion(matrices, path, **kwargs):
     """Token confusion matrices (true vs predicted token, e.g. ``{"Background": m, "Signal": m}``):
     delegates to :func:`eventlm.plotting.training.plot_confusion`."""
