@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     # every event's scores and object multiplicity, for studies of the scores beyond this table
     n_objects = {"background": ak.to_numpy(ak.num(test.particles)),
                  **{s: ak.to_numpy(ak.num(ev.particles)) for s, ev in signals.items()}}
-    np.savez_compressed(out / "scores.npz", **{f"{m}|{ds}": v for m, by_ds in scores.items() for ds, v in by_ds.items()},
-                        **{f"n_objects|{ds}": n for ds, n in n_objects.items()})
+    columns = {f"{m}|{ds}": v for m, by_ds in scores.items() for ds, v in by_ds.items()}
+    np.savez_compressed(out / "scores.npz", **columns, **{f"n_objects|{ds}": n for ds, n in n_objects.items()})
     plot_multiplicity(scores, n_objects, out / "analysis_compare_score_vs_n.png", label)
     (out / "compare.md").write_text(table + "\n")
     (out / "compare.json").write_text(json.dumps({"settings": vars(args), "variants": info, "metrics": results},

@@ -7,8 +7,8 @@ writer and as a ``.root`` ntuple into a temporary directory, then reads them, ea
 subprocess so that its peak memory is its own: eventlm ``read_events`` on the CSV, the naive parser on
 the same CSV (one Python loop over lines, ``str.split`` on ``;`` and ``,``, ``float()`` per value, then
 the same event arrays built from the lists), eventlm streaming the CSV in 50k-event chunks, eventlm
-``read_events`` on the same events gzipped and on the ROOT file, and uproot alone reading the same branches (the floor for any reader
-built on uproot). Targets: CSV >= 10x the naive parser, ROOT >= 5x our CSV.
+``read_events`` on the same events gzipped and on the ROOT file, and uproot alone reading the same
+branches (the floor for any reader built on uproot). Targets: CSV >= 10x the naive parser, ROOT >= 5x our CSV.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def main(argv=None) -> None:
             ("eventlm `iter_events` (50k-event chunks)", "CSV", _measure("stream", csv, args.repeat)),
             ("eventlm `read_events`", "CSV.gz", _measure("eventlm", gz, args.repeat)),
             ("eventlm `read_events`", "ROOT", _measure("eventlm", root, args.repeat)),
-            ("uproot `arrays` of the same branches, no event model (floor)", "ROOT", _measure("uproot", root, args.repeat)),
+            ("uproot `arrays` of the same branches, no event model (floor)", "ROOT",
+             _measure("uproot", root, args.repeat)),
         ]
     naive_s, csv_s = rows[0][2]["seconds"], rows[1][2]["seconds"]
     n_particles = int(np.sum(ak.num(events.particles)))

@@ -8,7 +8,8 @@ The reader never loops over lines in Python. An uncompressed file is memory-mapp
 are views of the page cache and nothing is read or copied before the parse; a ``.csv.gz`` is
 decompressed piece by piece. A block of whole lines is handled as one byte array by one compiled pass
 (numba, ``cache=True``: compiled once per installation, then loaded from the on-disk cache) that
-checks every line against the format and writes the values straight into the event arrays. Numbers are converted in that pass where an exactly rounded fast path applies (almost
+checks every line against the format and writes the values straight into the event arrays. Numbers
+are converted in that pass where an exactly rounded fast path applies (almost
 always: shortest-repr floats); the rest (long event weights, and anything odd) are copied out and
 converted by a single Arrow string-to-number cast, which also validates them. Only when something is
 wrong are the offending lines described one by one, with a small diagnosis of just those lines.
@@ -88,8 +89,8 @@ def iter_line_blocks(
 
     The bytes are a ``uint8`` array. An uncompressed file is memory-mapped and its blocks are views
     of the mapping (nothing is copied: the scan reads the page cache); a ``.gz`` file (or anything
-    that cannot be mapped) is read ``read_bytes`` (default :data:`BLOCK_BYTES`) at a time. Raises :class:`EventFormatError` for an
-    empty file and a truncated or corrupt gzip stream.
+    that cannot be mapped) is read ``read_bytes`` (default :data:`BLOCK_BYTES`) at a time. Raises
+    :class:`EventFormatError` for an empty file and a truncated or corrupt gzip stream.
     """
     if max_lines is not None and max_lines < 1:
         raise ValueError("max_lines must be positive")
@@ -108,10 +109,9 @@ def _map(path: Path) -> np.ndarray | None:
     import mmap
 
     with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise EventFormatError(path, "empty file (no events)")
         try:
-            size = os.fstat(fh.fileno()).st_size
-            if size == 0:
-                raise EventFormatError(path, "empty file (no events)")
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # a pipe, a special file: read it instead
             return None
@@ -907,4 +907,7 @@ class CSVSink:
             self._raw.close()
 
 
-__all__ = ["BLOCK_BYTES", "MAX_BLOCK_BYTES", "CSVSink", "diagnose_line", "format_block", "is_csv", "iter_line_blocks", "parse_block"]
+__all__ = [
+    "BLOCK_BYTES", "MAX_BLOCK_BYTES", "CSVSink", "diagnose_line", "format_block", "is_csv", "iter_line_blocks",
+    "parse_block",
+]

@@ -284,7 +284,9 @@ def _bad_entries(events: ak.Array) -> np.ndarray:
     return bad
 
 
-def _drop_bad_entries(events: ak.Array, bad: np.ndarray, path, entry0: int, on_error: str, report) -> ak.Array:
+def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -> ak.Array:
+    """Drop (``on_error="skip"``, reported) or raise for the bad entries of ``events``."""
+    bad = _bad_entries(events)
     if not bad.any():
         return events
     for i in np.flatnonzero(bad):
@@ -294,11 +296,6 @@ def _drop_bad_entries(events: ak.Array, bad: np.ndarray, path, entry0: int, on_e
         if report is not None:
             report.add(path, problem, entry=entry0 + int(i))
     return events[~bad]
-
-
-def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -> ak.Array:
-    """Drop (``on_error="skip"``, reported) or raise for the bad entries of ``events``."""
-    return _drop_bad_entries(events, _bad_entries(events), path, entry0, on_error, report)
 
 
 def coffea_schema():
