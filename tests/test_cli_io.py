@@ -72,3 +72,18 @@ def test_convert_drops_extras_into_csv_with_a_warning(tmp_path, caplog):
         assert main(["convert", str(src), str(tmp_path / "s.csv")]) == 0
     assert "dropped anomaly_score" in caplog.text
     assert_same_events(events, read_events(tmp_path / "s.csv"))
+
+
+def test_output_into_a_closed_pipe_ends_quietly(sample):
+    """`eventlm info FILE | head -1`: the reader is gone before the output; no traceback, status 141."""
+    import subprocess
+    import sys
+
+    path, _ = sample
+    run_cli = "import sys; from eventlm.cli import main; sys.exit(main(sys.argv[1:]))"
+    with subprocess.Popen([sys.executable, "-c", run_cli, "info", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # like `head` exiting before eventlm writes
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
