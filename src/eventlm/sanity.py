@@ -250,8 +250,14 @@ def checked_chunks(chunks, path, fmt: str, *, on_error: str = "raise", report=No
     seen = report.n_skipped if report is not None else 0
     ids = DuplicateIds(path, unit)
     finished = False
+    chunks = iter(chunks)
     try:
-        for chunk in chunks:
+        while True:
+            # a value beyond float32's range becomes inf in the cast, and the check below names it
+            with np.errstate(over="ignore", invalid="ignore"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
             skipped = []
             if report is not None:
                 skipped = [s.line if unit == "line" else s.entry for s in report.skipped[seen:]]
@@ -267,14 +273,14 @@ def checked_chunks(chunks, path, fmt: str, *, on_error: str = "raise", report=No
         finished = True
     except EventlmError:
         raise
-    except (OSError, EOFError, UnicodeError, MemoryError) as err:
-        raise EventFormatError(path, f"cannot be read ({type(err).__name__}: {err})") from None
     except Exception as err:  # noqa: BLE001 - uproot and pyarrow raise many types for a corrupt file
-        if fmt == "csv":
-            raise  # the CSV reader reports bad input itself: anything else is a bug
-        what = "ROOT" if fmt == "root" else "Parquet"
-        raise EventFormatError(path, f"not a readable {what} file: truncated or corrupt "
-                                     f"({type(err).__name__}: {err})") from None
+        if fmt != "csv":
+            what = "ROOT" if fmt == "root" else "Parquet"
+            raise EventFormatError(path, f"not a readable {what} file: truncated or corrupt "
+                                         f"({type(err).__name__}: {err})") from None
+        if isinstance(err, (OSError, EOFError, UnicodeError, MemoryError)):
+            raise EventFormatError(path, f"cannot be read ({type(err).__name__}: {err})") from None
+        raise  # the CSV reader reports bad input itself: anything else is a bug
     finally:
         if finished:
             ids.warn()
