@@ -31,8 +31,12 @@ class CheckpointMismatchError(EventlmError, ValueError):
     """A tokenizer or checkpoint that does not match the model or the package version."""
 
 
-class ModelDirError(EventlmError, ValueError):
+class ModelDirError(EventlmError):
     """A model directory that cannot be used: a missing or unreadable file, an unavailable device."""
+
+
+class MissingModelFileError(ModelDirError, FileNotFoundError):
+    """A model directory, or a file it must hold, that does not exist."""
 
 
 class ConfigError(EventlmError, ValueError):

@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eventlm.cli import check_inputs
+
+    check_inputs(args.files)
     for i, path in enumerate(args.files):
         if i:
             print()

@@ -304,6 +304,8 @@ class EventWriter:
         self._closed = True
         try:
             self._sink.close()
+            if self.path.exists():  # an overwritten file keeps its permissions
+                os.chmod(self._tmp, self.path.stat().st_mode & 0o7777)
             os.replace(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
