@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def check_device(device) -> str:
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
-        raise ModelDirError(f"--device {text!r}: not a device (use cpu, cuda or cuda:N)") from None
+        raise ModelDirError(f"--device {text}: not a device (use cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
@@ -81,9 +82,11 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if path.is_dir():
         raise ModelDirError(f"{path}: is a directory, not a checkpoint")
     if path.stat().st_size == 0:
-        raise ModelDirError(f"{path}: empty file, not a checkpoint")
+        raise ModelDirError(f"{path}: not an eventlm checkpoint (an empty file)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).splitlines()[0] if str(err) else "not a pickle"
         raise ModelDirError(f"{path}: not an eventlm checkpoint (refused to unpickle: {reason})") from None
