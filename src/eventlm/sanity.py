@@ -260,6 +260,8 @@ def checked_chunks(chunks, path, fmt: str, *, on_error: str = "raise", report=No
                 break
             skipped = []
             if report is not None:
+                if fmt == "csv":
+                    _refine_csv_problems(path, report, seen)
                 skipped = [s.line if unit == "line" else s.entry for s in report.skipped[seen:]]
                 skipped = [p for p in skipped if p is not None]
             positions = _kept_positions(first, len(chunk), skipped)
@@ -271,6 +273,12 @@ def checked_chunks(chunks, path, fmt: str, *, on_error: str = "raise", report=No
             ids.add(kept, positions)
             yield kept
         finished = True
+    except EventFormatError as err:
+        if fmt == "csv" and err.line is not None and err.problem == _MALFORMED:
+            better = _csv_problem(path, err.line)
+            if better:
+                raise EventFormatError(path, better, line=err.line) from None
+        raise
     except EventlmError:
         raise
     except Exception as err:  # noqa: BLE001 - uproot and pyarrow raise many types for a corrupt file
@@ -284,3 +292,34 @@ def checked_chunks(chunks, path, fmt: str, *, on_error: str = "raise", report=No
     finally:
         if finished:
             ids.warn()
+
+
+_MALFORMED = "malformed line"
+
+
+def _csv_problem(path, line: int) -> str | None:
+    """A closer look at a CSV line the reader could only call malformed (read again: an error path)."""
+    import gzip
+    import itertools
+
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = next(itertools.islice(fh, line - 1, line), b"")
+    except (OSError, EOFError):
+        return None
+    fields = raw.rstrip(b"\r\n").split(b";")
+    if len(fields) > 1 and b"," in fields[1]:
+        label = fields[1].decode("utf-8", errors="replace")
+        return (f"process label {label!r} contains ',' (Dark Machines CSV separates object values with ','; "
+                "a label may not contain ',' or ';')")
+    return None
+
+
+def _refine_csv_problems(path, report, start: int) -> None:
+    for k in range(start, len(report.skipped)):
+        s = report.skipped[k]
+        if s.problem == _MALFORMED and s.line is not None:
+            better = _csv_problem(path, s.line)
+            if better:
+                report.skipped[k] = type(s)(s.path, better, s.line, s.entry)
