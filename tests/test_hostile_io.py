@@ -257,6 +257,15 @@ def test_output_is_a_directory_or_unwritable(tmp_path, make_events, capsys):
     one_error(capsys, ["convert", str(src), str(tmp_path / "no" / "x.root")], "x.root", "does not exist")
 
 
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into any directory")
+def test_output_in_an_unwritable_directory(tmp_path, make_events, capsys):
+    src = write_events(make_events(5), tmp_path / "in.parquet")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    one_error(capsys, ["convert", str(src), str(locked / "x.root")], "x.root", "is not writable")
+
+
 def test_step_size_zero_is_refused(tmp_path, make_events, capsys):
     src = write_events(make_events(5), tmp_path / "in.parquet")
     with pytest.raises(SystemExit) as exit_:

@@ -175,3 +175,50 @@ def test_tokens_with_a_model_directory_and_a_zero_entry_file(model_dir, events, 
     empty = write_events(events[:0], tmp_path / "zero.root")
     one_error(capsys, ["tokens", str(empty), "--tokenizer", str(model_dir)], "zero.root", "no events")
     one_error(capsys, ["tokens", str(src), "--tokenizer", str(tmp_path)], "without tokenizer.json")
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("2;ttbar;1;50000;0.1;j,100000,-50000,0.5,0.1;", "negative pt"),
+    ("2;ttbar;1;50000;0.1;j,-100000,50000,0.5,0.1;", "negative E"),
+    ("2;ttbar;1;50000;0.1;j,100000,50000,1e30,0.1;", "beyond 10"),
+])
+def test_score_applies_the_same_policy_as_info(model_dir, tmp_path, capsys, line, problem):
+    path = tmp_path / "bad.csv"
+    path.write_text("1;ttbar;1;50000;0.1;j,100000,50000,-0.5,-3.1;\n" + line + "\n")
+    out = tmp_path / "s.parquet"
+    one_error(capsys, ["score", str(path), "--model", str(model_dir), "-o", str(out), "--no-progress"],
+              str(path), "line 2", problem)
+    one_error(capsys, ["info", str(path)], str(path), "line 2", problem)
+    assert not out.exists()
+
+
+def test_gpu_trained_learned_tokenizer_loads_on_cpu(events, tmp_path):
+    """A directory whose learned tokenizer was trained on CUDA (its JSON and the checkpoint record
+    device "cuda") loads on a CPU-only machine: tensors are mapped to the CPU, the fingerprint is still
+    checked on the file as written."""
+    import json
+
+    config = TINY.replace(tokenizer={"kind": "vqvae", "params": {"codebook_size": 16, "hidden": 16,
+                                                                 "latent_dim": 4, "patience": 1}})
+    m = tmp_path / "vq"
+    train(config, events, m, progress=False)
+    payload = json.loads((m / "tokenizer.json").read_text())
+    payload["params"]["device"] = "cuda"
+    (m / "tokenizer.json").write_text(json.dumps(payload))
+    for name in ("best.pt", "checkpoint.pt"):
+        ckpt = torch.load(m / name, weights_only=True)
+        ckpt["tokenizer"]["params"]["device"] = "cuda"
+        torch.save(ckpt, m / name)
+    model, tokenizer, _ = ModelDir(m).check(device="cpu").load(device="cpu")
+    assert str(tokenizer.torch_device) == "cpu"
+    assert len(Scorer.load(m).score(events[:5])["anomaly_score"]) == 5
+
+
+def test_score_on_a_truncated_root_file(model_dir, events, tmp_path, capsys):
+    good = write_events(events, tmp_path / "good.root")
+    cut = tmp_path / "cut.root"
+    cut.write_bytes(good.read_bytes()[:-300])
+    out = tmp_path / "s.root"
+    one_error(capsys, ["score", str(cut), "--model", str(model_dir), "-o", str(out), "--no-progress"],
+              str(cut), "truncated or corrupt")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.root")] == []
