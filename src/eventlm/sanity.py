@@ -76,9 +76,11 @@ def _bad_particles(flat: dict[str, np.ndarray]) -> np.ndarray | None:
     # min/max propagate NaN, so these comparisons are False for any NaN as for any bad value
     ok = (kind.min() >= 0 and kind.max() < len(Kind) and charge.min() >= -1 and charge.max() <= 1
           and pt.min() >= 0 and E.min() >= 0 and np.isfinite(pt.max()) and np.isfinite(E.max())
-          and max(-eta.min(), eta.max()) <= ETA_MAX and np.isfinite(phi.sum(dtype=np.float64)))
-    if ok and _VALID[kind, charge + 1].all():
-        return None
+          and max(-eta.min(), eta.max()) <= ETA_MAX and np.isfinite(phi.min()) and np.isfinite(phi.max()))
+    if ok:  # charges are in {-1, 0, +1}: valid when exactly the leptons carry one
+        lepton = (kind == int(Kind.ELECTRON)) | (kind == int(Kind.MUON))
+        if np.array_equal(charge != 0, lepton):
+            return None
     in_range = (kind >= 0) & (kind < len(Kind)) & (charge >= -1) & (charge <= 1)
     valid = np.zeros(len(kind), dtype=bool)
     valid[in_range] = _VALID[kind[in_range], charge[in_range] + 1]
@@ -91,6 +93,8 @@ def _bad_particles(flat: dict[str, np.ndarray]) -> np.ndarray | None:
 def _invalid_utf8(process: ak.Array) -> np.ndarray | None:
     """Indices of the process labels that are not valid UTF-8 (None if all are)."""
     offsets, chars = _flat(process)
+    if not len(chars) or chars.max() < 0x80:  # ASCII, the usual case
+        return None
     try:
         chars.tobytes().decode("utf-8")
         return None
@@ -202,29 +206,24 @@ def check_events(events: ak.Array, path, *, positions=None, unit: str = "entry",
 class DuplicateIds:
     """Collects the event ids of one file, chunk by chunk, and warns once if some repeat.
 
-    Ids that only increase (the usual case) cost one comparison per event; otherwise they are kept
-    and checked with one sort at the end of the file.
+    Ids that only increase (the usual case) are answered without a sort; otherwise one sort of all
+    the file's ids (8 bytes per event) at the end of the file finds the repeats.
     """
 
     def __init__(self, path, unit: str = "entry"):
         self.path = path
         self.unit = unit
         self._ids: list[np.ndarray] = []
-        self._positions: list[np.ndarray] = []
         self._increasing = True
         self._last: int | None = None
 
-    def add(self, events: ak.Array, positions) -> None:
+    def add(self, events: ak.Array, positions=None) -> None:
         ids = ak.to_numpy(events.event_id)
         if not len(ids):
             return
-        self._ids.append(np.array(ids, dtype=np.int64))
-        self._positions.append(np.asarray(positions if positions is not None else np.full(len(ids), -1)))
         if self._increasing:
-            step_ok = len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())
-            self._increasing = step_ok and (self._last is None or ids[0] > self._last)
-            if self._increasing:
-                self._ids, self._positions = self._ids[-1:], self._positions[-1:]  # nothing to keep
+            self._increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
+        self._ids.append(np.array(ids, dtype=np.int64))  # a copy: the chunk itself is not kept alive
         self._last = int(ids[-1])
 
     def warn(self) -> int:
@@ -232,17 +231,21 @@ class DuplicateIds:
         if self._increasing or not self._ids:
             return 0
         ids = np.concatenate(self._ids)
-        positions = np.concatenate(self._positions)
         order = np.argsort(ids, kind="stable")
         repeat = np.zeros(len(ids), dtype=bool)
         repeat[order[1:]] = ids[order[1:]] == ids[order[:-1]]
         n = int(repeat.sum())
         if n:
             first = int(np.flatnonzero(repeat)[0])
-            where = f" at {self.unit} {int(positions[first])}" if positions[first] >= 0 else ""
-            log.warning("%s: %d events repeat an event id seen before in the file (first: event_id %d%s); "
-                        "event ids should be unique within a file", self.path, n, int(ids[first]), where)
+            log.warning("%s: %d events repeat an event id seen before in the file (first: event_id %d, the "
+                        "%s event read); event ids should be unique within a file", self.path, n,
+                        int(ids[first]), _ordinal(first + 1))
         return n
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _kept_positions(first: int, n_events: int, skipped: list[int]) -> np.ndarray | None:
