@@ -222,3 +222,18 @@ def test_score_on_a_truncated_root_file(model_dir, events, tmp_path, capsys):
     one_error(capsys, ["score", str(cut), "--model", str(model_dir), "-o", str(out), "--no-progress"],
               str(cut), "truncated or corrupt")
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.root")] == []
+
+
+def test_resume_with_the_same_command_line_is_accepted(events, tmp_path, capsys):
+    """Repeating the original command with --resume (config file plus a flag) continues the run;
+    a config file that asks for something else is refused."""
+    src = write_events(events, tmp_path / "bkg.parquet")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(TOML.format(epochs=5))
+    out = tmp_path / "m"
+    argv = ["train", str(src), "--out", str(out), "--config", str(cfg), "--epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--resume"]) == 0
+    cfg.write_text(TOML.format(epochs=1).replace("batch_size = 64", "batch_size = 32"))
+    one_error(capsys, ["train", str(src), "--out", str(out), "--config", str(cfg), "--resume"],
+              "run.toml", "[train] batch_size")

@@ -162,14 +162,25 @@ def check_resume(args, config) -> None:
                 "with its own settings (the learning-rate schedule depends on them): drop the flag, "
                 "or train into a new --out"
             )
-    if args.config:
-        from eventlm.config import load_config
+    if args.config:  # the file with the flags applied must be the run's config (the device may differ)
+        differ = _differences(config.to_dict(), dict(saved))
+        if differ:
+            raise ConfigError(f"--config {args.config}: differs from the run config of {args.out} "
+                              f"({', '.join(differ[:5])}); --resume continues that run with its own settings")
 
-        import json
 
-        def normal(d):
-            return json.dumps({k: v for k, v in d.items() if k != "device"}, sort_keys=True, default=str)
+def _differences(mine: dict, theirs: dict) -> list[str]:
+    """Keys (``seed``, ``[train] epochs``) whose values differ, the device left out."""
+    import json
 
-        if normal(load_config(args.config).to_dict()) != normal(dict(saved)):
-            raise ConfigError(f"--config {args.config}: differs from the run config of {args.out}; "
-                              "--resume continues that run with its own settings")
+    mine, theirs = (json.loads(json.dumps(d, sort_keys=True, default=str)) for d in (mine, theirs))
+    out = []
+    for section in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(section), theirs.get(section)
+        if section == "device" or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"[{section}] {k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(section)
+    return out
