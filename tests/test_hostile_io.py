@@ -302,3 +302,11 @@ def test_sigterm_removes_the_temporary_file(tmp_path, make_events):
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_label_that_csv_cannot_hold(tmp_path, make_events, capsys):
+    src = write_events(make_events(5, process="tt,bar"), tmp_path / "in.root")
+    assert read_events(src).process.tolist()[0] == "tt,bar"  # ROOT holds any label
+    out = tmp_path / "o.csv"
+    one_error(capsys, ["convert", str(src), str(out)], "o.csv", "contain no ';', ','")
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]

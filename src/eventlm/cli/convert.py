@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
             if to_csv and extra_fields(chunk):
                 dropped = extra_fields(chunk)
                 chunk = chunk[[f for f in chunk.fields if f not in dropped]]
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except ValueError as err:  # what the output format cannot hold (a ',' in a label, for CSV)
+                raise EventFormatError(dst, f"cannot write these events: {err}") from None
             bar.update(len(chunk))
     if dropped:
         log.warning("CSV has no place for extra columns; dropped %s", ", ".join(dropped))
