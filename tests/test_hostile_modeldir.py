@@ -237,3 +237,15 @@ def test_resume_with_the_same_command_line_is_accepted(events, tmp_path, capsys)
     cfg.write_text(TOML.format(epochs=1).replace("batch_size = 64", "batch_size = 32"))
     one_error(capsys, ["train", str(src), "--out", str(out), "--config", str(cfg), "--resume"],
               "run.toml", "[train] batch_size")
+
+
+def test_written_checkpoint_reads_back_and_is_checked(model_dir, tmp_path):
+    md = ModelDir(tmp_path / "w")
+    from eventlm.tokenize import load_tokenizer
+
+    md.write_tokenizer(load_tokenizer(model_dir / "tokenizer.json"))
+    state = torch.load(model_dir / "best.pt", weights_only=True)
+    path = md.write_checkpoint(state, which="best")
+    assert path.name == "best.pt" and [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+    model, tokenizer, ckpt = md.check().load()
+    assert ckpt["model_config"] == state["model_config"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import warnings
 import zipfile
@@ -141,6 +142,28 @@ class ModelDir:
         if key not in self._checkpoints:
             self._checkpoints[key] = read_checkpoint(path, map_location="cpu")
         return self._checkpoints[key]
+
+    # ---- writing (for train.py to delegate to) -------------------------------------------------
+    def write_checkpoint(self, state: dict, which: str = "last") -> Path:
+        """Write ``state`` as ``checkpoint.pt`` (``which="last"``) or ``best.pt``, atomically (a
+        temporary file renamed into place: a crash never leaves half a checkpoint)."""
+        import torch
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / (LAST if which == "last" else BEST)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._checkpoints.pop(path.name, None)
+        return path
+
+    def write_tokenizer(self, tokenizer) -> Path:
+        """Save ``tokenizer`` as ``tokenizer.json`` (plus its weights) in the directory."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return tokenizer.save(self.tokenizer_path)
 
     # ---- checks --------------------------------------------------------------------------------
     def check(self, device="cpu", which: str = "best") -> ModelDir:
