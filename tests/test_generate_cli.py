@@ -70,3 +70,19 @@ def test_validation_plots_render(make_events, tmp_path):
     assert len(paths) == 6
     for path in paths:
         assert path.stat().st_size > 10_000
+
+
+def test_help_lists_every_process(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name in PROCESSES:
+        assert name in out
+
+
+def test_signal_cards_check_their_decays():
+    """Every signal card names the decay it promises, checked after Pythia's init (tests/test_generate.py)."""
+    for process in PROCESSES.values():
+        assert bool(process.checks) == process.signal, process.name
+        for check in process.checks:
+            assert check.products == tuple(sorted(check.products)) and 0 < check.min_br <= 1

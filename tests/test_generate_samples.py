@@ -5,20 +5,25 @@ No Pythia needed: these read the files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from eventlm.events import Kind
-from eventlm.generate.bundle import BACKGROUNDS, SIGNALS
+from eventlm.analysis.features import variables_of
+from eventlm.generate.bundle import BACKGROUNDS, FIXTURE_SIGNALS, SIGNALS, file_processes, first_id, id_blocks
 from eventlm.generate.detector import analysis_preselection
+from eventlm.generate.pythia import PROCESSES
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
-FILES = ("fixture.csv.gz", "background.csv.gz", "gluino_1000.csv.gz", "tttt_H500.csv.gz")
+FILES = tuple(file_processes())
+SIGNAL_FILES = tuple(f"{p}.csv.gz" for p in SIGNALS)
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +49,75 @@ def test_manifest_matches_the_files(manifest, bundled):
         assert key in manifest
 
 
+def test_files_are_the_manifests_bytes(manifest):
+    for name in FILES:
+        data = (DATA_DIR / name).read_bytes()
+        assert len(data) == manifest["files"][name]["bytes"], name
+        assert hashlib.sha256(data).hexdigest() == manifest["files"][name]["sha256"], name
+
+
 def test_sample_sizes(bundled):
     assert len(bundled["background.csv.gz"]) >= 60_000
-    assert len(bundled["gluino_1000.csv.gz"]) >= 5_000
-    assert len(bundled["tttt_H500.csv.gz"]) >= 5_000
+    assert len(SIGNALS) >= 6
+    for name in SIGNAL_FILES:
+        assert len(bundled[name]) >= 5_000, name
+        assert set(ak.to_list(bundled[name].process)) == {name.removesuffix(".csv.gz")}
     fixture_processes = set(ak.to_list(bundled["fixture.csv.gz"].process))
-    assert fixture_processes == set(BACKGROUNDS) | set(SIGNALS)
+    assert fixture_processes == set(BACKGROUNDS) | set(FIXTURE_SIGNALS)
     assert set(ak.to_list(bundled["background.csv.gz"].process)) == set(BACKGROUNDS)
-    total = sum((DATA_DIR / name).stat().st_size for name in FILES)
+    total = sum(path.stat().st_size for path in DATA_DIR.iterdir())  # the whole of data/
     assert total < 30e6
 
 
 def test_event_ids_are_unique_across_files(bundled):
     ids = np.concatenate([ak.to_numpy(events.event_id) for events in bundled.values()])
     assert len(np.unique(ids)) == len(ids)
+    assert len(set(id_blocks().values())) == len(id_blocks())
+    for name, events in bundled.items():  # every event id lies in its (file, process) block
+        process = np.asarray(ak.to_list(events.process))
+        ids = ak.to_numpy(events.event_id)
+        for p in file_processes()[name]:
+            own = ids[process == p]
+            assert len(own) and (own >= first_id(name, p)).all() and (own < first_id(name, p) + 10**7).all()
+
+
+def test_signal_commands_and_versions_are_recorded(manifest):
+    assert set(manifest["versions"]) >= {"eventlm", "pythia8mc", "fastjet"}
+    for name in SIGNAL_FILES:
+        (process, info), = manifest["files"][name]["processes"].items()
+        assert PROCESSES[process].signal
+        assert info["seed"] == manifest["seed"] and info["first_id"] == first_id(name, process)
+        if "command" in info:  # the signals generated since the commands are recorded
+            assert info["command"].startswith(f"eventlm generate {process} --events {info['events']} ")
+            assert f"--first-id {info['first_id']} " in info["command"] and "--select analysis" in info["command"]
+
+
+def test_suite_has_signals_with_the_background_object_count(manifest, bundled):
+    """At least three signals have a mean object count within one object of the background's."""
+    n_bkg = variables_of(bundled["background.csv.gz"])["n_particles"].mean()
+    delta = {name: variables_of(bundled[name])["n_particles"].mean() - n_bkg for name in SIGNAL_FILES}
+    alike = [name for name, d in delta.items() if abs(d) < 1.0]
+    assert len(alike) >= 3, delta
+    assert delta["gluino_1000.csv.gz"] > 3 and delta["tttt_H500.csv.gz"] > 3  # the high-multiplicity pair
+    for name in alike:  # ... and they differ from the background in energy scale or MET instead
+        summary = manifest["files"][name]["summary"]
+        assert max(summary["auc_ht"], summary["auc_met"]) > 0.65, (name, summary)
+        assert abs(summary["auc_n_particles"] - 0.5) < 0.2, (name, summary)
+
+
+def test_manifest_summaries_match_the_files(manifest, bundled):
+    n_bkg = variables_of(bundled["background.csv.gz"])["n_particles"].mean()
+    for name, events in bundled.items():
+        summary = manifest["files"][name]["summary"]
+        v = variables_of(events)
+        assert summary["events"] == len(events)
+        for key in ("n_particles", "ht", "met", "lead_jet_pt"):
+            assert summary[f"mean_{key}"] == pytest.approx(v[key].mean(), rel=1e-9), (name, key)
+        if name in SIGNAL_FILES:
+            assert summary["delta_mean_n_particles"] == pytest.approx(v["n_particles"].mean() - n_bkg, abs=1e-9)
+            label = np.r_[np.zeros(len(bundled["background.csv.gz"])), np.ones(len(events))]
+            ht = np.r_[variables_of(bundled["background.csv.gz"])["ht"], v["ht"]]
+            assert summary["auc_ht"] == pytest.approx(roc_auc_score(label, ht), abs=1e-9), name
 
 
 def test_preselection_and_thresholds_hold(bundled):
