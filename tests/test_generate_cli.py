@@ -86,3 +86,11 @@ def test_signal_cards_check_their_decays():
         assert bool(process.checks) == process.signal, process.name
         for check in process.checks:
             assert check.products == tuple(sorted(check.products)) and 0 < check.min_br <= 1
+
+
+def test_the_suite_has_six_signals_three_with_the_background_object_count():
+    from eventlm.generate.bundle import FILE_INDEX, SIGNALS
+
+    assert len(SIGNALS) >= 6
+    assert sum(PROCESSES[p].background_multiplicity for p in SIGNALS) >= 3
+    assert all(f"{p}.csv.gz" in FILE_INDEX for p in SIGNALS)

@@ -123,12 +123,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _versions() -> dict:
-    from importlib.metadata import version
+def _versions(recorded: dict | None = None) -> dict:
+    """eventlm, pythia8mc and fastjet versions; without the generator (``--only summaries``): ``recorded``."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from eventlm._version import __version__
 
-    return {"eventlm": __version__, "pythia8mc": version("pythia8mc"), "fastjet": version("fastjet")}
+    try:
+        return {"eventlm": __version__, "pythia8mc": version("pythia8mc"), "fastjet": version("fastjet")}
+    except PackageNotFoundError:
+        if recorded is None:
+            raise
+        return recorded
 
 
 def _process_entry(sample, *, n_events: int | None = None) -> dict:
@@ -193,6 +199,7 @@ class Bundle:
             "sha256": _sha256(path),
             "bytes": path.stat().st_size,
             "note": note,
+            "versions": _versions(),
             "processes": processes,
         }
         self._save()
@@ -207,7 +214,7 @@ class Bundle:
                 "selection": "Dark Machines preselection + HT >= 300 GeV, >= 4 jets (b-jets count), >= 1 b-jet",
                 "luminosity_fb": self.luminosity,
                 "weights": "sigma_i / N_generated,i * luminosity (N_generated,i: Pythia events up to the last kept one)",
-                "versions": _versions(),
+                "versions": _versions(self.manifest.get("versions")),
                 "detector": DetectorParams().as_dict(),
             }
         )
@@ -299,11 +306,11 @@ def readme(manifest: dict) -> str:
         f"{manifest.get('luminosity_fb')} fb^-1, so the weights of a process sum to sigma x acceptance x "
         "luminosity (expected events).",
         "Event ids are unique across all files: `10^7 * block + i` with `block = 10 * file_index + process_index`",
-        "and `i` the event's position in its process sample (before the shuffle); file_index "
-        + ", ".join(f"{i} {f.removesuffix('.csv.gz')}" for f, i in FILE_INDEX.items())
-        + "; process_index " + ", ".join(f"{i} {p}" for p, i in PROCESS_INDEX.items()) + ". The blocks that",
-        "occur are distinct (a block >= 100, as 10 * 9 + 10, cannot meet a background block: files from index 3",
-        "on hold one signal each); `first_id` in `MANIFEST.json` is `10^7 * block`.",
+        "and `i` the event's position in its process sample (before the shuffle).",
+        "file_index: " + ", ".join(f"{i} {f.removesuffix('.csv.gz')}" for f, i in FILE_INDEX.items()) + ".",
+        "process_index: " + ", ".join(f"{i} {p}" for p, i in PROCESS_INDEX.items()) + ".",
+        "The blocks that occur are distinct (a block >= 100, as 10 * 9 + 10, cannot meet a background block:",
+        "the files from index 3 on hold one signal each); `first_id` in `MANIFEST.json` is `10^7 * block`.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + f"; master seed "
         f"{manifest.get('seed')} (the fixture uses seed + 1).",
@@ -320,6 +327,11 @@ def readme(manifest: dict) -> str:
             )
         lines.append(f"| | **total** | **{entry['events']}** | | | | | |")
     lines += ["", *summary_table(manifest)]
+    pending = [p for p in SIGNALS if f"{p}.csv.gz" not in manifest.get("files", {})]
+    if pending:
+        lines += ["", "Signal cards of the suite not generated into this folder yet: " + ", ".join(pending)
+                  + ". Make them with",
+                  "`python -m eventlm.generate.bundle --out data --signal NAME` (repeatable)."]
     lines += [
         "",
         "Background mixing: the number of events of a process is proportional to sigma x acceptance measured",
@@ -330,10 +342,15 @@ def readme(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-#: What the signals test (docs/generator.md, "Signals").
+#: How each signal differs from the background (docs/generator.md, "Signals").
 SIGNAL_NOTES = {
-    "gluino_1000": "more objects (t tbar t tbar + MET)",
-    "tttt_H500": "more objects (four tops)",
+    "gluino_1000": "more objects, HT, MET",
+    "tttt_H500": "more objects",
+    "zprime_1500": "energy scale, boosted tops",
+    "wprime_1500": "energy scale, fewer objects",
+    "stop_800": "MET, energy scale",
+    "ttbar_S200_inv": "MET",
+    "A3_ttbar_750": "energy scale, t tbar mass",
 }
 
 
@@ -347,10 +364,10 @@ def summary_table(manifest: dict) -> list[str]:
         "Signals against the background (means over the file's events; AUC of one variable alone, signal vs",
         "the bundled background, unweighted; Delta n: signal's mean object count minus the background's):",
         "",
-        "| file | events | sigma [pb] | acceptance | mean objects | Delta n | mean HT | mean MET "
+        "| file | differs in | events | sigma [pb] | acceptance | mean objects | Delta n | mean HT | mean MET "
         "| mean lead-jet pT | AUC HT | AUC MET | AUC n objects |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| background.csv.gz | {bkg['events']} | | | {bkg['mean_n_particles']:.2f} | 0 | {bkg['mean_ht']:.0f} "
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| background.csv.gz | | {bkg['events']} | | | {bkg['mean_n_particles']:.2f} | 0 | {bkg['mean_ht']:.0f} "
         f"| {bkg['mean_met']:.0f} | {bkg['mean_lead_jet_pt']:.0f} | | | |",
     ]
     for name, entry in files.items():
@@ -359,16 +376,18 @@ def summary_table(manifest: dict) -> list[str]:
             continue
         (process, info), = entry["processes"].items()
         lines.append(
-            f"| {name} | {entry['events']} | {info['sigma_pb']:.3g} | {info['acceptance']:.3f} "
-            f"| {summary['mean_n_particles']:.2f} | {summary['delta_mean_n_particles']:+.2f} | {summary['mean_ht']:.0f} "
+            f"| {name} | {SIGNAL_NOTES.get(process, '')} | {entry['events']} | {info['sigma_pb']:.3g} "
+            f"| {info['acceptance']:.3f} | {summary['mean_n_particles']:.2f} | {summary['delta_mean_n_particles']:+.2f} "
+            f"| {summary['mean_ht']:.0f} "
             f"| {summary['mean_met']:.0f} | {summary['mean_lead_jet_pt']:.0f} | {summary['auc_ht']:.3f} "
             f"| {summary['auc_met']:.3f} | {summary['auc_n_particles']:.3f} |"
         )
-    lines += ["", "HT, MET and pT in GeV. Commands that write each signal file alone (same bytes):", ""]
-    for name, entry in files.items():
-        for info in entry["processes"].values():
-            if "command" in info:
-                lines.append(f"- `{info['command']}`")
+    commands = [info["command"] for entry in files.values() for info in entry["processes"].values()
+                if "command" in info]
+    lines += ["", "HT, MET and pT in GeV."]
+    if commands:
+        lines += ["", "`eventlm generate` commands that write each of these signal files alone (the same bytes):", ""]
+        lines += [f"- `{command}`" for command in commands]
     return lines
 
 
@@ -381,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="regenerate only these files (repeatable; summaries: only recompute the manifest's "
                         "summaries); default: all")
     parser.add_argument("--signal", choices=SIGNALS, action="append",
-                        help="with --only signals: only these signals (repeatable); default: all")
+                        help="generate only these signals (repeatable; implies --only signals); default: all")
     parser.add_argument("--background-events", type=int, default=DEFAULT_BACKGROUND_EVENTS)
     parser.add_argument("--signal-events", type=int, default=DEFAULT_SIGNAL_EVENTS)
     args = parser.parse_args(argv)
@@ -389,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (f"python -m eventlm.generate.bundle --out {args.out} --seed {args.seed} --jobs {args.jobs} "
                f"--background-events {args.background_events} --signal-events {args.signal_events}")
     bundle = Bundle(args.out, seed=args.seed, jobs=args.jobs, command=command)
-    stages = args.only or ["fixture", "background", "signals"]
+    stages = args.only or (["signals"] if args.signal else ["fixture", "background", "signals"])
     start = time.perf_counter()
     if "fixture" in stages:
         bundle.fixture()

@@ -74,6 +74,9 @@ class Process:
     signal: bool = False
     slha: str | None = None  # file name in eventlm/generate/data
     checks: tuple[DecayCheck, ...] = ()
+    #: signals only: designed to have the background's object count (mean within one object) and to
+    #: differ in energy scale, MET or angular structure instead
+    background_multiplicity: bool = False
 
 
 #: H2 with its couplings to W, Z and the other Higgs bosons off: it decays to fermions only.
@@ -98,6 +101,9 @@ M_CHI_STOP = 100.0
 M_MEDIATOR = 200.0
 M_CHI_DM = 1.0
 M_A3 = 750.0
+#: Width of the mediator for a coupling g = 1 to the dark-matter fermion: g^2 m / (8 pi) beta^3 (its
+#: b bbar, c cbar, tau tau widths through the top-like Yukawa couplings are < 0.01 GeV at 200 GeV).
+W_MEDIATOR = M_MEDIATOR / (8 * math.pi) * (1 - 4 * M_CHI_DM**2 / M_MEDIATOR**2) ** 1.5
 
 
 def _g(x: float) -> str:
@@ -159,6 +165,7 @@ PROCESSES: dict[str, Process] = {
                 "32:onIfAny = 6",
             ),
             signal=True,
+            background_multiplicity=True,
             checks=(DecayCheck(32, (-6, 6), 1.0 - 1e-6, M_ZPRIME),),
         ),
         Process(
@@ -171,6 +178,7 @@ PROCESSES: dict[str, Process] = {
                 "34:onIfAll = 5 6",
             ),
             signal=True,
+            background_multiplicity=True,
             checks=(DecayCheck(34, (-5, 6), 1.0 - 1e-6, M_WPRIME),),
         ),
         Process(
@@ -184,6 +192,7 @@ PROCESSES: dict[str, Process] = {
                 "SUSY:idB = 1000006",
             ),
             signal=True,
+            background_multiplicity=True,
             slha=f"stop_{M_STOP:.0f}.slha",
             checks=(DecayCheck(1000006, (6, 1000022), 1.0 - 1e-6, M_STOP),),
         ),
@@ -196,13 +205,15 @@ PROCESSES: dict[str, Process] = {
                 "HiggsBSM:gg2H2ttbar = on",
                 "HiggsBSM:qqbar2H2ttbar = on",
                 f"35:m0 = {_g(M_MEDIATOR)}",
+                f"35:mWidth = {W_MEDIATOR:.4f}",
                 *_H2_FERMIONS_ONLY,
                 f"52:m0 = {_g(M_CHI_DM)}",
                 "52:mayDecay = off",
                 "35:onMode = off",
-                "35:addChannel = 1 1.0 101 52 -52",
+                "35:addChannel = 1 1.0 101 52 -52",  # meMode 101: partial width = mWidth x BR above threshold
             ),
             signal=True,
+            background_multiplicity=True,
             checks=(DecayCheck(35, (-52, 52), 1.0 - 1e-6, M_MEDIATOR),),
         ),
         Process(
@@ -216,6 +227,7 @@ PROCESSES: dict[str, Process] = {
                 "36:onIfMatch = 6 -6",
             ),
             signal=True,
+            background_multiplicity=True,
             checks=(DecayCheck(36, (-6, 6), 1.0 - 1e-6, M_A3),),
         ),
     )
