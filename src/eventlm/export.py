@@ -9,14 +9,18 @@
   ========================  =========  ==============  ==========================================
   name                      dtype      shape           meaning
   ========================  =========  ==============  ==========================================
-  input ``token_ids``       int64      (batch, tokens) each event's token ids, then 0 (PAD) up to
-                                                       the longest event of the batch
+  input ``token_ids``       float32    (batch, tokens) each event's token ids (whole numbers), then 0
+                                                       (PAD) up to the longest event of the batch
   output ``nll_sum``        float32    (batch,)        summed NLL = ``anomaly_score_sum``
   output ``nll_mean``       float32    (batch,)        ``nll_sum / n_terms`` (0 for an event with
                                                        nothing to score)
-  output ``n_terms``        int64      (batch,)        number of NLL terms of the event
+  output ``n_terms``        float32    (batch,)        number of NLL terms of the event
   output ``token_nll``      float32    (batch, terms)  the NLL terms, 0 beyond ``n_terms``
   ========================  =========  ==============  ==========================================
+
+  Every tensor is float32 because CMSSW's ``cms::Ort::ONNXRuntime::run`` takes and returns
+  ``FloatArrays`` only; the ids (at most a few thousand) are exact in float32 and the graph casts them
+  to int64 itself.
 
   Masked objective: term i is ``-log p(t_i | event with t_i replaced by MASK)`` for each particle
   token (MET tokens too if the model was trained with ``mask_met``); the graph builds the masked
@@ -59,8 +63,8 @@ OPSET = 18
 class ScoringGraph(nn.Module):
     """The model plus the score reduction, as one export-friendly module (no data-dependent shapes).
 
-    ``forward(token_ids (B, T) int64, 0-padded) -> (nll_sum (B,), nll_mean (B,), n_terms (B,),
-    token_nll (B, T) masked or (B, T+1) causal)``.
+    ``forward(token_ids (B, T) float32 whole numbers, 0-padded) -> (nll_sum (B,), nll_mean (B,),
+    n_terms (B,), token_nll (B, T) masked or (B, T+1) causal)``, all float32.
     """
 
     def __init__(self, model: nn.Module, *, objective: str, n_unmasked_tail: int, mask_id: int,
@@ -74,7 +78,8 @@ class ScoringGraph(nn.Module):
         self.mask_id, self.bos_id, self.eos_id = int(mask_id), int(bos_id), int(eos_id)
 
     def forward(self, token_ids: torch.Tensor):
-        return self._causal(token_ids) if self.causal else self._masked(token_ids)
+        ids = torch.round(token_ids).to(torch.int64)  # (B, T)
+        return self._causal(ids) if self.causal else self._masked(ids)
 
     def _masked(self, ids):
         B, T = ids.shape
@@ -111,7 +116,7 @@ class ScoringGraph(nn.Module):
     def _reduce(nll, n_terms):
         total = nll.double().sum(dim=1)  # (B,), summed in float64 as the scorer does
         mean = total / torch.clamp(n_terms, min=1).double()
-        return total.float(), mean.float(), n_terms, nll
+        return total.float(), mean.float(), n_terms.float(), nll
 
 
 def scoring_graph(model_dir, which: str = "best") -> tuple[ScoringGraph, object, dict]:
@@ -156,7 +161,7 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
     preprocess = Path(preprocess) if preprocess is not None else path.with_name("preprocess.json")
     graph, tokenizer, ckpt = scoring_graph(model_dir, which)
     n_vocab = tokenizer.vocab_size
-    sample = torch.tensor([[1, 2, 3, 4, 5], [2, 3, 4, 0, 0], [5, 6, 0, 0, 0]], dtype=torch.int64) % (n_vocab - 4) + 1
+    sample = (torch.tensor([[1, 2, 3, 4, 5], [2, 3, 4, 0, 0], [5, 6, 0, 0, 0]]) % (n_vocab - 4) + 1).float()
     sample[1, 3:] = 0
     sample[2, 2:] = 0
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
@@ -174,7 +179,7 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
         ref = reference_events[:n_reference]
         ids = pad_tokens(tokenizer.encode(ref))
         with torch.no_grad():
-            total, mean, n_terms, _ = graph(torch.from_numpy(ids))
+            total, mean, n_terms, _ = graph(torch.from_numpy(ids.astype(np.float32)))
         info["reference"] = {
             "events": [_event_json(ev) for ev in ref.to_list()],
             "token_ids": ids.tolist(),
@@ -214,11 +219,13 @@ def preprocess_info(tokenizer, ckpt, model_dir) -> dict:
         "eventlm_version": __version__,
         "model_dir": str(model_dir),
         "objective": ckpt["objective"],
-        "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "tokens"], "pad": special.pad}},
+        "inputs": {"token_ids": {"dtype": "float32", "shape": ["batch", "tokens"], "pad": special.pad,
+                                 "note": "whole-number token ids stored as float32 (CMSSW's ONNXRuntime "
+                                         "takes float inputs only)"}},
         "outputs": {
             "nll_sum": {"dtype": "float32", "shape": ["batch"]},
             "nll_mean": {"dtype": "float32", "shape": ["batch"]},
-            "n_terms": {"dtype": "int64", "shape": ["batch"]},
+            "n_terms": {"dtype": "float32", "shape": ["batch"]},
             "token_nll": {"dtype": "float32",
                           "shape": ["batch", "tokens + 1" if ckpt["objective"] == "causal" else "tokens"]},
         },
@@ -243,12 +250,12 @@ def _event_json(event: dict) -> dict:
 
 
 def onnx_scores(path, token_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the exported graph with ONNX Runtime (one thread) on padded ``token_ids``."""
+    """Run the exported graph with ONNX Runtime (one thread) on padded ``token_ids`` (as float32)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    values = session.run(list(OUTPUT_NAMES), {"token_ids": np.asarray(token_ids, dtype=np.int64)})
+    values = session.run(list(OUTPUT_NAMES), {"token_ids": np.asarray(token_ids, dtype=np.float32)})
     return dict(zip(OUTPUT_NAMES, values))

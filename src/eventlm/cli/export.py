@@ -10,7 +10,7 @@ def add_parser(subparsers) -> None:
         "export",
         help="export a model to ONNX",
         description="Write the scoring graph of the model in DIR as ONNX (dynamic batch and token axes; "
-        "input token_ids int64 (batch, tokens) 0-padded; outputs nll_sum, nll_mean, n_terms, token_nll) "
+        "input token_ids float32 (batch, tokens) 0-padded; outputs nll_sum, nll_mean, n_terms, token_nll) "
         "and a preprocess.json with the tokenizer's bins and special ids. See docs/export.md.",
     )
     p.add_argument("model", metavar="DIR", help="model directory from `eventlm train`")
