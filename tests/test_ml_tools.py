@@ -143,3 +143,13 @@ def test_reader_options_and_bad_arguments(model_dir, nanoaod_path):
         EventlmScorer(model_dir, reader="miniaod")
     with pytest.raises(FileNotFoundError, match="is not a model directory"):
         EventlmScorer(nanoaod_path.parent)
+
+
+def test_the_documented_processor_is_the_tested_file():
+    """docs/analysis.md shows docs/examples/score_in_processor.py verbatim (the code this module runs)."""
+    doc = (ROOT_DIR / "docs" / "analysis.md").read_text()
+    section = doc[doc.index("## Scoring inside your own processor"):]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    example = (ROOT_DIR / "docs" / "examples" / "score_in_processor.py").read_text()
+    assert "class ScoreProcessor(processor.ProcessorABC):" in block
+    assert block in example
