@@ -4,9 +4,9 @@ Run it on a NanoAOD file with a model directory from ``eventlm train``::
 
     python docs/examples/score_in_processor.py runs/default nano.root --executor futures --workers 2
 
-The regions count jets as eventlm's NanoAOD reader selects them (pT > 20 GeV, |eta| < 2.8):
+The regions count jets with eventlm's kinematic cuts (pT > 20 GeV, |eta| < 2.8; its reader also applies jet ID):
 CR = 4 or 5 jets, SR = 6 or more. tests/test_ml_tools.py runs this file with the iterative, futures and
-dask executors and checks its histogram against ``eventlm score`` on the same file.
+dask executors and checks its scores against ``eventlm score`` on the same file.
 """
 
 from __future__ import annotations
