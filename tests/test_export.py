@@ -109,3 +109,10 @@ def test_preprocess_json_rebuilds_the_tokenizer(exported, fixture_events):
     np.testing.assert_array_equal(np.array(ref["token_ids"]), pad_tokens(tokenizer.encode(fixture_events[:8])))
     ort = onnx_scores(exported["masked"] / "model.onnx", np.array(ref["token_ids"]))
     np.testing.assert_allclose(ort["nll_sum"], ref["nll_sum"], rtol=1e-6)
+
+
+def test_export_of_a_missing_model_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "no-model"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eventlm export: error:") and "no-model" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()

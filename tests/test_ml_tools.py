@@ -153,3 +153,4 @@ def test_the_documented_processor_is_the_tested_file():
     example = (ROOT_DIR / "docs" / "examples" / "score_in_processor.py").read_text()
     assert "class ScoreProcessor(processor.ProcessorABC):" in block
     assert block in example
+

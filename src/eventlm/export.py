@@ -160,6 +160,10 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
     path = Path(path)
     preprocess = Path(preprocess) if preprocess is not None else path.with_name("preprocess.json")
     graph, tokenizer, ckpt = scoring_graph(model_dir, which)
+    if tokenizer.kind != "lut":
+        log.warning("%s: the %s tokenizer is a network of its own; preprocess.json holds its parameters but "
+                    "not its weights, so a C++ framework cannot tokenize with it from the JSON alone",
+                    model_dir, tokenizer.kind)
     n_vocab = tokenizer.vocab_size
     sample = (torch.tensor([[1, 2, 3, 4, 5], [2, 3, 4, 0, 0], [5, 6, 0, 0, 0]]) % (n_vocab - 4) + 1).float()
     sample[1, 3:] = 0
