@@ -9,7 +9,6 @@ import pickle
 import awkward as ak
 import numpy as np
 import pytest
-from coffea import processor
 
 from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
 from eventlm.analysis.processor import (
