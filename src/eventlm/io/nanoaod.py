@@ -19,8 +19,9 @@ Photon      pT > 20 GeV, abs(eta) < 2.37    ``Photon_cutBased`` >= 2 (medium)   
 Then overlap removal (ΔR < 0.4, :func:`eventlm.io.selection.overlap_removal`): photons near a
 lepton and jets near a lepton or photon are dropped. A jet is a BJET when the b-tag branch exceeds
 the working point: by default DeepJet (``Jet_btagDeepFlavB``) medium of 2018 UL for Run 2 files and
-ParticleNet (``Jet_btagPNetB``) medium of 2022 for Run 3 files (a file is Run 3 when it has
-``Jet_btagPNetB``); :data:`BTAG_WORKING_POINTS` holds the other periods.
+ParticleNet (``Jet_btagPNetB``, DeepJet where a file lacks it) medium of 2022 for Run 3 files (a
+file is Run 3 when it has ``Jet_btagPNetB`` or the ``Rho_*`` branches of NanoAOD v10 and later);
+:data:`BTAG_WORKING_POINTS` holds the other periods.
 
 ``met``/``met_phi`` come from ``MET`` (Run 2) or ``PuppiMET`` (Run 3) by default, whichever the file
 has (said in the log); without either they are computed from the selected objects (with a warning).
@@ -77,8 +78,8 @@ BTAG_WORKING_POINTS: dict[str, dict[str, dict[str, float]]] = {
 }
 #: The era whose working point a file gets when none is given, per LHC Run.
 DEFAULT_BTAG_ERA = {2: "2018", 3: "2022"}
-#: The b-tag branch per Run when none is given.
-DEFAULT_BTAG_BRANCH = {2: "Jet_btagDeepFlavB", 3: "Jet_btagPNetB"}
+#: The b-tag branches per Run when none is given, the first the file has is used.
+DEFAULT_BTAG_BRANCH = {2: ("Jet_btagDeepFlavB",), 3: ("Jet_btagPNetB", "Jet_btagDeepFlavB")}
 #: MET collections in order of preference, per Run.
 MET_PREFERENCE = {2: ("MET", "PuppiMET"), 3: ("PuppiMET", "MET")}
 
@@ -181,7 +182,8 @@ class _Plan:
                         ", ".join(f"{c}_{f}" for c in missing for f in _REQUIRED[c]
                                   if f not in fields.get(c, set())))
         jet_fields = fields.get("Jet", set())
-        self.run = 3 if "btagPNetB" in jet_fields else 2
+        # Run 3 NanoAOD (v10 and later) renamed fixedGridRho* to Rho_*, v12 added ParticleNet b-tagging
+        self.run = 3 if "btagPNetB" in jet_fields or fields.get("Rho") else 2
         skipped: list[str] = []
         # MET
         if o.met is not None:
@@ -197,7 +199,9 @@ class _Plan:
         # b-tag
         self.btag_field = self.btag_cut = None
         if "Jet" in self.present:
-            branch = o.btag_branch or DEFAULT_BTAG_BRANCH[self.run]
+            defaults = DEFAULT_BTAG_BRANCH[self.run]
+            branch = o.btag_branch or next(
+                (b for b in defaults if b.removeprefix("Jet_") in jet_fields), defaults[0])
             era = o.btag_era or DEFAULT_BTAG_ERA[self.run]
             if isinstance(o.btag_wp, str):
                 table = BTAG_WORKING_POINTS[era]
@@ -367,7 +371,7 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     _reject_dask(events)
     options = options or NanoAODOptions()
     names = set(events.fields)
-    fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET") if c in names}
+    fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET", "Rho") if c in names}
     top = {b for b in ("event", "genWeight") if b in names}
     plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)))
     colls = {c: ak.zip({f: _plain(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
