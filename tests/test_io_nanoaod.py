@@ -45,14 +45,26 @@ def _read(name: str, options: NanoAODOptions | None = None):
     return read_events(real_file(name), nanoaod=options)
 
 
+#: every branch the independent selections below use, read once per file
+RAW_BRANCHES = ("event", "genWeight", "MET_pt", "MET_phi", "PuppiMET_pt", "PuppiMET_phi",
+                *(f"{c}_{f}" for c in LOOSE for f in ("pt", "eta", "phi")),
+                "Jet_jetId", "Jet_btagPNetB", "Jet_btagDeepFlavB", "Muon_mediumId", "Muon_pfRelIso04_all",
+                "Electron_cutBased")
+
+
 @lru_cache(maxsize=None)
-def _raw(name: str, branches: tuple[str, ...]):
+def _file(name: str):
     with uproot.open(real_file(name)) as f:
         tree = f["Events"]
         keys = set(tree_keys(tree))  # (for an RNTuple, also builds its field index: seconds faster)
-        present = [b for b in branches if b in keys]
-        arrays = tree.arrays(present) if present else None
-        return arrays, tree.num_entries, keys
+        return tree.arrays([b for b in RAW_BRANCHES if b in keys]), tree.num_entries, keys
+
+
+def _raw(name: str, branches: tuple[str, ...]):
+    arrays, n, keys = _file(name)
+    assert all(b in RAW_BRANCHES for b in branches)
+    present = [b for b in branches if b in keys]
+    return (arrays[present] if present else None), n, keys
 
 
 def _count(events, kinds) -> np.ndarray:
