@@ -195,3 +195,23 @@ def test_physlite_without_photons_reads_them_as_empty_with_one_warning(tmp_path,
     np.testing.assert_array_equal(events.event_id.to_numpy(), ak.to_numpy(src["event"]).astype(np.int64))
     assert ak.sum(events.particles.kind == int(Kind.PHOTON)) == 0
     assert ak.sum(events.particles.kind == int(Kind.ELECTRON)) > 0
+
+
+@pytest.mark.parametrize(("name", "iso"), [
+    ("DAOD_PHYSLITE_21.2.108.0.art.pool.root", "AnalysisMuonsAuxDyn.ptvarcone30_TightTTVA_pt1000"),
+    ("uproot-physlite-rntuple_v1-0-0-0.root", "AnalysisMuonsAuxDyn:ptvarcone30_Nonprompt_All_MaxWeightTTVA_pt1000"),
+])
+def test_muon_quality_and_isolation_match_a_selection_written_here(name, iso):
+    tree_name, sep = FILES[name][:2]
+    with uproot.open(real_file(name)) as f:
+        tree = f[tree_name]
+        tree_keys(tree)
+        m = tree.arrays([f"AnalysisMuonsAuxDyn{sep}{x}" for x in ("pt", "eta", "quality")] + [iso])
+    pt, eta, quality = (m[f"AnalysisMuonsAuxDyn{sep}{x}"] for x in ("pt", "eta", "quality"))
+    # xAOD::Muon::quality() = the two lowest bits of the stored byte: 0 tight, 1 medium, 2 loose
+    keep = (pt > 15e3) & (abs(eta) < 2.5) & ((quality & 3) <= 1) & (m[iso] < 0.15 * pt)
+    events = _read(name)
+    np.testing.assert_array_equal(_count(events, (Kind.MUON,)), ak.to_numpy(ak.sum(keep, axis=1)))
+    assert ak.sum(keep) > 0
+    tight = read_events(real_file(name), physlite=PHYSLITEOptions(muon_id="tight"))
+    assert _count(tight, (Kind.MUON,)).sum() <= ak.sum(keep)

@@ -13,7 +13,7 @@ collection   kinematics                    identification / isolation           
 Jets         pT > 20 GeV, abs(eta) < 2.8   JVT for pT < 60 GeV, abs(eta) < 2.4: ``NNJvtPass``,  JET/BJET
                                            or ``Jvt`` > 0.5 in older files
 Electrons    pT > 15 GeV, abs(eta) < 2.47  ``DFCommonElectronsLHMedium``, ptvarcone30/pT < 0.15  ELECTRON
-Muons        pT > 15 GeV, abs(eta) < 2.5   ``quality`` <= 1 (medium), ptvarcone30/pT < 0.15     MUON
+Muons        pT > 15 GeV, abs(eta) < 2.5   ``quality & 3`` <= 1 (medium), ptvarcone30/pT < 0.15 MUON
 Photons      pT > 20 GeV, abs(eta) < 2.37  ``DFCommonPhotonsIsEMTight``                         PHOTON
 ===========  ============================  ===================================================  ========
 
@@ -276,8 +276,8 @@ class _Plan:
                 out[name] = ~central_soft | passes
             elif name in ("electron_id", "photon_id"):
                 out[name] = values != 0
-            elif name == "muon_id":
-                out[name] = values <= MUON_QUALITY[o.muon_id]
+            elif name == "muon_id":  # xAOD::Muon::quality() is the two lowest bits (higher: other flags)
+                out[name] = (values & 3) <= MUON_QUALITY[o.muon_id]
             else:  # isolation: ptvarcone30 / pT (both MeV)
                 limit = o.electron_iso if coll == "Electrons" else o.muon_iso
                 out[name] = values < limit * rec.pt
