@@ -43,6 +43,7 @@ import numpy as np
 from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
+    SUSPICIOUS_REJECTS,
     Cut,
     _plain,
     _reject_dask,
@@ -52,6 +53,7 @@ from eventlm.io.selection import (
     constant_like,
     empty_candidates,
     kept_particles,
+    suspicion_reporter,
     met_from_objects,
     object_mask,
     overlap_removal,
@@ -174,6 +176,8 @@ class _Plan:
                  warn=log.warning):
         o = self.options = options
         self.where = where
+        self.suspicious = suspicion_reporter(where, warn)
+        self.warn, self.btag_unfilled = warn, False
         self.top = [b for b in ("event", "genWeight") if b in top]
         self.present = [c for c in COLLECTIONS if set(_REQUIRED[c]) <= fields.get(c, set())]
         missing = [c for c in COLLECTIONS if c not in self.present]
@@ -270,12 +274,19 @@ class _Plan:
             rec = colls[c]
             mass = rec.mass if "mass" in self.read[c] else ak.zeros_like(rec.pt)
             if c == "Jet" and self.btag_field:
-                kinds = ak.where(rec[self.btag_field] > self.btag_cut, int(Kind.BJET), int(Kind.JET))
+                score = rec[self.btag_field]
+                kinds = ak.where(score > self.btag_cut, int(Kind.BJET), int(Kind.JET))
+                n_jets = int(ak.sum(ak.num(score, axis=1)))
+                if n_jets >= SUSPICIOUS_REJECTS and not ak.any(score >= 0) and not self.btag_unfilled:
+                    self.btag_unfilled = True  # e.g. DeepJet in the 2015 Open Data NanoAOD (-3000)
+                    self.warn("%s: Jet_%s is below 0 for all %d jets (not filled): no b-jets; choose "
+                              "another btag_branch", self.where, self.btag_field, n_jets)
             else:
                 kinds = constant_like(rec.pt, int(kind))
             charge = rec.charge if "charge" in self.read[c] else constant_like(rec.pt, 0)
             cand = candidates(rec.pt, rec.eta, rec.phi, mass, charge, kinds)
-            parts[c] = (cand, object_mask(cand, getattr(o, c.lower()), self._requirements(c, rec)))
+            parts[c] = (cand, object_mask(cand, getattr(o, c.lower()), self._requirements(c, rec),
+                                          suspicious=self.suspicious))
         jets, jet_keep = parts["Jet"] or (None, None)
         photons, photon_keep = parts["Photon"] or (None, None)
         jet_keep, photon_keep = overlap_removal(

@@ -50,6 +50,7 @@ from eventlm.io.selection import (
     constant_like,
     empty_candidates,
     kept_particles,
+    suspicion_reporter,
     met_from_objects,
     nanoevents_process,
     object_mask,
@@ -144,6 +145,7 @@ class _Plan:
                  where: str, warn=log.warning):
         o = self.options = options
         self.where = where
+        self.suspicious = suspicion_reporter(where, warn)
         self.present = [c for c in OBJECTS if set(_REQUIRED[c]) <= fields.get(c, set())]
         missing = [c for c in OBJECTS if c not in self.present]
         if missing:
@@ -223,7 +225,7 @@ class _Plan:
             charge = rec.charge if "charge" in self.read[c] else constant_like(pt, 0)
             cand = candidates(pt, rec.eta, rec.phi, mass, charge, kinds)
             cut = {"Jets": o.jet, "Electrons": o.electron, "Muons": o.muon, "Photons": o.photon}[c]
-            parts[c] = (cand, object_mask(cand, cut, self._requirements(c, rec, pt)))
+            parts[c] = (cand, object_mask(cand, cut, self._requirements(c, rec, pt), suspicious=self.suspicious))
         jets, jet_keep = parts["Jets"] or (None, None)
         photons, photon_keep = parts["Photons"] or (None, None)
         jet_keep, photon_keep = overlap_removal(
