@@ -367,3 +367,43 @@ def test_options_are_checked():
     events = read_events(real_file("nano_dy.root"), nanoaod=opts)
     jets = events.particles[(events.particles.kind == int(Kind.JET)) | (events.particles.kind == int(Kind.BJET))]
     assert ak.all(jets.pt > 30) and ak.all(abs(jets.eta) < 2.4)
+
+
+def test_unfilled_id_and_btag_branches_are_reported_once(nanoaod_path, caplog):
+    # in the 2015 Open Data NanoAOD the muon IDs are all False and DeepJet is -3000
+    caplog.set_level(logging.WARNING, logger="eventlm.io")
+    events = read_events(nanoaod_path, step_size=50)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("muon_id rejects all" in m for m in messages) == 1
+    assert sum("Jet_btagDeepFlavB is below 0 for all" in m for m in messages) == 1
+    assert ak.sum(events.particles.kind == int(Kind.MUON)) == 0
+    without = read_events(nanoaod_path, nanoaod=NanoAODOptions(muon_id=None))
+    assert ak.sum(without.particles.kind == int(Kind.MUON)) > 0
+
+
+@pytest.mark.parametrize("name", ["ggH_M125_amcatnlo_v13.root", "nano_dy_rntuple.root",
+                                  "uproot-physlite-rntuple_v1-0-0-0.root", "DAOD_PHYSLITE_21.2.108.0.art.pool.root"])
+def test_cli_convert_and_info_on_real_files(name, tmp_path, capsys):
+    from eventlm.cli import main
+
+    out = tmp_path / "out.parquet"
+    assert main(["convert", str(real_file(name)), str(out)]) == 0
+    direct = read_events(real_file(name))
+    assert_same_events(direct, read_events(out), rtol=0, atol=0)
+    capsys.readouterr()
+    assert main(["info", str(real_file(name))]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(direct)} events" in text.splitlines()[0]
+    for kind in Kind:
+        total = int(ak.sum(direct.particles.kind == int(kind)))
+        row = next(line for line in text.splitlines() if line.startswith(kind.name.lower() + " "))
+        assert int(row.split()[1]) == total
+    # a reader option through the command line: no overlap removal keeps at least as many jets
+    assert main(["info", str(real_file(name)), "--overlap-dr", "0"]) == 0
+    loose = capsys.readouterr().out
+    jets = lambda t: int(next(r for r in t.splitlines() if r.startswith("jet ")).split()[1])  # noqa: E731
+    assert jets(loose) >= jets(text)
+    with pytest.raises(SystemExit) as exit_:  # one line on stderr and status 2, as argparse does
+        main(["info", str(real_file(name)), "--btag-era", "1999"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("eventlm info: error: btag_era must be one of")

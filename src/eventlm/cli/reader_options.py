@@ -5,6 +5,7 @@ gives the keywords of :func:`eventlm.io.iter_events` (``nanoaod=``, ``physlite=`
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,14 @@ def options(args: argparse.Namespace) -> dict:
     from eventlm.io.nanoaod import NanoAODOptions
     from eventlm.io.physlite import PHYSLITEOptions
 
+    try:
+        return _options(args, NanoAODOptions, PHYSLITEOptions, replace)
+    except ValueError as err:
+        print(f"eventlm {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _options(args, NanoAODOptions, PHYSLITEOptions, replace) -> dict:  # noqa: N803 - the classes
     nano = NanoAODOptions.kinematic_only() if args.kinematic_only else NanoAODOptions()
     lite = PHYSLITEOptions.kinematic_only() if args.kinematic_only else PHYSLITEOptions()
     wp = args.btag_wp
@@ -40,7 +49,7 @@ def options(args: argparse.Namespace) -> dict:
         try:
             wp = float(wp)
         except ValueError:
-            raise SystemExit(f"eventlm: error: --btag-wp must be a number or loose/medium/tight, not {wp!r}") from None
+            raise ValueError(f"--btag-wp must be a number or loose/medium/tight, not {wp!r}") from None
     nano = replace(nano, **{k: v for k, v in (("process", args.process), ("met", args.met),
                                               ("btag_branch", args.btag_branch), ("btag_wp", wp),
                                               ("btag_era", args.btag_era), ("overlap_dr", args.overlap_dr))

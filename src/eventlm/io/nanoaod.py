@@ -210,8 +210,8 @@ class _Plan:
             if isinstance(o.btag_wp, str):
                 table = BTAG_WORKING_POINTS[era]
                 if branch not in table:
-                    raise ValueError(f"no {o.btag_wp} working point of {branch} for {era} "
-                                     f"(known: {', '.join(table)}); pass btag_wp=<number>")
+                    raise EventFormatError(where, f"no {o.btag_wp} working point of {branch} for {era} "
+                                                  f"(known: {', '.join(table)}); pass btag_wp=<number>")
                 cut = table[branch][o.btag_wp]
             else:
                 cut = float(o.btag_wp)
