@@ -47,7 +47,7 @@ def _raw(name: str):
         for coll in LOOSE:
             for fld in ("pt", "eta", "phi"):
                 wanted[f"Analysis{coll}AuxDyn{sep}{fld}"] = f"{coll}.{fld}"
-        link = (f"AnalysisJetsAuxDyn.btaggingLink/AnalysisJetsAuxDyn.btaggingLink.m_persIndex" if sep == "."
+        link = ("AnalysisJetsAuxDyn.btaggingLink/AnalysisJetsAuxDyn.btaggingLink.m_persIndex" if sep == "."
                 else "AnalysisJetsAuxDyn:btaggingLink")
         wanted[link] = "link"
         for p in ("pb", "pc", "pu"):

@@ -11,7 +11,7 @@ import uproot
 from conftest import assert_same_events, random_events
 
 from eventlm.errors import EventFormatError
-from eventlm.events import Kind, process_code
+from eventlm.events import process_code
 from eventlm.io import ReadReport, iter_events, read_events, write_events
 from eventlm.io.root import read_process_names
 

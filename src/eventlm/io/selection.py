@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from eventlm.events import Kind, energy_from_pt_eta, make_events
+from eventlm.events import energy_from_pt_eta, make_events
 
 log = logging.getLogger(__name__)
 
