@@ -198,16 +198,17 @@ def test_met_collection_follows_the_run_and_the_option(caplog):
         NanoAODOptions(met="CaloMET")
 
 
-def _copy_without(src: str, dst, drop: tuple[str, ...]) -> None:
-    """A slimmed copy of a real NanoAOD: the collections the reader uses, minus ``drop``."""
+def _copy_without(src: str, dst, drop: tuple[str, ...], drop_branches: tuple[str, ...] = ()) -> None:
+    """A slimmed copy of a real NanoAOD: the collections the reader uses, minus ``drop`` (and the
+    branches ``drop_branches``)."""
     keep = ("Jet", "Electron", "Muon", "Photon", "MET", "PuppiMET")
     with uproot.open(real_file(src)) as f:
         tree = f["Events"]
         names = [k for k in tree.keys() if k.split("_", 1)[0] in keep and k.split("_", 1)[0] not in drop
-                 and not k.startswith("n")]
-        arrays = tree.arrays([*names, "event", "run", "luminosityBlock"])
-    data = {"event": ak.to_numpy(arrays.event), "run": ak.to_numpy(arrays.run),
-            "luminosityBlock": ak.to_numpy(arrays.luminosityBlock)}
+                 and not k.startswith("n") and k not in drop_branches]
+        top = [b for b in ("event", "run", "luminosityBlock", "genWeight") if b in tree.keys()]
+        arrays = tree.arrays([*names, *top])
+    data = {b: ak.to_numpy(arrays[b]) for b in top}
     for coll in keep:
         fields = [k for k in names if k.split("_", 1)[0] == coll]
         if not fields:
@@ -406,3 +407,15 @@ def test_cli_convert_and_info_on_real_files(name, tmp_path, capsys):
         main(["info", str(real_file(name)), "--btag-era", "1999"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().startswith("eventlm info: error: btag_era must be one of")
+
+
+def test_v15_like_file_without_jet_id_keeps_the_jets_with_one_warning(tmp_path, caplog):
+    # NanoAOD v15 dropped Jet_jetId (the jet ID is recomputed from its JSON there)
+    path = tmp_path / "no_jetid.root"
+    _copy_without("ggH_M125_amcatnlo_v13.root", path, drop=(), drop_branches=("Jet_jetId",))
+    caplog.set_level(logging.WARNING, logger="eventlm.io")
+    events = read_events(path, process="x", step_size=30)  # four chunks, still one warning
+    warned = [r.getMessage() for r in caplog.records if "Jet_jetId" in r.getMessage()]
+    assert len(warned) == 1 and "not applied" in warned[0] and "jet_id (Jet_jetId)" in warned[0]
+    without_id = _read("ggH_M125_amcatnlo_v13.root", NanoAODOptions(jet_id=None, process="x"))
+    assert_same_events(events, without_id, rtol=0, atol=0)
