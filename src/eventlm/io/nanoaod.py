@@ -173,7 +173,7 @@ class _Plan:
     """Which fields to read and which requirements apply, from the fields a source holds."""
 
     def __init__(self, fields: dict[str, set[str]], top: set[str], options: NanoAODOptions, where: str,
-                 warn=log.warning):
+                 warn=log.warning, info=log.info):
         o = self.options = options
         self.where = where
         self.suspicious = suspicion_reporter(where, warn)
@@ -183,8 +183,7 @@ class _Plan:
         missing = [c for c in COLLECTIONS if c not in self.present]
         if missing:
             warn("%s: no %s collection (%s); read as empty", where, ", ".join(missing),
-                        ", ".join(f"{c}_{f}" for c in missing for f in _REQUIRED[c]
-                                  if f not in fields.get(c, set())))
+                 ", ".join(f"{c}_{f}" for c in missing for f in _REQUIRED[c] if f not in fields.get(c, set())))
         jet_fields = fields.get("Jet", set())
         # Run 3 NanoAOD (v10 and later) renamed fixedGridRho* to Rho_*, v12 added ParticleNet b-tagging
         self.run = 3 if "btagPNetB" in jet_fields or fields.get("Rho") else 2
@@ -199,7 +198,7 @@ class _Plan:
         if self.met is None:
             warn("%s: no MET or PuppiMET; met is computed from the selected objects", where)
         else:
-            log.info("%s: met from %s_pt, %s_phi (Run %d file)", where, self.met, self.met, self.run)
+            info("%s: met from %s_pt, %s_phi (Run %d file)", where, self.met, self.met, self.run)
         # b-tag
         self.btag_field = self.btag_cut = None
         if "Jet" in self.present:
@@ -217,7 +216,7 @@ class _Plan:
                 cut = float(o.btag_wp)
             if branch.removeprefix("Jet_") in jet_fields:
                 self.btag_field, self.btag_cut = branch.removeprefix("Jet_"), cut
-                log.info("%s: b-jets are %s > %g (%s)", where, branch, cut,
+                info("%s: b-jets are %s > %g (%s)", where, branch, cut,
                          f"{o.btag_wp} working point of {era}" if isinstance(o.btag_wp, str) else "given cut")
             else:
                 skipped.append(f"b-tagging ({branch})")
@@ -384,7 +383,8 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     names = set(events.fields)
     fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET", "Rho") if c in names}
     top = {b for b in ("event", "genWeight") if b in names}
-    plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)))
+    plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)),
+                 info=warn_once(("nanoaod", fields, options), logging.INFO))
     colls = {c: ak.zip({f: _plain(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
     process = options.process or nanoevents_process(events)
     return plan.map(colls, {b: _plain(events[b]) for b in plan.top}, len(events), 0, process)

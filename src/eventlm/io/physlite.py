@@ -142,7 +142,7 @@ class _Plan:
     """What to read and which requirements apply, from the fields a source holds."""
 
     def __init__(self, fields: dict[str, set[str]], btag_container: str | None, options: PHYSLITEOptions,
-                 where: str, warn=log.warning):
+                 where: str, warn=log.warning, info=log.info):
         o = self.options = options
         self.where = where
         self.suspicious = suspicion_reporter(where, warn)
@@ -190,7 +190,7 @@ class _Plan:
                 self.btag = (tagger, fc, cut)
                 self.read["Jets"].append("btaggingLink")
                 self.read["BTagging"] = scores
-                log.info("%s: b-jets are %s (%s) > %g (fc %g, %s)", where, tagger, btag_container, cut, fc,
+                info("%s: b-jets are %s (%s) > %g (fc %g, %s)", where, tagger, btag_container, cut, fc,
                          "given cut" if o.btag_cut is not None else f"{o.btag_wp} % working point")
             else:
                 skipped.append(f"b-tagging ({btag_container or 'BTagging_AntiKt4EMPFlow'}: {', '.join(scores)})")
@@ -376,7 +376,8 @@ def from_nanoevents(events, options: PHYSLITEOptions | None = None) -> ak.Array:
         candidates_[0] if candidates_ else None)
     if container:
         fields["BTagging"] = set(events[container].fields)
-    plan = _Plan(fields, container, options, "NanoEvents", warn=warn_once(("physlite", fields, options)))
+    plan = _Plan(fields, container, options, "NanoEvents", warn=warn_once(("physlite", fields, options)),
+                 info=warn_once(("physlite", fields, options), logging.INFO))
     colls = {}
     for c, fs in plan.read.items():
         if not fs:

@@ -194,16 +194,16 @@ def empty_candidates(n: int) -> ak.Array:
 _WARNED: set = set()
 
 
-def warn_once(key):
-    """A ``log.warning`` that gives each message once per process for ``key`` (NanoEvents come
-    chunk by chunk inside a processor, and one warning per chunk would drown the log)."""
+def warn_once(key, level: int = logging.WARNING):
+    """A logging call that gives each message once per process for ``key`` (NanoEvents come chunk
+    by chunk inside a processor, and one message per chunk would drown the log)."""
     key = repr(key)
 
     def warn(message, *args):
         seen = (key, message % args)
         if seen not in _WARNED:
             _WARNED.add(seen)
-            log.warning(message, *args)
+            log.log(level, message, *args)
 
     return warn
 
