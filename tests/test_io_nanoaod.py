@@ -292,6 +292,7 @@ def test_btag_branch_era_and_working_point_are_options(nanoaod_path):
         read_events(nanoaod_path, btag_branch="Jet_btagCSVV2")
 
 
+@lru_cache(maxsize=None)
 def _nanoevents(name: str, mode: str):
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
@@ -419,3 +420,25 @@ def test_v15_like_file_without_jet_id_keeps_the_jets_with_one_warning(tmp_path, 
     assert len(warned) == 1 and "not applied" in warned[0] and "jet_id (Jet_jetId)" in warned[0]
     without_id = _read("ggH_M125_amcatnlo_v13.root", NanoAODOptions(jet_id=None, process="x"))
     assert_same_events(events, without_id, rtol=0, atol=0)
+
+
+def test_from_nanoevents_warns_once_over_chunks(caplog):
+    events = _nanoevents("nano_dimuon.root", "eager")
+    options = NanoAODOptions(btag_branch="Jet_btagNotInThisFile", btag_wp=0.5)
+    caplog.set_level(logging.INFO, logger="eventlm.io")
+    first = from_nanoevents(events[:20], options)
+    second = from_nanoevents(events[20:], options)
+    warned = [r for r in caplog.records if "Jet_btagNotInThisFile" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert sum("met from MET_pt" in r.getMessage() for r in caplog.records) == 1
+    assert len(first) + len(second) == len(events)
+    assert ak.sum(first.particles.kind == int(Kind.BJET)) + ak.sum(second.particles.kind == int(Kind.BJET)) == 0
+
+
+@pytest.mark.parametrize("name", ["nano_dy_rntuple.root", "ggH_M125_amcatnlo_v13.root"])
+def test_streamed_chunks_equal_one_read(name):
+    from eventlm.io import iter_events
+
+    chunks = list(iter_events(real_file(name), step_size=7))
+    assert all(len(c) <= 7 for c in chunks) and len(chunks) > 1
+    assert_same_events(ak.concatenate(chunks), _read(name), rtol=0, atol=0)

@@ -215,3 +215,12 @@ def test_muon_quality_and_isolation_match_a_selection_written_here(name, iso):
     assert ak.sum(keep) > 0
     tight = read_events(real_file(name), physlite=PHYSLITEOptions(muon_id="tight"))
     assert _count(tight, (Kind.MUON,)).sum() <= ak.sum(keep)
+
+
+@pytest.mark.parametrize("name", ["uproot-physlite-rntuple_v1-0-0-0.root", "PHYSLITE_example.root"])
+def test_streamed_chunks_equal_one_read(name):
+    from eventlm.io import iter_events
+
+    chunks = list(iter_events(real_file(name), step_size=13))
+    assert all(len(c) <= 13 for c in chunks) and len(chunks) > 1
+    assert_same_events(ak.concatenate(chunks), _read(name), rtol=0, atol=0)
