@@ -11,7 +11,7 @@ import uproot
 from conftest import assert_same_events, random_events
 
 from eventlm.errors import EventFormatError
-from eventlm.events import Kind, process_code
+from eventlm.events import process_code
 from eventlm.io import ReadReport, iter_events, read_events, write_events
 from eventlm.io.root import read_process_names
 
@@ -257,3 +257,35 @@ def test_skip_report_is_empty_for_good_files(ntuple):
     report = ReadReport()
     list(iter_events(ntuple[0], on_error="skip", report=report))
     assert report.n_skipped == 0
+
+
+def test_ntuple_written_as_an_rntuple_reads_back(tmp_path, mixed_events):
+    # uproot writes an RNTuple for ``file[name] = {...}``: the particles become one field of records
+    path = tmp_path / "ntuple_rntuple.root"
+    events = mixed_events
+    labels = events.process.to_list()
+    names = sorted(set(labels))
+    score = np.linspace(0, 1, len(events), dtype=np.float32)
+    with uproot.recreate(path) as f:
+        f["Events"] = {
+            "run": np.ones(len(events), np.uint32),
+            "luminosityBlock": np.ones(len(events), np.uint32),
+            "event": events.event_id.to_numpy(),
+            "weight": events.weight.to_numpy(),
+            "process_code": np.array([process_code(p) for p in labels], np.int32),
+            "MET_pt": events.met.to_numpy(),
+            "MET_phi": events.met_phi.to_numpy(),
+            "Particle": ak.zip({fld: events.particles[fld] for fld in ("kind", "charge", "pt", "eta", "phi", "E")}),
+            "anomaly_score": score,
+        }
+        f.mktree("ProcessNames", {"process_code": np.int32, "process_name": "string"})
+        f["ProcessNames"].extend({"process_code": np.array([process_code(n) for n in names], np.int32),
+                                  "process_name": ak.Array(names)})
+    with uproot.open(path) as f:
+        assert f.classnames()["Events;1"] == "ROOT::RNTuple"
+    back = read_events(path)
+    assert_same_events(events, back, rtol=0, atol=0)
+    np.testing.assert_array_equal(back.anomaly_score.to_numpy(), score)
+    chunks = list(iter_events(path, step_size=97))
+    assert sum(map(len, chunks)) == len(events)
+    assert_same_events(events, ak.concatenate(chunks)[[f for f in back.fields if f != "anomaly_score"]])

@@ -19,8 +19,9 @@ Photon      pT > 20 GeV, abs(eta) < 2.37    ``Photon_cutBased`` >= 2 (medium)   
 Then overlap removal (ΔR < 0.4, :func:`eventlm.io.selection.overlap_removal`): photons near a
 lepton and jets near a lepton or photon are dropped. A jet is a BJET when the b-tag branch exceeds
 the working point: by default DeepJet (``Jet_btagDeepFlavB``) medium of 2018 UL for Run 2 files and
-ParticleNet (``Jet_btagPNetB``) medium of 2022 for Run 3 files (a file is Run 3 when it has
-``Jet_btagPNetB``); :data:`BTAG_WORKING_POINTS` holds the other periods.
+ParticleNet (``Jet_btagPNetB``, DeepJet where a file lacks it) medium of 2022 for Run 3 files (a
+file is Run 3 when it has ``Jet_btagPNetB`` or the ``Rho_*`` branches of NanoAOD v10 and later);
+:data:`BTAG_WORKING_POINTS` holds the other periods.
 
 ``met``/``met_phi`` come from ``MET`` (Run 2) or ``PuppiMET`` (Run 3) by default, whichever the file
 has (said in the log); without either they are computed from the selected objects (with a warning).
@@ -42,6 +43,7 @@ import numpy as np
 from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
+    SUSPICIOUS_REJECTS,
     Cut,
     _plain,
     _reject_dask,
@@ -51,6 +53,7 @@ from eventlm.io.selection import (
     constant_like,
     empty_candidates,
     kept_particles,
+    suspicion_reporter,
     met_from_objects,
     object_mask,
     overlap_removal,
@@ -77,8 +80,8 @@ BTAG_WORKING_POINTS: dict[str, dict[str, dict[str, float]]] = {
 }
 #: The era whose working point a file gets when none is given, per LHC Run.
 DEFAULT_BTAG_ERA = {2: "2018", 3: "2022"}
-#: The b-tag branch per Run when none is given.
-DEFAULT_BTAG_BRANCH = {2: "Jet_btagDeepFlavB", 3: "Jet_btagPNetB"}
+#: The b-tag branches per Run when none is given, the first the file has is used.
+DEFAULT_BTAG_BRANCH = {2: ("Jet_btagDeepFlavB",), 3: ("Jet_btagPNetB", "Jet_btagDeepFlavB")}
 #: MET collections in order of preference, per Run.
 MET_PREFERENCE = {2: ("MET", "PuppiMET"), 3: ("PuppiMET", "MET")}
 
@@ -170,18 +173,20 @@ class _Plan:
     """Which fields to read and which requirements apply, from the fields a source holds."""
 
     def __init__(self, fields: dict[str, set[str]], top: set[str], options: NanoAODOptions, where: str,
-                 warn=log.warning):
+                 warn=log.warning, info=log.info):
         o = self.options = options
         self.where = where
+        self.suspicious = suspicion_reporter(where, warn)
+        self.warn, self.btag_unfilled = warn, False
         self.top = [b for b in ("event", "genWeight") if b in top]
         self.present = [c for c in COLLECTIONS if set(_REQUIRED[c]) <= fields.get(c, set())]
         missing = [c for c in COLLECTIONS if c not in self.present]
         if missing:
             warn("%s: no %s collection (%s); read as empty", where, ", ".join(missing),
-                        ", ".join(f"{c}_{f}" for c in missing for f in _REQUIRED[c]
-                                  if f not in fields.get(c, set())))
+                 ", ".join(f"{c}_{f}" for c in missing for f in _REQUIRED[c] if f not in fields.get(c, set())))
         jet_fields = fields.get("Jet", set())
-        self.run = 3 if "btagPNetB" in jet_fields else 2
+        # Run 3 NanoAOD (v10 and later) renamed fixedGridRho* to Rho_*, v12 added ParticleNet b-tagging
+        self.run = 3 if "btagPNetB" in jet_fields or fields.get("Rho") else 2
         skipped: list[str] = []
         # MET
         if o.met is not None:
@@ -193,23 +198,25 @@ class _Plan:
         if self.met is None:
             warn("%s: no MET or PuppiMET; met is computed from the selected objects", where)
         else:
-            log.info("%s: met from %s_pt, %s_phi (Run %d file)", where, self.met, self.met, self.run)
+            info("%s: met from %s_pt, %s_phi (Run %d file)", where, self.met, self.met, self.run)
         # b-tag
         self.btag_field = self.btag_cut = None
         if "Jet" in self.present:
-            branch = o.btag_branch or DEFAULT_BTAG_BRANCH[self.run]
+            defaults = DEFAULT_BTAG_BRANCH[self.run]
+            branch = o.btag_branch or next(
+                (b for b in defaults if b.removeprefix("Jet_") in jet_fields), defaults[0])
             era = o.btag_era or DEFAULT_BTAG_ERA[self.run]
             if isinstance(o.btag_wp, str):
                 table = BTAG_WORKING_POINTS[era]
                 if branch not in table:
-                    raise ValueError(f"no {o.btag_wp} working point of {branch} for {era} "
-                                     f"(known: {', '.join(table)}); pass btag_wp=<number>")
+                    raise EventFormatError(where, f"no {o.btag_wp} working point of {branch} for {era} "
+                                                  f"(known: {', '.join(table)}); pass btag_wp=<number>")
                 cut = table[branch][o.btag_wp]
             else:
                 cut = float(o.btag_wp)
             if branch.removeprefix("Jet_") in jet_fields:
                 self.btag_field, self.btag_cut = branch.removeprefix("Jet_"), cut
-                log.info("%s: b-jets are %s > %g (%s)", where, branch, cut,
+                info("%s: b-jets are %s > %g (%s)", where, branch, cut,
                          f"{o.btag_wp} working point of {era}" if isinstance(o.btag_wp, str) else "given cut")
             else:
                 skipped.append(f"b-tagging ({branch})")
@@ -266,12 +273,19 @@ class _Plan:
             rec = colls[c]
             mass = rec.mass if "mass" in self.read[c] else ak.zeros_like(rec.pt)
             if c == "Jet" and self.btag_field:
-                kinds = ak.where(rec[self.btag_field] > self.btag_cut, int(Kind.BJET), int(Kind.JET))
+                score = rec[self.btag_field]
+                kinds = ak.where(score > self.btag_cut, int(Kind.BJET), int(Kind.JET))
+                n_jets = int(ak.sum(ak.num(score, axis=1)))
+                if n_jets >= SUSPICIOUS_REJECTS and not ak.any(score >= 0) and not self.btag_unfilled:
+                    self.btag_unfilled = True  # e.g. DeepJet in the 2015 Open Data NanoAOD (-3000)
+                    self.warn("%s: Jet_%s is below 0 for all %d jets (not filled): no b-jets; choose "
+                              "another btag_branch", self.where, self.btag_field, n_jets)
             else:
                 kinds = constant_like(rec.pt, int(kind))
             charge = rec.charge if "charge" in self.read[c] else constant_like(rec.pt, 0)
             cand = candidates(rec.pt, rec.eta, rec.phi, mass, charge, kinds)
-            parts[c] = (cand, object_mask(cand, getattr(o, c.lower()), self._requirements(c, rec)))
+            parts[c] = (cand, object_mask(cand, getattr(o, c.lower()), self._requirements(c, rec),
+                                          suspicious=self.suspicious))
         jets, jet_keep = parts["Jet"] or (None, None)
         photons, photon_keep = parts["Photon"] or (None, None)
         jet_keep, photon_keep = overlap_removal(
@@ -367,9 +381,10 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     _reject_dask(events)
     options = options or NanoAODOptions()
     names = set(events.fields)
-    fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET") if c in names}
+    fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET", "Rho") if c in names}
     top = {b for b in ("event", "genWeight") if b in names}
-    plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)))
+    plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)),
+                 info=warn_once(("nanoaod", fields, options), logging.INFO))
     colls = {c: ak.zip({f: _plain(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
     process = options.process or nanoevents_process(events)
     return plan.map(colls, {b: _plain(events[b]) for b in plan.top}, len(events), 0, process)

@@ -13,7 +13,7 @@ collection   kinematics                    identification / isolation           
 Jets         pT > 20 GeV, abs(eta) < 2.8   JVT for pT < 60 GeV, abs(eta) < 2.4: ``NNJvtPass``,  JET/BJET
                                            or ``Jvt`` > 0.5 in older files
 Electrons    pT > 15 GeV, abs(eta) < 2.47  ``DFCommonElectronsLHMedium``, ptvarcone30/pT < 0.15  ELECTRON
-Muons        pT > 15 GeV, abs(eta) < 2.5   ``quality`` <= 1 (medium), ptvarcone30/pT < 0.15     MUON
+Muons        pT > 15 GeV, abs(eta) < 2.5   ``quality & 3`` <= 1 (medium), ptvarcone30/pT < 0.15 MUON
 Photons      pT > 20 GeV, abs(eta) < 2.37  ``DFCommonPhotonsIsEMTight``                         PHOTON
 ===========  ============================  ===================================================  ========
 
@@ -50,6 +50,7 @@ from eventlm.io.selection import (
     constant_like,
     empty_candidates,
     kept_particles,
+    suspicion_reporter,
     met_from_objects,
     nanoevents_process,
     object_mask,
@@ -141,9 +142,10 @@ class _Plan:
     """What to read and which requirements apply, from the fields a source holds."""
 
     def __init__(self, fields: dict[str, set[str]], btag_container: str | None, options: PHYSLITEOptions,
-                 where: str, warn=log.warning):
+                 where: str, warn=log.warning, info=log.info):
         o = self.options = options
         self.where = where
+        self.suspicious = suspicion_reporter(where, warn)
         self.present = [c for c in OBJECTS if set(_REQUIRED[c]) <= fields.get(c, set())]
         missing = [c for c in OBJECTS if c not in self.present]
         if missing:
@@ -188,7 +190,7 @@ class _Plan:
                 self.btag = (tagger, fc, cut)
                 self.read["Jets"].append("btaggingLink")
                 self.read["BTagging"] = scores
-                log.info("%s: b-jets are %s (%s) > %g (fc %g, %s)", where, tagger, btag_container, cut, fc,
+                info("%s: b-jets are %s (%s) > %g (fc %g, %s)", where, tagger, btag_container, cut, fc,
                          "given cut" if o.btag_cut is not None else f"{o.btag_wp} % working point")
             else:
                 skipped.append(f"b-tagging ({btag_container or 'BTagging_AntiKt4EMPFlow'}: {', '.join(scores)})")
@@ -223,7 +225,7 @@ class _Plan:
             charge = rec.charge if "charge" in self.read[c] else constant_like(pt, 0)
             cand = candidates(pt, rec.eta, rec.phi, mass, charge, kinds)
             cut = {"Jets": o.jet, "Electrons": o.electron, "Muons": o.muon, "Photons": o.photon}[c]
-            parts[c] = (cand, object_mask(cand, cut, self._requirements(c, rec, pt)))
+            parts[c] = (cand, object_mask(cand, cut, self._requirements(c, rec, pt), suspicious=self.suspicious))
         jets, jet_keep = parts["Jets"] or (None, None)
         photons, photon_keep = parts["Photons"] or (None, None)
         jet_keep, photon_keep = overlap_removal(
@@ -276,8 +278,8 @@ class _Plan:
                 out[name] = ~central_soft | passes
             elif name in ("electron_id", "photon_id"):
                 out[name] = values != 0
-            elif name == "muon_id":
-                out[name] = values <= MUON_QUALITY[o.muon_id]
+            elif name == "muon_id":  # xAOD::Muon::quality() is the two lowest bits (higher: other flags)
+                out[name] = (values & 3) <= MUON_QUALITY[o.muon_id]
             else:  # isolation: ptvarcone30 / pT (both MeV)
                 limit = o.electron_iso if coll == "Electrons" else o.muon_iso
                 out[name] = values < limit * rec.pt
@@ -374,7 +376,8 @@ def from_nanoevents(events, options: PHYSLITEOptions | None = None) -> ak.Array:
         candidates_[0] if candidates_ else None)
     if container:
         fields["BTagging"] = set(events[container].fields)
-    plan = _Plan(fields, container, options, "NanoEvents", warn=warn_once(("physlite", fields, options)))
+    plan = _Plan(fields, container, options, "NanoEvents", warn=warn_once(("physlite", fields, options)),
+                 info=warn_once(("physlite", fields, options), logging.INFO))
     colls = {}
     for c, fs in plan.read.items():
         if not fs:

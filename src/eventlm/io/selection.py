@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from eventlm.events import Kind, energy_from_pt_eta, make_events
+from eventlm.events import energy_from_pt_eta, make_events
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,18 @@ def constant_like(pt, value, dtype=np.int8) -> ak.Array:
     return ak.values_astype(ak.zeros_like(pt, dtype=dtype), dtype) + np.asarray(value, dtype=dtype)
 
 
-def object_mask(objects: ak.Array, cut: Cut, requirements: dict | None = None) -> ak.Array:
+#: A requirement that rejects every one of at least this many objects passing the kinematic cuts is
+#: reported (a branch that exists but was never filled, as the muon IDs of the 2015 Open Data NanoAOD).
+SUSPICIOUS_REJECTS = 10
+
+
+def object_mask(objects: ak.Array, cut: Cut, requirements: dict | None = None, *, suspicious=None) -> ak.Array:
     """Per-object boolean mask: the kinematic cut and every named requirement (jagged bool arrays).
 
     The cuts are combined by a :class:`coffea.analysis_tools.PackedSelection` over the flattened
-    objects, one bit per cut (``pt``, ``eta`` and the names of ``requirements``).
+    objects, one bit per cut (``pt``, ``eta`` and the names of ``requirements``). ``suspicious(name,
+    n)`` is called for a requirement that rejects all of the ``n >= SUSPICIOUS_REJECTS`` objects
+    that pass the kinematic cuts.
     """
     from coffea.analysis_tools import PackedSelection
 
@@ -78,7 +85,26 @@ def object_mask(objects: ak.Array, cut: Cut, requirements: dict | None = None) -
     selection.add("eta", _flat(abs(objects.eta) < cut.abs_eta))
     for name, mask in (requirements or {}).items():
         selection.add(name, _flat(mask))
+    if suspicious is not None and requirements:
+        n_kinematic = int(np.count_nonzero(selection.all("pt", "eta")))
+        if n_kinematic >= SUSPICIOUS_REJECTS:
+            for name in requirements:
+                if not np.any(selection.all("pt", "eta", name)):
+                    suspicious(name, n_kinematic)
     return ak.unflatten(selection.all(*selection.names), counts)
+
+
+def suspicion_reporter(where: str, warn):
+    """A ``suspicious`` callback for :func:`object_mask` that warns once per requirement."""
+    seen: set[str] = set()
+
+    def report(name: str, n: int) -> None:
+        if name not in seen:
+            seen.add(name)
+            warn("%s: %s rejects all %d objects that pass the kinematic cuts: is the branch filled? "
+                 "(switch it off with %s=None)", where, name, n, name)
+
+    return report
 
 
 def _flat(mask) -> np.ndarray:
@@ -168,16 +194,16 @@ def empty_candidates(n: int) -> ak.Array:
 _WARNED: set = set()
 
 
-def warn_once(key):
-    """A ``log.warning`` that gives each message once per process for ``key`` (NanoEvents come
-    chunk by chunk inside a processor, and one warning per chunk would drown the log)."""
+def warn_once(key, level: int = logging.WARNING):
+    """A logging call that gives each message once per process for ``key`` (NanoEvents come chunk
+    by chunk inside a processor, and one message per chunk would drown the log)."""
     key = repr(key)
 
     def warn(message, *args):
         seen = (key, message % args)
         if seen not in _WARNED:
             _WARNED.add(seen)
-            log.warning(message, *args)
+            log.log(level, message, *args)
 
     return warn
 
