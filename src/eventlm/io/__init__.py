@@ -10,10 +10,17 @@ Reading::
     for chunk in iter_events(paths, step_size=50_000):   # bounded memory, any file size
         ...
 
-``paths`` is one path or a list; files are read in order and concatenated. ``.root`` input is either
-an eventlm ntuple (TTree ``Events`` with ``Particle_*`` branches) or a CMS NanoAOD-like file (``Jet_pt``
-present, no ``Particle_pt``), mapped by :mod:`eventlm.io.nanoaod`. ROOT and Parquet files that carry
-extra columns (e.g. ``anomaly_score``, ``token_nll``) come back with them as extra event fields.
+``paths`` is one path or a list; files are read in order and concatenated. ``.root`` input is told
+apart by what it holds, TTree or RNTuple alike:
+
+- ``Events`` with ``Particle_pt`` (or an RNTuple field ``Particle``): an eventlm ntuple;
+- ``Events`` with NanoAOD collections (``Jet_pt``, ``Muon_pt``, ``MET_pt`` ...): CMS NanoAOD, mapped by
+  :mod:`eventlm.io.nanoaod` (options: ``nanoaod=NanoAODOptions(...)``);
+- ``CollectionTree`` (or the RNTuple ``EventData``) with ``AnalysisJets`` ...: ATLAS PHYSLITE, mapped
+  by :mod:`eventlm.io.physlite` (options: ``physlite=PHYSLITEOptions(...)``).
+
+ROOT and Parquet files that carry extra columns (e.g. ``anomaly_score``, ``token_nll``) come back with
+them as extra event fields.
 
 Bad input raises :class:`eventlm.errors.EventFormatError` naming the file, the line (CSV, 1-based) or
 entry (ROOT/Parquet, 0-based) and the problem. With ``on_error="skip"`` bad lines/entries are dropped,
@@ -151,8 +158,10 @@ def iter_events(
     reader choose: a CSV file then comes in blocks of up to :data:`eventlm.io.csv.MAX_BLOCK_BYTES`
     of text, ROOT in chunks of about :data:`eventlm.io.root.AUTO_STEP` and Parquet in chunks of
     :data:`DEFAULT_STEP_SIZE` events. ``report`` (a :class:`ReadReport`)
-    collects what ``on_error="skip"`` dropped. ``options`` go to the NanoAOD mapping
-    (``process=``, ``btag_branch=``, ``btag_wp=``; see :mod:`eventlm.io.nanoaod`).
+    collects what ``on_error="skip"`` dropped. ``options`` go to the experiment readers:
+    ``nanoaod=`` a :class:`eventlm.io.nanoaod.NanoAODOptions`, ``physlite=`` a
+    :class:`eventlm.io.physlite.PHYSLITEOptions` (each used only for files of its kind), and the
+    shortcuts ``process=``, ``met=``, ``btag_branch=``, ``btag_wp=``, ``btag_era=`` (NanoAOD).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
