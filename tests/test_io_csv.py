@@ -109,8 +109,8 @@ def test_bad_line_number_is_global_when_blocks_are_cut_by_bytes(tmp_path, monkey
         path = tmp_path / name
         data = "".join(lines).encode()
         path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
-        monkeypatch.setattr(csv_module, "MAX_BLOCK_BYTES", 1000)  # many blocks
-        monkeypatch.setattr(csv_module, "BLOCK_BYTES", 512)
+        monkeypatch.setattr(csv_module.blocks, "MAX_BLOCK_BYTES", 1000)  # many blocks
+        monkeypatch.setattr(csv_module.blocks, "BLOCK_BYTES", 512)
         with pytest.raises(EventFormatError, match="line 251: object 1 pt: not a number: 'oops'"):
             read_events(path)
         assert iter_report(path, step_size=None) == [251]
