@@ -260,11 +260,11 @@ def _object_code(buf, p):
 
 @_flat
 def _fast_integer(buf, s, e):
-    """(True, value) for ``-?digits`` with at most 18 digits, else (False, 0)."""
+    """(True, value) for ``[+-]?digits`` with at most 18 digits, else (False, 0)."""
     i = s
     neg = False
-    if i < e and buf[i] == 45:
-        neg = True
+    if i < e and (buf[i] == 45 or buf[i] == 43):  # '-', '+'
+        neg = buf[i] == 45
         i += 1
     if i == e or e - i > 18:
         return False, 0

@@ -156,7 +156,8 @@ def _build(scan: ScanResult) -> ak.Array:
                 sel = cols == col
                 if sel.any():
                     v = values[sel]
-                    target[rows[sel]] = v / MEV_PER_GEV if col in (1, 3, 4) else v
+                    with np.errstate(over="ignore"):  # beyond float32: inf, as in the scan (sanity rules decide)
+                        target[rows[sel]] = v / MEV_PER_GEV if col in (1, 3, 4) else v
         if bad_values:
             bad = np.concatenate([bad, *bad_values])
     if len(bad):
@@ -170,6 +171,8 @@ def _build(scan: ScanResult) -> ak.Array:
 
 def _cast(strings: pa.Array, type_: pa.DataType) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``(values, None)``, or ``(None, indices of the strings that are not finite numbers)``."""
+    if pa.types.is_integer(type_):  # Arrow reads no '+' sign on integers (Python's int() does)
+        strings = pc.replace_substring_regex(strings, r"^\+", "")
     try:
         values = pc.cast(strings, type_).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -231,6 +234,8 @@ def _number_problem(value: str, *, integer: bool = False) -> str | None:
         number = int(value) if integer else float(value)
     except ValueError:
         return f"not a{'n integer' if integer else ' number'}: {value!r}"
+    if integer and not -(2**63) <= number < 2**63:
+        return f"integer out of the 64-bit range: {value!r}"
     if not math.isfinite(number):
         return f"non-finite value {value!r}"
     return None
