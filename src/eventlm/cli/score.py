@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--step-size", type=int, default=50_000, metavar="N", help="events read per step")
     p.add_argument("--confusion", metavar="PLOT.png", help="also draw token confusion matrices")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="scoring processes, each with one torch thread (default 1; see eventlm.parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -26,10 +28,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from eventlm.score import score_files
+    from eventlm.errors import EventlmError
+    from eventlm.parallel import score_files_parallel
 
-    summary = score_files(args.model, args.inputs, args.output, step_size=args.step_size, device=args.device,
-                          confusion=args.confusion, progress=not args.no_progress)
+    if args.workers < 1:
+        raise EventlmError(f"--workers must be at least 1, not {args.workers}")
+    summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
+                                   step_size=args.step_size, device=args.device, confusion=args.confusion,
+                                   progress=not args.no_progress)
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
         summary["seconds"], summary["events_per_s"],
