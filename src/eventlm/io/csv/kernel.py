@@ -38,8 +38,10 @@ U64 = np.uint64
 # The loop of the scan and its helpers allocate nothing, so they are compiled without numba's
 # runtime (``_nrt=False``, an undocumented numba option present in every numba >= 0.58): with the
 # runtime every call of a helper that takes ``buf`` costs an atomic reference-count increment and
-# decrement. Measured on the 200k-event benchmark file (70 MB, one thread, best of 5):
-# NRT_MEASUREMENT
+# decrement. Measured on the 200k-event file of benchmarks/io.py (70 MB, one thread, CPU time of
+# the scan, best of 7, three alternating runs each, 2026-12-01): 0.170-0.182 s without the runtime,
+# 0.290-0.302 s with it (NRT = True): 1.7x. So it stays off; set NRT = True if a numba release drops
+# the option (the scan then still works, slower).
 NRT = False
 
 
