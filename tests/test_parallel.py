@@ -13,7 +13,7 @@ import pytest
 from eventlm.config import RunConfig
 from eventlm.io import read_events
 from eventlm.parallel import PoolScorer, score_files_parallel
-from eventlm.score import Scorer, score_files
+from eventlm.score import score_files
 from eventlm.train import train
 
 TINY = RunConfig(seed=3).replace(
@@ -44,6 +44,7 @@ def test_two_workers_give_each_event_one_score_in_input_order(models, objective,
     two = score_files_parallel(model, [fixture_path, fixture_path], tmp_path / "two.parquet", workers=2,
                                step_size=97, piece_events=13, confusion=tmp_path / "confusion.png")
     assert two["workers"] == 2 and two["startup_seconds"] > 0
+    assert score_files_parallel(model, [fixture_path], tmp_path / "w1.parquet", workers=1)["workers"] == 1
     a, b = read_events(tmp_path / "one.parquet"), read_events(tmp_path / "two.parquet")
     assert one["events"] == two["events"] == len(b) == 2 * len(fixture_events)
     ids = np.tile(ak.to_numpy(fixture_events.event_id), 2)
@@ -56,18 +57,12 @@ def test_two_workers_give_each_event_one_score_in_input_order(models, objective,
     assert (tmp_path / "confusion.png").exists()
 
 
-def test_pool_scorer_cuts_steps_into_pieces_and_joins_them_in_order(model, fixture_events):
-    direct = Scorer.load(model, threads=1).score(fixture_events[:50], return_tokens=True)
-    with PoolScorer(model, 2, piece_events=7) as pool:
-        assert pool.objective == Scorer.load(model).objective
-        cols = pool.score(fixture_events[:50], return_tokens=True)
-        tiny = pool.score(fixture_events[:1])  # fewer events than workers
-    assert set(cols) == set(direct)
-    np.testing.assert_allclose(cols["anomaly_score"], direct["anomaly_score"], rtol=1e-5, atol=1e-6)
-    assert ak.to_list(cols["token_true"]) == ak.to_list(direct["token_true"])
-    assert len(tiny["anomaly_score"]) == 1
+def test_pool_scorer_refuses_work_outside_its_with_block_and_bad_sizes(model, fixture_events):
+    pool = PoolScorer(model, 2)  # no process is started before `with`
     with pytest.raises(RuntimeError, match="outside its `with` block"):
         pool.score(fixture_events[:5])
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        PoolScorer(model, 0)
 
 
 def test_cli_score_workers(model, fixture_path, tmp_path):

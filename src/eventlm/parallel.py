@@ -8,8 +8,8 @@ workers score the pieces as they come free and the scores are joined back in inp
 input event gets exactly one score, in order, whatever the number of workers.
 
 Workers are started with ``spawn`` (safe with torch's thread pools, and the same on Linux, macOS and
-Windows) and load the model once each, before the first step is read; the start-up time is
-reported apart (``startup_seconds``).
+Windows); each loads the model once and scores the first 64 input events as a warm-up (first-call
+costs), before the first step is read; that start-up time is reported apart (``startup_seconds``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ PIECE_EVENTS = 2_000
 _WORKER_SCORER = None  # the Scorer of this worker process
 
 
-def _start_worker(model_dir: str, device: str, which: str, batch_events) -> None:
+def _start_worker(model_dir: str, device: str, which: str, batch_events, warmup) -> None:
     import torch
 
     from eventlm.score import Scorer
@@ -37,9 +37,12 @@ def _start_worker(model_dir: str, device: str, which: str, batch_events) -> None
     torch.set_num_threads(1)
     _WORKER_SCORER = Scorer(model_dir, device, which=which, batch_events=batch_events, threads=1)
     _WORKER_SCORER.model  # load now, not on the first piece  # noqa: B018
+    if warmup is not None:  # first-call costs (compiled tokenizer kernels, torch's first ops) now too
+        _WORKER_SCORER.score(warmup)
 
 
 def _pid() -> int:
+    time.sleep(0.02)  # long enough that the pool hands the next task to another worker
     return os.getpid()
 
 
@@ -67,7 +70,7 @@ class PoolScorer:
     """
 
     def __init__(self, model_dir, workers: int, *, device: str = "cpu", which: str = "best",
-                 batch_events: int | None = None, piece_events: int = PIECE_EVENTS):
+                 batch_events: int | None = None, piece_events: int = PIECE_EVENTS, warmup: ak.Array | None = None):
         from eventlm.score import Scorer
 
         if workers < 1:
@@ -77,7 +80,8 @@ class PoolScorer:
         self.local = Scorer.load(model_dir, device=device, which=which, batch_events=batch_events, threads=1)
         self.workers = workers
         self.piece_events = piece_events
-        self._args = (str(model_dir), str(device), which, batch_events)
+        self._args = (str(model_dir), str(device), which, batch_events,
+                      None if warmup is None else ak.to_packed(warmup[:64]))
         self._pool: ProcessPoolExecutor | None = None
         self.startup_seconds = 0.0
 
@@ -85,9 +89,11 @@ class PoolScorer:
         t0 = time.perf_counter()
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start_worker, initargs=self._args)
-        # start every worker now (each loads the model in its initializer)
-        for f in [self._pool.submit(_pid) for _ in range(2 * self.workers)]:
-            f.result()
+        # start every worker now (each loads the model, and scores the warm-up events, in its
+        # initializer): small tasks until every worker has answered
+        seen: set[int] = set()
+        while len(seen) < self.workers:
+            seen.update(f.result() for f in [self._pool.submit(_pid) for _ in range(2 * self.workers)])
         self.startup_seconds = time.perf_counter() - t0
         return self
 
@@ -123,16 +129,23 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
                          confusion=None, progress: bool = False, piece_events: int = PIECE_EVENTS) -> dict:
     """:func:`eventlm.score.score_files` with the scoring on ``workers`` processes (1: in this process).
 
-    The summary gains ``workers`` and ``startup_seconds`` (starting the workers and loading the
-    model in each, before the first event is read; not part of ``seconds``).
+    The summary gains ``workers`` and ``startup_seconds`` (starting the workers, loading the model
+    in each and scoring the first 64 events once, before the first step is read; not part of
+    ``seconds``).
     """
-    from eventlm.score import score_files
+    from eventlm.io import read_events
+    from eventlm.score import Scorer, score_files
 
-    if workers == 1:
+    warmup = read_events(inputs, max_events=64)
+    if workers == 1:  # in this process, with the same start-up as a worker's
+        t0 = time.perf_counter()
+        scorer = Scorer.load(model_dir, device=device)
+        scorer.score(warmup)
+        startup = time.perf_counter() - t0
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
-                              progress=progress)
-        return {**summary, "workers": 1, "startup_seconds": 0.0}
-    with PoolScorer(model_dir, workers, device=device, piece_events=piece_events) as scorer:
+                              progress=progress, scorer=scorer)
+        return {**summary, "workers": 1, "startup_seconds": startup}
+    with PoolScorer(model_dir, workers, device=device, piece_events=piece_events, warmup=warmup) as scorer:
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
                               progress=progress, scorer=scorer)
     return {**summary, "workers": workers, "startup_seconds": scorer.startup_seconds}
