@@ -179,12 +179,9 @@ def iter_events(
         fmt = detect_format(path)
         before = report.n_skipped
         if fmt == "csv":
-            from eventlm.io.csv import iter_line_blocks, parse_block
+            from eventlm.io.csv import iter_csv
 
-            chunks = (
-                parse_block(block, path, line0=line0, on_error=on_error, report=report)
-                for line0, block in iter_line_blocks(path, step_size if step_size is not None else remaining)
-            )
+            chunks = iter_csv(path, step_size if step_size is not None else remaining, on_error=on_error, report=report)
         elif fmt == "root":
             from eventlm.io.root import AUTO_STEP, iter_root
 
