@@ -261,7 +261,7 @@ class EventWriter:
     on an exception the temporary file is removed and nothing is left behind.
     """
 
-    def __init__(self, path, **options):
+    def __init__(self, path):
         self.path = Path(path)
         self.format = detect_format(self.path)
         self.n_events = 0
@@ -275,7 +275,7 @@ class EventWriter:
         elif self.format == "root":
             from eventlm.io.root import RootSink
 
-            self._sink = RootSink(self._tmp, **options)
+            self._sink = RootSink(self._tmp)
         else:
             from eventlm.io.parquet import ParquetSink
 
@@ -339,9 +339,9 @@ class EventWriter:
             self.abort()
 
 
-def write_events(events: ak.Array, path, extra_columns: dict | None = None, **options) -> Path:
+def write_events(events: ak.Array, path, extra_columns: dict | None = None) -> Path:
     """Write ``events`` (plus ``extra_columns``) to ``path`` in the format of its suffix, atomically."""
-    with EventWriter(path, **options) as out:
+    with EventWriter(path) as out:
         out.write(events, extra_columns)
     return out.path
 
