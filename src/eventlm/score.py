@@ -68,6 +68,10 @@ class Scorer:
     def load(cls, model_dir, device="cpu", **kwargs) -> Scorer:
         """A scorer for ``model_dir``; checks the directory now, loads the weights on first use."""
         model_dir = Path(model_dir)
+        if (model_dir / "classifier.json").exists():  # a classifier from `eventlm finetune`
+            from eventlm.finetune import ClassifierScorer
+
+            return ClassifierScorer.load(model_dir, device=device, **kwargs)
         for name in ("tokenizer.json",):
             if not (model_dir / name).exists():
                 raise FileNotFoundError(f"{model_dir} is not a model directory: no {name}")
