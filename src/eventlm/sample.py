@@ -27,8 +27,9 @@ background (a :class:`SamplingTable`, ``sampling.npz`` in the model directory):
 
 The quantiles run from the smallest to the largest training value of a bin, so a value never leaves
 its bin, and an open-ended overflow bin yields at most the largest training value (never infinity).
-A (category, bin) without training particles falls back to the bin over all categories, then to the
-tokenizer's own representative value. Re-encoding decoded events gives back the sampled tokens
+A (category, bin) with fewer than 20 training particles (:data:`MIN_VALUES`) takes the values of the
+bin over all categories (a kind's mass: over all its pT bins); a bin without any training value takes
+the tokenizer's own representative value. Re-encoding decoded events gives back the sampled tokens
 (pT values inside one (category, pT bin) run of an event are sorted, so the order holds too).
 
 Randomness: one seed. The tokens come from a ``torch.Generator`` seeded with ``seed``; the values
@@ -55,6 +56,8 @@ SAMPLING_FILE = "sampling.npz"
 PROCESS = "generated"
 #: Quantiles stored per bin (from the minimum to the maximum training value of the bin).
 N_QUANTILES = 257
+#: A bin with fewer training values than this takes the values of the same bin over all kinds.
+MIN_VALUES = 20
 #: Events per batch of the token sampler.
 BATCH_EVENTS = 1024
 
@@ -67,8 +70,10 @@ class ModelKindError(EventlmError, ValueError):
 # the per-bin value tables
 
 
-def _group_quantiles(values: np.ndarray, group: np.ndarray, n_groups: int, n_q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n_groups, n_q) quantiles of ``values`` per group (NaN rows for empty groups) and the counts."""
+def _group_quantiles(values: np.ndarray, group: np.ndarray, n_groups: int, n_q: int,
+                     min_values: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(n_groups, n_q) quantiles of ``values`` per group (NaN rows for groups with fewer than
+    ``min_values`` values) and the counts."""
     probs = np.linspace(0.0, 1.0, n_q)
     out = np.full((n_groups, n_q), np.nan)
     order = np.argsort(group, kind="stable")
@@ -76,7 +81,7 @@ def _group_quantiles(values: np.ndarray, group: np.ndarray, n_groups: int, n_q: 
     bounds = np.searchsorted(g, np.arange(n_groups + 1))
     for k in range(n_groups):  # one iteration per bin, not per particle
         chunk = v[bounds[k]:bounds[k + 1]]
-        if len(chunk):
+        if len(chunk) >= max(min_values, 1):
             out[k] = np.quantile(chunk, probs)
     return out, np.diff(bounds)
 
@@ -135,15 +140,15 @@ class SamplingTable:
         # decode() gives each bin's own representative: the last resort for a bin without training values
         rep = _representatives(lut)
 
-        pt_t, _ = _group_quantiles(pt, (cat - 1) * n_pt + cpt - 1, N_CATEGORIES * n_pt, q)
+        pt_t, _ = _group_quantiles(pt, (cat - 1) * n_pt + cpt - 1, N_CATEGORIES * n_pt, q, MIN_VALUES)
         pt_pool, _ = _group_quantiles(pt, cpt - 1, n_pt, q)
         pt_pool = _fill_empty(pt_pool, rep["pt"][:, None])
         pt_t = _fill_empty(pt_t.reshape(N_CATEGORIES, n_pt, q), pt_pool[None])
-        m_t, _ = _group_quantiles(mass, (cat - 1) * n_pt + cpt - 1, N_CATEGORIES * n_pt, q)
+        m_t, _ = _group_quantiles(mass, (cat - 1) * n_pt + cpt - 1, N_CATEGORIES * n_pt, q, MIN_VALUES)
         m_pool, _ = _group_quantiles(mass, cat - 1, N_CATEGORIES, q)  # a kind's mass over all its pT
         m_pool = _fill_empty(m_pool, np.zeros(q))
         m_t = _fill_empty(m_t.reshape(N_CATEGORIES, n_pt, q), m_pool[:, None, :])
-        e_t, _ = _group_quantiles(np.abs(eta), (cat - 1) * n_eta + ceta - 1, N_CATEGORIES * n_eta, q)
+        e_t, _ = _group_quantiles(np.abs(eta), (cat - 1) * n_eta + ceta - 1, N_CATEGORIES * n_eta, q, MIN_VALUES)
         e_pool, _ = _group_quantiles(np.abs(eta), ceta - 1, n_eta, q)
         e_pool = _fill_empty(e_pool, rep["abseta"][:, None])
         e_t = _fill_empty(e_t.reshape(N_CATEGORIES, n_eta, q), e_pool[None])
