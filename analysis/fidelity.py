@@ -3,8 +3,9 @@
 Generates N events with ``eventlm.sample`` from a causal model, compares them with the model's
 held-out test split of the real background (``split.json``), draws ATLAS-style histograms with ratio
 panels (object multiplicity per kind, leading-jet pT, HT, MET, |dphi| of the two leading jets) and
-runs a two-sample classifier test: a HistGradientBoostingClassifier separating generated from real
-events on fixed-length features (10 leading objects as kind one-hot, log pT, eta, sin/cos phi; MET;
+runs a two-sample classifier test (on all generated events, and on generated events that pass the
+real sample's selection, HT >= 300 GeV, >= 4 jets, >= 1 b-jet): a HistGradientBoostingClassifier
+separating generated from real events on fixed-length features (10 leading objects as kind one-hot, log pT, eta, sin/cos phi; MET;
 multiplicities, HT), AUC from 5-fold stratified cross-validation (mean and standard deviation over the
 folds), with permutation importances of the feature groups. Two references run the same test:
 real vs real (two halves of the test split: the AUC of identical distributions) and real vs
@@ -63,6 +64,12 @@ FIGURES = {
     "met": (r"$E_{\mathrm{T}}^{\mathrm{miss}}$ [GeV]", np.linspace(0, 600, 41), True),
     "dphi_jj": (r"$|\Delta\phi(j_1, j_2)|$", np.linspace(0, np.pi, 26), False),
 }
+
+
+def passes_selection(events: ak.Array) -> np.ndarray:
+    """The bundled samples' selection (data/README.md): HT >= 300 GeV, >= 4 jets (b-jets count), >= 1 b-jet."""
+    obs = observables(events)
+    return (obs["ht"] >= 300.0) & (obs["n_jets"] + obs["n_bjets"] >= 4) & (obs["n_bjets"] >= 1)
 
 
 def features(events: ak.Array) -> tuple[np.ndarray, list[str]]:
@@ -174,20 +181,32 @@ def main(argv=None) -> int:
                         progress=True)
     sample_seconds = time.perf_counter() - t1
     write_events(gen, out / "generated.parquet")
+    # the real events passed the selection; generated ones are compared before and after it (a second,
+    # larger draw with another seed supplies N selected events)
+    passing = passes_selection(gen)
+    efficiency = float(passing.mean())
+    extra = sample_events(model_dir, int(n_gen / max(efficiency, 0.05) * 1.1), seed=args.seed + 1000,
+                          temperature=args.temperature, top_k=args.top_k, progress=True)
+    selected = extra[passes_selection(extra)][:n_gen]
+    log.info("%.1f %% of generated events pass the selection; %d selected generated events", 100 * efficiency,
+             len(selected))
     # the reference of the decoding alone: real test events tokenized, then decoded like generated ones
     table = SamplingTable.load(model_dir / SAMPLING_FILE, tokenizer)
     redecoded = decode_tokens(*tokens_to_flat(tokenizer.encode(real)), tokenizer, table, seed=args.seed)
 
-    obs_real, obs_gen = observables(real), observables(gen)
+    obs_real, obs_gen, obs_sel = observables(real), observables(gen), observables(selected)
     note = f"{model_dir.name}, T = {args.temperature:g}" + (f", top-k {args.top_k}" if args.top_k else "")
     paths = []
     for name, (xlabel, bins, logy) in FIGURES.items():
         r, g = obs_real[name], obs_gen[name]
         path = figures / f"{args.prefix}{name}.png"
-        plot_ratio({"Real (test split)": r[np.isfinite(r)], "Generated": g[np.isfinite(g)]}, bins, path,
-                   xlabel=xlabel, logy=logy, note=note)
+        sel = obs_sel[name]
+        plot_ratio({"Real (test split)": r[np.isfinite(r)], "Generated": g[np.isfinite(g)],
+                    "Generated, selected": sel[np.isfinite(sel)]}, bins, path, xlabel=xlabel, logy=logy, note=note)
         paths.append(str(path))
-    summary = {name: {"real_mean": float(np.nanmean(obs_real[name])), "generated_mean": float(np.nanmean(obs_gen[name]))}
+    summary = {name: {"real_mean": float(np.nanmean(obs_real[name])),
+                      "generated_mean": float(np.nanmean(obs_gen[name])),
+                      "selected_mean": float(np.nanmean(obs_sel[name]))}
                for name in FIGURES}
 
     half = np.random.default_rng(args.seed).permutation(len(real))
@@ -201,7 +220,9 @@ def main(argv=None) -> int:
         "top_k": args.top_k,
         "sampling_seconds": sample_seconds,
         "events_per_s": n_gen / sample_seconds,
+        "selection_efficiency": efficiency,
         "generated_vs_real": two_sample_auc(real, gen, args.seed, importances=True),
+        "selected_vs_real": two_sample_auc(real, selected, args.seed, importances=True),
         "redecoded_vs_real": two_sample_auc(real, redecoded, args.seed, importances=True),
         "real_vs_real": two_sample_auc(real_a, real_b, args.seed),
         "means": summary,
@@ -209,13 +230,15 @@ def main(argv=None) -> int:
         "seconds": time.perf_counter() - t0,
     }
     (out / "fidelity.json").write_text(json.dumps(results, indent=1))
-    for key in ("generated_vs_real", "redecoded_vs_real", "real_vs_real"):
+    print(f"selection efficiency of generated events: {efficiency:.4f}")
+    for key in ("generated_vs_real", "selected_vs_real", "redecoded_vs_real", "real_vs_real"):
         r = results[key]
         top = list(r.get("importance", {}).items())[:6]
         print(f"{key}: AUC {r['auc']:.4f} +- {r['auc_std']:.4f}  top features: "
               + ", ".join(f"{k} {v:.3f}" for k, v in top))
     for name, s in summary.items():
-        print(f"{name}: real {s['real_mean']:.3f}  generated {s['generated_mean']:.3f}")
+        print(f"{name}: real {s['real_mean']:.3f}  generated {s['generated_mean']:.3f}  "
+              f"selected {s['selected_mean']:.3f}")
     print(f"sampling {n_gen} events: {sample_seconds:.0f} s ({n_gen / sample_seconds:.0f} events/s); "
           f"total {results['seconds']:.0f} s")
     return 0

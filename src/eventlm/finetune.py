@@ -133,7 +133,7 @@ class FinetuneResult:
     history: dict = field(default_factory=dict)
     out_dir: Path | None = None
 
-    def predict(self, events: ak.Array, *, batch_size: int = 1024, device="cpu") -> np.ndarray:
+    def predict(self, events: ak.Array, *, batch_size: int = 1024) -> np.ndarray:
         """P(signal) of every event, in order (float32)."""
         return predict(self.classifier, self.tokenizer, self.objective, events, batch_size=batch_size)
 
@@ -448,7 +448,8 @@ class ClassifierScorer:
     def load(cls, model_dir, device="cpu", **kwargs) -> ClassifierScorer:
         model_dir = Path(model_dir)
         if not (model_dir / WEIGHTS).exists() or not (model_dir / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{model_dir} is not a complete classifier directory: no {WEIGHTS} or tokenizer.json")
+            raise FileNotFoundError(f"{model_dir} is not a complete classifier directory: "
+                                    f"no {WEIGHTS} or tokenizer.json")
         return cls(model_dir, device, **kwargs)
 
     def __getstate__(self):

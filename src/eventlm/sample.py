@@ -438,7 +438,8 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
     is_part = (flat >= 1) & (flat <= lut.n_particle_tokens)
     bad = ~is_part & ~((flat > lut.n_particle_tokens) & (flat <= lut.n_content))
     if bad.any():
-        raise ModelKindError(f"cannot decode ids {np.unique(flat[bad])[:10].tolist()} (content ids are 1..{lut.n_content})")
+        raise ModelKindError(f"cannot decode ids {np.unique(flat[bad])[:10].tolist()} "
+                             f"(content ids are 1..{lut.n_content})")
     p_event = event_of[is_part]
     cat, cpt, ceta, cphi = (np.asarray(a, dtype=np.int64) for a in lut.split_id(flat[is_part]))
     n = len(cat)

@@ -37,7 +37,8 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
 
     atlas_style()
     bins = np.asarray(bins, dtype=np.float64)
-    fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.06})
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True,
+                                  gridspec_kw={"height_ratios": (3, 1), "hspace": 0.06})
     names = list(samples)
     ref, ref_err = _normalized(samples[names[0]], bins)
     centers = 0.5 * (bins[1:] + bins[:-1])
@@ -45,7 +46,8 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
                  label=f"{names[0]} ({len(samples[names[0]])})")
     for i, name in enumerate(names[1:]):
         h, err = _normalized(samples[name], bins)
-        hep.histplot(h, bins, ax=ax, color=COLORS[i % len(COLORS)], linewidth=2.0, label=f"{name} ({len(samples[name])})")
+        hep.histplot(h, bins, ax=ax, color=COLORS[i % len(COLORS)], linewidth=2.0,
+                     label=f"{name} ({len(samples[name])})")
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(ref > 0, h / ref, np.nan)
             rerr = np.where(ref > 0, ratio * np.sqrt((err / np.maximum(h, 1e-300)) ** 2 + (ref_err / ref) ** 2), np.nan)
@@ -71,7 +73,8 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
     return Path(path)
 
 
-def plot_transfer(rows: list[dict], path, *, signal: str, label: PlotLabel = PlotLabel(), note: str | None = None) -> Path:
+def plot_transfer(rows: list[dict], path, *, signal: str, label: PlotLabel = PlotLabel(),
+                  note: str | None = None) -> Path:
     """AUC against the number of labelled signal events, one curve per method (mean and seed spread).
 
     ``rows``: dicts with ``method``, ``n_signal``, ``auc_mean``, ``auc_std``.
