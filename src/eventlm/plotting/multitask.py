@@ -61,7 +61,7 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
     if logy:
         ax.set_yscale("log")
         positive = ref[ref > 0]
-        ax.set_ylim(max(positive.min() * 0.3, 1e-6) if len(positive) else 1e-5, 3.0)
+        ax.set_ylim(max(positive.min() * 0.3, 1e-6) if len(positive) else 1e-5, 60.0 * max(ref.max(), 1e-6))
     else:
         ax.set_ylim(0, ax.get_ylim()[1] * 1.4)
     add_label(ax, label)
