@@ -189,3 +189,16 @@ def test_sample_cli_writes_readable_events_and_is_deterministic(causal_dir, fixt
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(outs[0].particles.pt)),
                                ak.to_numpy(ak.flatten(outs[1].particles.pt)), rtol=1e-5)
     assert ak.to_list(outs[0].particles.kind) == ak.to_list(outs[2].particles.kind)
+
+
+def test_fidelity_and_transfer_figures_render(tmp_path):
+    from eventlm.plotting.multitask import plot_ratio, plot_transfer
+
+    rng = np.random.default_rng(0)
+    path = plot_ratio({"Real": rng.exponential(50, 500), "Generated": rng.exponential(55, 400)},
+                      np.linspace(0, 300, 31), tmp_path / "ratio.png", xlabel="MET [GeV]", logy=True, note="test")
+    rows = [{"method": m, "n_signal": n, "auc_mean": 0.8 + 0.01 * k, "auc_std": 0.01}
+            for k, m in enumerate(("fine-tuned", "scratch")) for n in (100, 300, 1000)]
+    path2 = plot_transfer(rows, tmp_path / "transfer.png", signal="sig")
+    for p in (path, path2):
+        assert p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG"
