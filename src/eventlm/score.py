@@ -67,10 +67,15 @@ class Scorer:
     @classmethod
     def load(cls, model_dir, device="cpu", **kwargs) -> Scorer:
         """A scorer for ``model_dir``; checks the directory now, loads the weights on first use."""
+        model_dir = Path(model_dir)
+        if (model_dir / "classifier.json").exists():  # a classifier from `eventlm finetune`
+            from eventlm.finetune import ClassifierScorer
+
+            return ClassifierScorer.load(model_dir, device=device, **kwargs)
         from eventlm.modeldir import ModelDir
 
         ModelDir(model_dir).check(device=device, which=kwargs.get("which", "best"))
-        return cls(Path(model_dir), device, **kwargs)
+        return cls(model_dir, device, **kwargs)
 
     def __getstate__(self):
         state = dict(self.__dict__)
