@@ -12,7 +12,7 @@ class EventFormatError(EventlmError, ValueError):
 
     def __init__(self, path, problem: str, *, line: int | None = None, entry: int | None = None):
         self.path = str(path)
-        self.problem = problem
+        self.problem = problem = one_line(problem)
         self.line = line
         self.entry = entry
         where = self.path
@@ -29,3 +29,21 @@ class TokenizationError(EventlmError, ValueError):
 
 class CheckpointMismatchError(EventlmError, ValueError):
     """A tokenizer or checkpoint that does not match the model or the package version."""
+
+
+class ModelDirError(EventlmError):
+    """A model directory that cannot be used: a missing or unreadable file, an unavailable device."""
+
+
+class MissingModelFileError(ModelDirError, FileNotFoundError):
+    """A model directory, or a file it must hold, that does not exist."""
+
+
+class ConfigError(EventlmError, ValueError):
+    """A run config, study config or command-line option of the wrong type or out of range."""
+
+
+def one_line(message, limit: int = 400) -> str:
+    """``message`` on one line (whitespace runs collapsed), cut to about ``limit`` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -90,13 +90,10 @@ class Scorer:
     @classmethod
     def load(cls, model_dir, device="cpu", **kwargs) -> Scorer:
         """A scorer for ``model_dir``; checks the directory now, loads the weights on first use."""
-        model_dir = Path(model_dir)
-        for name in ("tokenizer.json",):
-            if not (model_dir / name).exists():
-                raise FileNotFoundError(f"{model_dir} is not a model directory: no {name}")
-        if not (model_dir / "best.pt").exists() and not (model_dir / "checkpoint.pt").exists():
-            raise FileNotFoundError(f"{model_dir} is not a model directory: no best.pt or checkpoint.pt")
-        return cls(model_dir, device, **kwargs)
+        from eventlm.modeldir import ModelDir
+
+        ModelDir(model_dir).check(device=device, which=kwargs.get("which", "best"))
+        return cls(Path(model_dir), device, **kwargs)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -105,9 +102,9 @@ class Scorer:
 
     def _load(self):
         if self._loaded is None:
-            from eventlm.train import load_model
+            from eventlm.modeldir import ModelDir
 
-            model, tokenizer, ckpt = load_model(self.model_dir, which=self.which, device=self.device)
+            model, tokenizer, ckpt = ModelDir(self.model_dir).load(which=self.which, device=self.device)
             run = ckpt["run_config"]
             self._loaded = {
                 "model": model,

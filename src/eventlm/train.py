@@ -230,37 +230,21 @@ def _write_json(obj, path: Path) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if ckpt.get("eventlm_version") != __version__:
-        log.warning("%s was written by eventlm %s, this is %s", path, ckpt.get("eventlm_version"), __version__)
-    return ckpt
+    """A checkpoint file as a dict (see :func:`eventlm.modeldir.read_checkpoint`: one-line errors)."""
+    from eventlm.modeldir import read_checkpoint
+
+    return read_checkpoint(path, map_location=map_location)
 
 
 def load_model(model_dir, *, which: str = "best", device="cpu"):
     """``(model in eval mode, tokenizer, checkpoint dict)`` of a model directory.
 
     ``which``: ``"best"`` (the best validation epoch, falling back to the last) or ``"last"``.
+    The directory is checked whole first (:class:`eventlm.modeldir.ModelDir`).
     """
-    from eventlm.tokenize import load_tokenizer
+    from eventlm.modeldir import ModelDir
 
-    model_dir = Path(model_dir)
-    path = model_dir / ("best.pt" if which == "best" else "checkpoint.pt")
-    if which == "best" and not path.exists():
-        path = model_dir / "checkpoint.pt"
-    ckpt = load_checkpoint(path, map_location=device)
-    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    model_config = ModelConfig(**ckpt["model_config"])
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise CheckpointMismatchError(
-            f"{model_dir}: tokenizer.json has a vocabulary of {tokenizer.vocab_size}, "
-            f"the model {model_config.vocab_size}"
-        )
-    model = EventTransformer(model_config)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), tokenizer, ckpt
+    return ModelDir(model_dir).load(which=which, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------

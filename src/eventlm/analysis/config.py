@@ -221,6 +221,62 @@ def _validate(config: AnalysisConfig, source: str) -> None:
             raise AnalysisConfigError(f"{source}: [baselines] unknown baseline {b!r}")
     if config.study.lumi <= 0 or config.study.weights_lumi <= 0:
         raise AnalysisConfigError(f"{source}: [study] lumi and weights_lumi must be positive")
+    _validate_types(config, source)
+
+
+#: Smallest values of the numeric keys: ``(section, key) -> (minimum, strict)``.
+_RANGES = {
+    ("metrics", "n_bootstrap"): (1, False), ("baselines", "n_objects"): (1, False),
+    ("baselines", "epochs"): (1, False), ("baselines", "max_train_events"): (1, False),
+    ("histograms", "score_bins"): (1, False), ("run", "workers"): (1, False), ("run", "chunksize"): (1, False),
+    ("inputs", "max_events"): (1, False), ("plot", "com"): (0, True),
+}
+
+
+def _validate_types(config: AnalysisConfig, source: str) -> None:
+    """Every scalar key has its declared type and range (``n_bootstrap = "five"`` is refused here,
+    before any event is read, not deep inside the bootstrap)."""
+    import typing
+
+    def fail(section, key, value, expected):
+        raise AnalysisConfigError(f"{source}: [{section}] {key} = {value!r} must be {expected}")
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for section, cls in _SECTIONS.items():
+        table = getattr(config, section)
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            value, hint = getattr(table, f.name), hints[f.name]
+            options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+            if value is None and type(None) in options:
+                continue
+            if int in options and float not in options and not (isinstance(value, int) and not isinstance(value, bool)):
+                fail(section, f.name, value, "an integer")
+            if float in options and str not in options and not number(value):
+                fail(section, f.name, value, "a number")
+            if options == (str,) and not isinstance(value, str):
+                fail(section, f.name, value, "a string")
+            if typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (float,):
+                if not all(number(v) for v in value):
+                    fail(section, f.name, value, "a list of numbers")
+            if typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (str,):
+                if not all(isinstance(v, str) for v in value):
+                    fail(section, f.name, value, "a list of strings")
+            bound = _RANGES.get((section, f.name))
+            if bound is not None and value is not None and (value < bound[0] or (bound[1] and value == bound[0])):
+                fail(section, f.name, value, f"{'>' if bound[1] else '>='} {bound[0]}")
+    t = config.threshold
+    if not 0 < t.background_efficiency < 1:
+        fail("threshold", "background_efficiency", t.background_efficiency, "in (0, 1)")
+    if not isinstance(t.signal_injection, str) and not (number(t.signal_injection) and t.signal_injection > 0):
+        fail("threshold", "signal_injection", t.signal_injection, "'cross_section' or a positive fraction")
+    if not all(0 < w < 1 for w in config.metrics.working_points):
+        fail("metrics", "working_points", config.metrics.working_points, "background efficiencies in (0, 1)")
+    lo, hi = config.histograms.score_range
+    if not lo < hi:
+        fail("histograms", "score_range", config.histograms.score_range, "[low, high] with low < high")
 
 
 def load_config(path) -> AnalysisConfig:

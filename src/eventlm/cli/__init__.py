@@ -2,8 +2,13 @@
 
 Each subcommand module defines ``add_parser(subparsers)`` (which registers the parser and sets
 ``func``) and imports its heavy dependencies inside the function it runs, so ``eventlm --help`` is fast.
-Errors that eventlm raises on purpose become a one-line message and exit status 2; anything else is a
-bug and keeps its traceback.
+Errors that eventlm raises on purpose, a file that cannot be opened (missing, a directory, no
+permission) and a bad option become a one-line message and exit status 2 (with ``-v`` the traceback
+too); anything else is a bug and keeps its traceback. SIGTERM ends a command like Ctrl-C (status 143),
+so an output being written is removed, never left as a hidden temporary file.
+
+The helpers below are shared by the subcommands: option types (:func:`positive_int`) and the checks
+of input files and output paths that run before any work starts.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import traceback
+from pathlib import Path
 
 from eventlm._version import __version__
-from eventlm.errors import EventlmError
+from eventlm.errors import EventlmError, one_line
 
 #: Subcommands in the order ``eventlm --help`` lists them (pipeline order).
 SUBCOMMANDS = ("info", "convert", "generate", "tokens", "train", "score", "analyze", "demo")
@@ -23,8 +31,78 @@ SUBCOMMANDS = ("info", "convert", "generate", "tokens", "train", "score", "analy
 NOISY_LOGGERS = ("distributed", "dask", "numba", "fsspec", "coffea")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (``eventlm train: error: argument --epochs: ...``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so ``with`` blocks clean up as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def check_inputs(paths) -> list[Path]:
+    """The input files, checked before any work starts: they exist, are files, can be read, have a
+    known suffix. Raises :class:`eventlm.errors.EventFormatError` naming the first bad one."""
+    from eventlm.errors import EventFormatError
+    from eventlm.io import detect_format
+
+    checked = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise EventFormatError(path, "no such file")
+        if path.is_dir():
+            raise EventFormatError(path, "is a directory, not an event file")
+        if not os.access(path, os.R_OK):
+            raise EventFormatError(path, "cannot be read (permission denied)")
+        detect_format(path)
+        checked.append(path)
+    return checked
+
+
+def check_output(path, formats=("csv", "root", "parquet"), inputs=()) -> Path:
+    """An output path checked before any work starts: a known suffix among ``formats``, not a
+    directory, not one of ``inputs``, in an existing directory that can be written."""
+    from eventlm.errors import EventFormatError
+    from eventlm.io import detect_format
+
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt not in formats:
+        raise EventFormatError(path, f"cannot write {fmt.upper()} here (write {' or '.join(formats)})")
+    if path.is_dir():
+        raise EventFormatError(path, "output is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EventFormatError(path, f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EventFormatError(path, f"output directory {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise EventFormatError(path, "output file exists and is not writable")
+    for src in map(Path, inputs):
+        if src.exists() and path.exists() and src.resolve() == path.resolve():
+            raise EventFormatError(path, "output is the input file")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="eventlm",
         description="Masked-token transformer anomaly detection for LHC events.",
     )
@@ -46,6 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _install_sigterm()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm():
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None
+
+
+def _error(args, err) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"eventlm {args.command}: error: {one_line(err)}", file=sys.stderr)
+    return 2
+
+
+def _run(args) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -56,17 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EventlmError as err:
-        print(f"eventlm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"eventlm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"eventlm {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _error(args, err)
     except BrokenPipeError:  # the reader went away (``eventlm info big.root | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141  # 128 + SIGPIPE, as the shell reports it
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        # a path the user gave that cannot be opened: a user error, not a bug
+        return _error(args, err)
+    except KeyboardInterrupt:
+        print(f"eventlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"eventlm {args.command}: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from eventlm.analysis.config import load_config
     from eventlm.analysis.runner import run_analysis
+    from eventlm.cli import positive_int
+
+    if args.workers is not None:
+        positive_int(str(args.workers))
 
     config = load_config(args.config)
     run_overrides = {}
@@ -43,8 +47,102 @@ def run(args: argparse.Namespace) -> int:
         overrides["baselines"] = {"names": ()}
     if overrides:
         config = config.with_overrides(**overrides)
+    precheck(config, args.model, args.out)
     result = run_analysis(config, args.out, model=args.model, progress=not args.no_progress)
     print(result.table)
     print(f"wrote {result.out_dir}/ in {result.seconds:.0f} s: results.md, metrics.json, hists.pkl, hists.root, "
           f"scored/, {sum(1 for k in result.files if str(result.files[k]).endswith('.png'))} figures")
     return 0
+
+
+def precheck(config, model, out) -> None:
+    """What can be checked before the processing: the output directory, the model directory (whole),
+    the inputs (readable; without a model they must carry the score column), and the regions (the
+    control region must select background, and signal for Youden's J; an empty signal region is
+    worth a warning, not a silent ``n/a`` at the end)."""
+    import logging
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from eventlm.analysis.config import AnalysisConfigError
+    from eventlm.analysis.features import variables_of
+    from eventlm.cli import check_inputs
+    from eventlm.io import detect_format, iter_events
+
+    log = logging.getLogger("eventlm.analyze")
+    source = str(config.path or "the study config")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AnalysisConfigError(f"--out {out}: a file, not a directory")
+    parent = out if out.exists() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise AnalysisConfigError(f"--out {out}: {parent} is not writable")
+    model_dir = Path(model) if model is not None else config.study.model
+    if model_dir is not None:
+        from eventlm.modeldir import ModelDir
+
+        ModelDir(model_dir).check()
+    datasets = {"background": config.inputs.background, **config.inputs.signals}
+    if not config.inputs.background:
+        raise AnalysisConfigError(f"{source}: [inputs] background lists no file")
+    for name, paths in datasets.items():
+        check_inputs(paths)
+        if model_dir is None:
+            score = config.threshold.score
+            for path in paths:
+                if score not in _columns(path, detect_format(path)):
+                    raise AnalysisConfigError(
+                        f"{path}: no {score} column, and no model to score it: pass --model DIR (or set "
+                        f"[study] model), or give inputs written by `eventlm score`")
+    cr = config.region(config.threshold.control_region)
+    sr = config.region(config.threshold.signal_region)
+    counts = {}
+    for name, paths in datasets.items():
+        n_cr = n_sr = 0
+        for path in paths:
+            for chunk in iter_events(path, max_events=config.inputs.max_events):
+                values = variables_of(chunk)
+                n_cr += int(np.count_nonzero(cr.mask(values)))
+                n_sr += int(np.count_nonzero(sr.mask(values)))
+        counts[name] = (n_cr, n_sr)
+    if counts["background"][0] == 0:
+        raise AnalysisConfigError(f"{source}: the control region {cr.name} ({cr.describe()}) selects no "
+                                  "background event: no threshold can be chosen there")
+    if config.threshold.method == "youden":
+        for name in config.inputs.signals:
+            if counts[name][0] == 0:
+                raise AnalysisConfigError(
+                    f"{source}: the control region {cr.name} ({cr.describe()}) selects no {name} event, and "
+                    "Youden's J needs signal there (use method = \"background_efficiency\")")
+    for name, (_, n_sr) in counts.items():
+        if n_sr == 0:
+            log.warning("%s: the signal region %s (%s) selects no %s event: its yields and Z will be n/a",
+                        source, sr.name, sr.describe(), name)
+
+
+def _columns(path, fmt: str) -> set[str]:
+    """The column (branch) names of an event file without reading its events."""
+    if fmt == "root":
+        import uproot
+
+        from eventlm.errors import EventFormatError
+
+        try:
+            with uproot.open(path) as f:
+                return set(f["Events"].keys()) if "Events" in f else set()
+        except Exception as err:  # noqa: BLE001 - a corrupt file: the reader will say what is wrong
+            raise EventFormatError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        from eventlm.errors import EventFormatError
+
+        try:
+            return set(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as err:  # noqa: BLE001
+            raise EventFormatError(path, f"not a readable Parquet file ({type(err).__name__}: {err})") from None
+    return set()  # CSV holds no extra columns

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("output", metavar="OUT", help="output file; the format follows its suffix")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="bad lines/entries: stop with an error (default) or skip and report them")
-    p.add_argument("--step-size", type=int, default=100_000, metavar="N", help="events per chunk")
+    p.add_argument("--step-size", type=positive_int, default=100_000, metavar="N", help="events per chunk")
     p.set_defaults(func=run)
 
 
@@ -30,13 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.io import EventWriter, ReadReport, detect_format, extra_fields, iter_events
 
     log = logging.getLogger("eventlm.convert")
+    from eventlm.cli import check_inputs, check_output
+
     src, dst = Path(args.input), Path(args.output)
-    if not src.exists():
-        raise FileNotFoundError(f"no such file: {src}")
+    check_inputs([src])
     if src.resolve() == dst.resolve():
         raise EventFormatError(dst, "output is the input file")
+    check_output(dst)
     to_csv = detect_format(dst) == "csv"
-    detect_format(src)
     report = ReadReport()
     large = src.stat().st_size > 20 << 20
     dropped: list[str] = []
@@ -45,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
             if to_csv and extra_fields(chunk):
                 dropped = extra_fields(chunk)
                 chunk = chunk[[f for f in chunk.fields if f not in dropped]]
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except ValueError as err:  # what the output format cannot hold (a ',' in a label, for CSV)
+                raise EventFormatError(dst, f"cannot write these events: {err}") from None
             bar.update(len(chunk))
     if dropped:
         log.warning("CSV has no place for extra columns; dropped %s", ", ".join(dropped))

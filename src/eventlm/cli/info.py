@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eventlm.cli import check_inputs
+
+    check_inputs(args.files)
     for i, path in enumerate(args.files):
         if i:
             print()
@@ -47,6 +50,8 @@ def summarize(path, *, on_error: str = "raise") -> str:
     max_objects = 0
     extras: list[str] = []
     report = ReadReport()
+    if _empty_csv(path):  # what `convert` writes for zero events: the format has no header
+        return f"{path}: 0 events (empty file)"
     for chunk in iter_events(path, on_error=on_error, report=report):
         n_events += len(chunk)
         extras = extra_fields(chunk)
@@ -82,6 +87,24 @@ def summarize(path, *, on_error: str = "raise") -> str:
     if extras:
         lines.append(f"extra columns: {', '.join(extras)}")
     return "\n".join(lines)
+
+
+def _empty_csv(path) -> bool:
+    """A Dark Machines CSV (or .csv.gz) that holds no line at all."""
+    import gzip
+    from pathlib import Path
+
+    path = Path(path)
+    name = path.name.lower()
+    if not path.is_file() or not (name.endswith(".csv") or name.endswith(".csv.gz")):
+        return False
+    if name.endswith(".csv"):
+        return path.stat().st_size == 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read(1) == b""
+    except (OSError, EOFError):
+        return False  # a broken gzip: the reader says what is wrong
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

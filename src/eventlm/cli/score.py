@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="event files (CSV, ROOT, Parquet)")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory from `eventlm train`")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output .root or .parquet file")
-    p.add_argument("--step-size", type=int, default=50_000, metavar="N", help="events read per step")
+    p.add_argument("--step-size", type=positive_int, default=50_000, metavar="N", help="events read per step")
     p.add_argument("--confusion", metavar="PLOT.png", help="also draw token confusion matrices")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -26,12 +28,33 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from eventlm.score import score_files
+    from eventlm.cli import check_inputs, check_output
+    from eventlm.modeldir import check_device
+    from eventlm.score import Scorer, score_files
 
+    # everything is checked before the first event is read
+    check_inputs(args.inputs)
+    check_output(args.output, formats=("root", "parquet"), inputs=args.inputs)
+    if args.confusion:
+        check_output_png(args.confusion)
+    check_device(args.device)
+    scorer = Scorer.load(args.model, device=args.device)  # the model directory, checked whole
     summary = score_files(args.model, args.inputs, args.output, step_size=args.step_size, device=args.device,
-                          confusion=args.confusion, progress=not args.no_progress)
+                          confusion=args.confusion, progress=not args.no_progress, scorer=scorer)
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
         summary["seconds"], summary["events_per_s"],
     )
     return 0
+
+
+def check_output_png(path) -> None:
+    import os
+    from pathlib import Path
+
+    from eventlm.errors import EventFormatError
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EventFormatError(path, "--confusion: cannot write a figure here (a directory, or no writable directory)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -22,13 +24,16 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="event files (.csv, .csv.gz, .root, .parquet)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--tokenizer", metavar="PATH", help="tokenizer JSON (e.g. MODEL_DIR/tokenizer.json)")
+    src.add_argument("--tokenizer", metavar="PATH",
+                     help="tokenizer JSON, or a model directory (its tokenizer.json, checked against its checkpoint)")
     src.add_argument("--fit", choices=("lut", "vqvae", "graph"),
                      help="fit a new tokenizer of this kind on the first FILE (background) and save it")
     p.add_argument("--out", metavar="DIR", default=None, help="write the plots (and a fitted tokenizer) here")
-    p.add_argument("--max-events", type=int, default=None, metavar="N", help="read at most N events per file")
-    p.add_argument("--top", type=int, default=10, metavar="K", help="list the K most frequent tokens")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs with --fit vqvae/graph")
+    p.add_argument("--max-events", type=positive_int, default=None, metavar="N", help="read at most N events per file")
+    p.add_argument("--top", type=positive_int, default=10, metavar="K", help="list the K most frequent tokens")
+    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs with --fit vqvae/graph")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad lines/entries: stop with an error (default) or skip and count them")
     p.set_defaults(func=run)
 
 
@@ -39,10 +44,27 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eventlm.io import read_events
-    from eventlm.tokenize import get_tokenizer, load_tokenizer
+    from eventlm.tokenize import get_tokenizer
 
-    samples = [read_events(path, max_events=args.max_events) for path in args.files]
+    from eventlm.cli import check_inputs
+    from eventlm.errors import EventFormatError
+
+    check_inputs(args.files)
+    tokenizer = None if args.fit else _load(args.tokenizer)
     out = Path(args.out) if args.out else None
+    if out and out.exists() and not out.is_dir():
+        raise EventFormatError(out, "--out must be a directory, this is a file")
+    samples = []
+    for path in args.files:
+        events, report = read_events(path, max_events=args.max_events, on_error=args.on_error, return_report=True)
+        if report.n_skipped:
+            print(f"{path}: skipped {report.n_skipped} bad lines/entries")
+        samples.append(events)
+    if args.fit and not len(samples[0]):
+        raise EventFormatError(args.files[0], "no events to fit a tokenizer on")
+    if not sum(len(s) for s in samples):
+        raise EventFormatError(args.files[0] if len(args.files) == 1 else ", ".join(args.files),
+                               "no events: nothing to tokenize")
     if out:
         out.mkdir(parents=True, exist_ok=True)
     if args.fit:
@@ -51,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
         tokenizer.fit(samples[0], **fit_kwargs)
         if out:
             print(f"fitted {args.fit} tokenizer on {args.files[0]}: saved {tokenizer.save(out / 'tokenizer.json')}")
-    else:
-        tokenizer = load_tokenizer(args.tokenizer)
 
     n_ids = tokenizer.vocab_size
     counts: dict[str, np.ndarray] = {}
     events_by_process: dict[str, list] = {}
-    for events in samples:
+    for path, events in zip(args.files, samples):
+        if not len(events):
+            print(f"{path}: 0 events")
+            continue
         tokens = tokenizer.encode(events)
         process = np.asarray(ak.to_list(events.process), dtype=object)
         for name in dict.fromkeys(process.tolist()):
@@ -88,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         path = plot_token_frequency(counts, out / "token_frequency.png", n_content=tokenizer.n_content,
                                     boundaries=boundaries, title=f"{tokenizer.kind} tokenizer")
         print(f"wrote {path}")
-        if hasattr(tokenizer, "resolution_report"):
+        if hasattr(tokenizer, "resolution_report") and len(samples[0]):
             background = samples[0]
             report = tokenizer.resolution_report(background)
             print("resolution on " + args.files[0] + ": " + ", ".join(
@@ -96,3 +119,25 @@ def run(args: argparse.Namespace) -> int:
             for p in plot_resolution(tokenizer.resolution_arrays(background), out):
                 print(f"wrote {p}")
     return 0
+
+
+def _load(path):
+    """A tokenizer from its JSON file, or from a model directory (checked against its checkpoint)."""
+    from pathlib import Path
+
+    from eventlm.errors import EventFormatError
+    from eventlm.tokenize import load_tokenizer
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise EventFormatError(path, "--tokenizer: a directory without tokenizer.json (give the JSON file "
+                                         "or a model directory)")
+        if (path / "best.pt").exists() or (path / "checkpoint.pt").exists():
+            from eventlm.modeldir import ModelDir
+
+            return ModelDir(path).load_tokenizer()
+        path = path / "tokenizer.json"
+    if not path.exists():
+        raise EventFormatError(path, "--tokenizer: no such file")
+    return load_tokenizer(path)

@@ -165,6 +165,8 @@ def iter_events(
             return
         if not path.exists():
             raise FileNotFoundError(f"no such file: {path}")
+        if path.is_dir():
+            raise EventFormatError(path, "is a directory, not an event file")
         fmt = detect_format(path)
         before = report.n_skipped
         if fmt == "csv":
@@ -184,7 +186,9 @@ def iter_events(
 
             step = step_size or min(remaining or DEFAULT_STEP_SIZE, DEFAULT_STEP_SIZE)
             chunks = iter_parquet(path, step_size=step, on_error=on_error, report=report)
-        for chunk in chunks:
+        from eventlm.sanity import checked_chunks
+
+        for chunk in checked_chunks(chunks, path, fmt, on_error=on_error, report=report):
             if remaining is not None:
                 if len(chunk) > remaining:
                     chunk = chunk[:remaining]
@@ -300,6 +304,8 @@ class EventWriter:
         self._closed = True
         try:
             self._sink.close()
+            if self.path.exists():  # an overwritten file keeps its permissions
+                os.chmod(self._tmp, self.path.stat().st_mode & 0o7777)
             os.replace(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)

@@ -171,6 +171,9 @@ def _open_tree(path):
     if not any(k.split(";")[0] == TREE and c == "TTree" for k, c in classes.items()):
         f.close()
         found = ", ".join(sorted({k.split(";")[0] for k in classes})) or "nothing"
+        other = sorted({c for k, c in classes.items() if k.split(";")[0] == TREE and "RNTuple" not in c})
+        if other:  # e.g. a histogram called Events
+            raise EventFormatError(path, f"{TREE!r} is a {other[0]}, not a TTree (eventlm reads the TTree {TREE!r})")
         raise EventFormatError(path, f"no TTree {TREE!r} (the file holds: {found})")
     return f, f[TREE]
 
