@@ -42,6 +42,7 @@ class ScoreCalibration:
     quantiles: tuple[tuple[float, ...], ...]  # class i: the score at each SURVIVAL_GRID probability
     tail_scale: tuple[float, ...]  # class i: mean excess above its TAIL_SURVIVAL quantile
     n_events: tuple[int, ...]
+    grid: tuple[float, ...] = tuple(SURVIVAL_GRID.tolist())  # the survival probabilities of ``quantiles``
 
     @classmethod
     def fit(cls, score: str, values, n_objects, *, min_events: int = MIN_CLASS_EVENTS) -> ScoreCalibration:
@@ -90,9 +91,10 @@ class ScoreCalibration:
             x = values[sel]
             q = np.asarray(q)
             # np.interp needs increasing x: the quantiles increase as the survival falls
-            s = np.interp(x, q, SURVIVAL_GRID, left=1.0, right=TAIL_SURVIVAL)
+            grid = np.asarray(self.grid)
+            s = np.interp(x, q, grid, left=1.0, right=grid[-1])
             above = x > q[-1]
-            s[above] = TAIL_SURVIVAL * np.exp(-(x[above] - q[-1]) / self.tail_scale[i])
+            s[above] = grid[-1] * np.exp(-(x[above] - q[-1]) / self.tail_scale[i])
             out[sel] = s
         return out
 
@@ -103,15 +105,16 @@ class ScoreCalibration:
     def to_dict(self) -> dict:
         return {"score": self.score, "lower": list(self.lower), "quantiles": [list(q) for q in self.quantiles],
                 "tail_scale": list(self.tail_scale), "n_events": list(self.n_events),
-                "survival_grid": SURVIVAL_GRID.tolist()}
+                "survival_grid": list(self.grid)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ScoreCalibration:
-        if not np.allclose(data.get("survival_grid", SURVIVAL_GRID), SURVIVAL_GRID):
-            raise ValueError("calibration written with another survival grid")
-        return cls(str(data["score"]), tuple(int(x) for x in data["lower"]),
-                   tuple(tuple(float(x) for x in q) for q in data["quantiles"]),
-                   tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]))
+        grid = tuple(float(x) for x in data["survival_grid"])
+        quantiles = tuple(tuple(float(x) for x in q) for q in data["quantiles"])
+        if any(len(q) != len(grid) for q in quantiles):
+            raise ValueError("calibration: every class needs one quantile per survival probability")
+        return cls(str(data["score"]), tuple(int(x) for x in data["lower"]), quantiles,
+                   tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid)
 
     def save(self, path) -> Path:
         path = Path(path)
