@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tokenize.py --update-docs
 	$(PY) benchmarks/train.py --update-docs
 	$(PY) benchmarks/score.py --update-docs
+	$(PY) benchmarks/gpu.py --update-docs  # without CUDA: one line, nothing measured, status 0
 
 # Regenerates the bundled samples in data/ (needs `pip install -e .[generate]`; pythia8mc compiles
 # from source, about 35 minutes on 2 cores). Not part of CI.

@@ -1,7 +1,9 @@
 """Shared fixtures.
 
 - ``make_events``: well-formed random events in the event model (for shape, parser and edge-case tests);
-- ``bundled_*``: the Pythia samples committed in ``data/`` (physics tests use these).
+- ``bundled_*``: the Pythia samples committed in ``data/`` (physics tests use these);
+- ``real_file``: the real experiment files committed in ``tests/data/`` (CMS NanoAOD, ATLAS PHYSLITE;
+  origin and licence in tests/data/README.md). Nothing is read from outside the repository.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from eventlm.events import Kind, make_events as _make_events, make_particles
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT_DIR / "data"
-SHARED_DATA = ROOT_DIR.parent / "shared" / "data"
+TEST_DATA = ROOT_DIR / "tests" / "data"
 
 CHARGED = {int(Kind.ELECTRON), int(Kind.MUON)}
 
@@ -72,12 +74,18 @@ def signal_paths() -> dict[str, Path]:
     return {name: _bundled(f"{name}.csv.gz") for name in ("gluino_1000", "tttt_H500")}
 
 
+def real_file(name: str) -> Path:
+    """A real experiment file committed in ``tests/data/`` (see its README)."""
+    path = TEST_DATA / name
+    if not path.exists():
+        raise FileNotFoundError(f"test file {path} is missing: it is committed to the repo (tests/data)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def nanoaod_path() -> Path:
-    path = SHARED_DATA / "cms_opendata_2015_ttbar_nanoaod.root"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing (shared/data is beside the checkout)")
-    return path
+    """200 events of CMS Open Data NanoAOD (2015 ttbar simulation), TTree ``Events``."""
+    return real_file("nanoAOD_2015_CMS_Open_Data_ttbar.root")
 
 
 @pytest.fixture(scope="session")

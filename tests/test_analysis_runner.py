@@ -11,6 +11,7 @@ import pytest
 import uproot
 
 from eventlm.cli import main
+from eventlm.errors import EventFormatError
 from eventlm.io import read_events, write_events
 
 CONFIG = """
@@ -68,8 +69,8 @@ def test_analyze_writes_every_output(study, capsys):
     assert main(["analyze", str(config), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "ROC-AUC" in printed and "Z_A" in printed
-    for name in ("hists.pkl", "hists.root", "metrics.json", "results.md", "scored/background.root",
-                 "scored/tttt_H500.root", "score_CR_tttt_H500.png", "score_SR_tttt_H500.png",
+    for name in ("hists.pkl", "hists.root", "metrics.json", "results.md", "scored/background",
+                 "scored/tttt_H500", "score_CR_tttt_H500.png", "score_SR_tttt_H500.png",
                  "roc_tttt_H500.png", "sic_tttt_H500.png", "n_jets_SR.png", "met_CR.png"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -84,21 +85,25 @@ def test_analyze_writes_every_output(study, capsys):
     with uproot.open(out / "hists.root") as f:
         h = f["background/score/ttbar/SR"]
         assert h.values().sum() > 0
-    scored = read_events(out / "scored" / "background.root")
-    assert len(scored) == 800 and "anomaly_score" in scored.fields
+    # the skims the workers wrote: every analysed event once, with its score and region flags
+    scored = read_events(sorted((out / "scored" / "background").glob("*.root")))
+    assert len(scored) == 800 and {"anomaly_score", "region_CR", "region_SR"} <= set(scored.fields)
+    assert len(np.unique(ak.to_numpy(scored.event_id))) == 800
+    # a second run into the same directory replaces the skims, it does not add to them
+    assert main(["analyze", str(config), "--out", str(out), "--no-progress", "--no-baselines"]) == 0
+    assert len(read_events(sorted((out / "scored" / "background").glob("*.root")))) == 800
 
 
 def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):
     from eventlm.analysis.config import load_config
-    from eventlm.analysis.processor import columns_of
-    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor
+    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
 
     config_path = study / "bkgeff.toml"
     config_path.write_text(CONFIG.format(method="background_efficiency"))
     config = load_config(config_path).with_overrides(baselines={"names": ()})
     prepared = prepare_inputs(config, tmp_path, None)
-    output = run_processor(config, prepared.ntuples, None, progress=False)
-    columns = {ds: columns_of(output, ds) for ds in prepared.ntuples}
+    output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims")
+    columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
     thr, yields, metrics, _ = analyse_columns(config, columns)
     assert thr["tttt_H500"].eff_b <= 0.05
     bigger = config.with_overrides(study={"lumi": 4 * 139.0})
@@ -115,8 +120,7 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
     from conftest import random_events
 
     from eventlm.analysis.config import load_config
-    from eventlm.analysis.processor import columns_of
-    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor
+    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
 
     rng = np.random.default_rng(4)
     bkg = random_events(400, seed=5, process="ttbar")
@@ -132,16 +136,49 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
     config = load_config(config_path).with_overrides(
         baselines={"names": ()}, histograms={"score_range": [100.0, 120.0]})
     prepared = prepare_inputs(config, tmp_path / "work", None)
-    output = run_processor(config, prepared.ntuples, None, progress=False)
-    columns = {ds: columns_of(output, ds) for ds in prepared.ntuples}
+    output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims")
+    columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
     thr, _, _, _ = analyse_columns(config, columns)
     assert 105.0 < thr["tttt_H500"].value < 115.0  # chosen on the summed column
     h = output["background"]["score"]
     assert h.values(flow=False).sum() == pytest.approx(h.values(flow=True).sum())  # all inside [100, 120]
 
-    write_events(bkg, tmp_path / "background.root", extra_columns={"anomaly_score": np.zeros(len(bkg), np.float32)})
-    with pytest.raises(Exception, match="no anomaly_score_sum branch"):
-        run_processor(config, {"background": tmp_path / "background.root"}, None, progress=False)
+    path = write_events(bkg, tmp_path / "background.root",
+                        extra_columns={"anomaly_score": np.zeros(len(bkg), np.float32)})
+    with pytest.raises(EventFormatError) as info:
+        run_processor(config, {"background": path}, None, progress=False)
+    assert str(info.value) == (f"{path}: no anomaly_score_sum branch (has ['anomaly_score']); rescore the file "
+                               "or choose another [threshold] score")
+
+
+def test_thresholds_and_rocs_from_skims_equal_those_from_memory(study, tmp_path):
+    """The skims the workers write give exactly the analysis the per-event columns gave."""
+    from eventlm.analysis.config import load_config
+    from eventlm.analysis.processor import columns_of
+    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
+
+    config_path = study / "skims.toml"
+    config_path.write_text(CONFIG.format(method="youden"))
+    config = load_config(config_path).with_overrides(baselines={"names": ()}, run={"chunksize": 150})
+    prepared = prepare_inputs(config, tmp_path, None)
+    output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims",
+                           keep_columns=True)
+    in_memory = analyse_columns(config, {ds: columns_of(output, ds) for ds in prepared.ntuples})
+    from_skims = analyse_columns(config, {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples})
+    (thr_a, yields_a, metrics_a, rocs_a), (thr_b, yields_b, metrics_b, rocs_b) = in_memory, from_skims
+    assert thr_a == thr_b
+    def text(tables):  # JSON text: NaN ("n/a" figures) compares equal to itself there
+        return json.dumps({s: {k: v.to_dict() for k, v in t.items()} for s, t in tables.items()}, sort_keys=True)
+
+    assert text(yields_a) == text(yields_b) and text(metrics_a) == text(metrics_b)
+    for signal, curves in rocs_a.items():
+        for method, roc in curves.items():
+            other = rocs_b[signal][method]
+            for a, b in zip(roc if isinstance(roc, tuple) else vars(roc).values(),
+                            other if isinstance(other, tuple) else vars(other).values()):
+                np.testing.assert_array_equal(a, b)
+    skims = output["background"]["skims"]
+    assert len(skims) == 5 and sum(skims.values()) == 800  # coffea splits 800 events into 5 chunks of 160
 
 
 @pytest.mark.parametrize("executor", ["iterative", "futures"])

@@ -241,3 +241,15 @@ def test_analysis_preselection():
                          particles=particles)
     assert analysis_preselection(events).tolist() == [True, False, False, False]
     assert darkmachines_preselection(events).tolist() == [True, True, True, True]
+
+
+def test_dark_matter_fermions_are_invisible():
+    """Pythia's Xd (PDG 52) pair of the ttbar_S200_inv signal adds to MET like a neutralino pair."""
+    event = [
+        p(52, 60.0, 0.5, 0.0, m=1.0, mother=35),
+        p(-52, 20.0, -0.5, np.pi, m=1.0, mother=35),
+    ] + spray(100.0, 0.0, -1.0)
+    reco, _ = run([event])
+    assert float(reco.met[0]) == pytest.approx(40.0, rel=1e-4)  # (60 - 20, 0)
+    assert float(reco.met_phi[0]) == pytest.approx(0.0, abs=1e-5)
+    assert kinds(reco) == [Kind.JET]

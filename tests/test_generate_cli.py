@@ -70,3 +70,27 @@ def test_validation_plots_render(make_events, tmp_path):
     assert len(paths) == 6
     for path in paths:
         assert path.stat().st_size > 10_000
+
+
+def test_help_lists_every_process(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name in PROCESSES:
+        assert name in out
+
+
+def test_signal_cards_check_their_decays():
+    """Every signal card names the decay it promises, checked after Pythia's init (tests/test_generate.py)."""
+    for process in PROCESSES.values():
+        assert bool(process.checks) == process.signal, process.name
+        for check in process.checks:
+            assert check.products == tuple(sorted(check.products)) and 0 < check.min_br <= 1
+
+
+def test_the_suite_has_six_signals_three_with_the_background_object_count():
+    from eventlm.generate.bundle import FILE_INDEX, SIGNALS
+
+    assert len(SIGNALS) >= 6
+    assert sum(PROCESSES[p].background_multiplicity for p in SIGNALS) >= 3
+    assert all(f"{p}.csv.gz" in FILE_INDEX for p in SIGNALS)

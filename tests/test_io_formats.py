@@ -75,3 +75,12 @@ def test_top_level_package_reexports_io():
     assert eventlm.read_events is eventlm.io.read_events
     assert eventlm.write_events is eventlm.io.write_events
     assert eventlm.iter_events is eventlm.io.iter_events
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".root", ".parquet"])
+def test_write_events_refuses_unknown_options_for_every_format(suffix, tmp_path):
+    """Regression: ``write_events(..., compression=...)`` raised TypeError for ROOT only and was
+    silently ignored for CSV and Parquet; every format now refuses it, and nothing is written."""
+    with pytest.raises(TypeError):
+        write_events(random_events(5), tmp_path / f"x{suffix}", compression="zstd")
+    assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ import uproot
 from conftest import assert_same_events, random_events
 
 from eventlm.errors import EventFormatError
-from eventlm.events import Kind, process_code
+from eventlm.events import process_code
 from eventlm.io import ReadReport, iter_events, read_events, write_events
 from eventlm.io.root import read_process_names
 
@@ -253,78 +253,39 @@ def test_empty_event_array_writes_a_valid_file(tmp_path):
         assert len(read_events(path)) == 0
 
 
-# ------------------------------------------------------------------------------------------------
-# NanoAOD input
-
-
-def test_cms_open_data_nanoaod_is_mapped(nanoaod_path):
-    events = read_events(nanoaod_path)
-    assert len(events) == 200
-    assert set(events.process.tolist()) == {"cms_opendata_2015_ttbar_nanoaod"}
-    with uproot.open(nanoaod_path) as f:
-        raw = f["Events"].arrays(["event", "genWeight", "MET_pt", "Jet_pt", "Jet_eta", "Muon_pt", "Muon_eta"])
-    np.testing.assert_array_equal(events.event_id.to_numpy(), raw.event.to_numpy().astype(np.int64))
-    np.testing.assert_allclose(events.weight.to_numpy(), raw.genWeight.to_numpy())
-    np.testing.assert_allclose(events.met.to_numpy(), raw.MET_pt.to_numpy())
-    p = events.particles
-    is_jet = (p.kind == int(Kind.JET)) | (p.kind == int(Kind.BJET))
-    n_jets = ak.sum((raw.Jet_pt > 20) & (abs(raw.Jet_eta) < 2.8), axis=1)
-    np.testing.assert_array_equal(ak.sum(is_jet, axis=1).to_numpy(), n_jets.to_numpy())
-    n_mu = ak.sum((raw.Muon_pt > 15) & (abs(raw.Muon_eta) < 2.7), axis=1)
-    np.testing.assert_array_equal(ak.sum(p.kind == int(Kind.MUON), axis=1).to_numpy(), n_mu.to_numpy())
-    assert ak.all(p.pt[:, :-1] >= p.pt[:, 1:])  # ordered by pt
-    assert ak.all(abs(p.charge[p.kind == int(Kind.MUON)]) == 1)
-    assert ak.all(p.E >= p.pt * 0.999)
-
-
-def test_nanoaod_btag_branch_and_working_point_are_options(nanoaod_path):
-    # DeepFlavB is not filled (-3000) in this 2015 file; CSVv2 is
-    default = read_events(nanoaod_path)
-    assert ak.sum(default.particles.kind == int(Kind.BJET)) == 0
-    csv = read_events(nanoaod_path, btag_branch="Jet_btagCSVV2", btag_wp=0.8484, process="ttbar")
-    assert ak.sum(csv.particles.kind == int(Kind.BJET)) > 0
-    assert set(csv.process.tolist()) == {"ttbar"}
-
-
-def test_small_nanoaod_with_known_content(tmp_path):
-    path = tmp_path / "mini_nano.root"
-    jets = ak.zip({
-        "pt": ak.Array([[100.0, 30.0, 15.0], [50.0], []], with_name=None),
-        "eta": [[0.5, 2.9, 0.0], [-1.0], []],
-        "phi": [[0.1, 0.2, 0.3], [1.0], []],
-        "mass": [[10.0, 5.0, 1.0], [0.0], []],
-        "btagDeepFlavB": [[0.9, 0.9, 0.9], [0.1], []],
-    })
-    electrons = ak.zip({"pt": [[], [20.0], [10.0]], "eta": [[], [2.6], [0.0]], "phi": [[], [0.0], [0.0]],
-                        "mass": [[], [0.0], [0.0]], "charge": [[], [-1], [1]]})
-    muons = ak.zip({"pt": [[40.0], [], []], "eta": [[0.0], [], []], "phi": [[0.0], [], []],
-                    "mass": [[0.1], [], []], "charge": [[1], [], []]})
-    photons = ak.zip({"pt": [[], [], [25.0, 30.0]], "eta": [[], [], [2.4, 1.0]], "phi": [[], [], [0.0, 0.5]]})
-    to32 = lambda rec: ak.zip({f: ak.values_astype(rec[f], np.int32 if f == "charge" else np.float32) for f in rec.fields})  # noqa: E731
-    with uproot.recreate(path) as f:
-        data = {
-            "run": np.ones(3, np.uint32), "luminosityBlock": np.ones(3, np.uint32),
-            "event": np.array([11, 12, 13], np.uint64),
-            "MET_pt": np.array([5.0, 6.0, 7.0], np.float32), "MET_phi": np.zeros(3, np.float32),
-            "Jet": to32(jets), "Electron": to32(electrons), "Muon": to32(muons), "Photon": to32(photons),
-        }
-        f.mktree("Events", {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in data.items()})
-        f["Events"].extend(data)
-    events = read_events(path, process="mini")
-    assert events.event_id.tolist() == [11, 12, 13]
-    assert events.weight.tolist() == [1.0, 1.0, 1.0]  # no genWeight
-    assert events.process.tolist() == ["mini"] * 3
-    p = events.particles
-    # jet 2 fails |eta| < 2.8, jet 3 pt > 20, the 10 GeV electron pt > 15
-    assert p.kind.tolist() == [[Kind.BJET, Kind.MUON], [Kind.JET, Kind.ELECTRON], [Kind.PHOTON]]
-    assert p.charge.tolist() == [[0, 1], [0, -1], [0]]
-    np.testing.assert_allclose(p.pt[0].to_numpy(), [100.0, 40.0])
-    np.testing.assert_allclose(p.E[0, 0], np.sqrt((100 * np.cosh(0.5)) ** 2 + 100), rtol=1e-6)
-    assert p.pt[2].tolist() == [30.0]  # the photon at |eta| 2.4 fails |eta| < 2.37
-    assert read_events(path).process[0] == "mini_nano"  # default: the file name
-
-
 def test_skip_report_is_empty_for_good_files(ntuple):
     report = ReadReport()
     list(iter_events(ntuple[0], on_error="skip", report=report))
     assert report.n_skipped == 0
+
+
+def test_ntuple_written_as_an_rntuple_reads_back(tmp_path, mixed_events):
+    # uproot writes an RNTuple for ``file[name] = {...}``: the particles become one field of records
+    path = tmp_path / "ntuple_rntuple.root"
+    events = mixed_events
+    labels = events.process.to_list()
+    names = sorted(set(labels))
+    score = np.linspace(0, 1, len(events), dtype=np.float32)
+    with uproot.recreate(path) as f:
+        f["Events"] = {
+            "run": np.ones(len(events), np.uint32),
+            "luminosityBlock": np.ones(len(events), np.uint32),
+            "event": events.event_id.to_numpy(),
+            "weight": events.weight.to_numpy(),
+            "process_code": np.array([process_code(p) for p in labels], np.int32),
+            "MET_pt": events.met.to_numpy(),
+            "MET_phi": events.met_phi.to_numpy(),
+            "Particle": ak.zip({fld: events.particles[fld] for fld in ("kind", "charge", "pt", "eta", "phi", "E")}),
+            "anomaly_score": score,
+        }
+        f.mktree("ProcessNames", {"process_code": np.int32, "process_name": "string"})
+        f["ProcessNames"].extend({"process_code": np.array([process_code(n) for n in names], np.int32),
+                                  "process_name": ak.Array(names)})
+    with uproot.open(path) as f:
+        assert f.classnames()["Events;1"] == "ROOT::RNTuple"
+    back = read_events(path)
+    assert_same_events(events, back, rtol=0, atol=0)
+    np.testing.assert_array_equal(back.anomaly_score.to_numpy(), score)
+    chunks = list(iter_events(path, step_size=97))
+    assert sum(map(len, chunks)) == len(events)
+    assert_same_events(events, ak.concatenate(chunks)[[f for f in back.fields if f != "anomaly_score"]])

@@ -8,18 +8,32 @@ warnings about CMS cross-references an eventlm ntuple does not have)::
     from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
 
     proc = AnomalyProcessor([Region("CR", "4 <= n_jets <= 5"), Region("SR", "n_jets >= 6")],
-                            model="runs/default")
+                            model="runs/default", skim_dir="skims")
     run = processor.Runner(processor.IterativeExecutor(), schema=EventlmNanoAODSchema, chunksize=25_000)
     out = run({"background": ["bkg.root"], "tttt_H500": ["sig.root"]}, proc, treename="Events")
     out["background"]["score"]          # hist: process x region x anomaly score (weighted)
+    out["background"]["skims"]          # {skim file: events}: the scored events, one file per chunk
 
 The processor holds only its settings (it pickles small); the model is loaded lazily, once per worker
 process, into a module-level cache keyed by the model path. Without a model, or when the file already
-has an ``anomaly_score`` branch (``eventlm score`` output), that branch is used.
+has an ``anomaly_score`` branch (``eventlm score`` output), the stored score branches are used.
+
+Skims. With ``skim_dir`` every chunk writes its scored events from the worker, as an eventlm ntuple
+(TTree ``Events``: the event model, the score branches ``anomaly_score*`` and one boolean
+``region_<name>`` per region) named ``<dataset>/<dataset>_<file hash>_<entry start>-<entry stop>.root``
+(written to a temporary name and renamed, so a retried chunk replaces its file and a failed one leaves
+nothing). The client receives only histograms and the list of files, so its memory does not grow with
+the number of events; :func:`read_skim_columns` reads the columns back in steps for thresholds and ROC
+curves. ``keep_columns=True`` instead returns per-event columns through the accumulator (small jobs).
+
+Score names. The branches are ``anomaly_score``, ``anomaly_score_sum``, ... (``eventlm.score``); coffea's
+``NanoAODSchema`` splits a branch at its first ``_``, so in NanoEvents they are ``events.anomaly.score``,
+``events.anomaly.score_sum``, ... (:func:`score_branch` accepts both spellings, and the older names).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +45,7 @@ from coffea import processor
 
 from eventlm.analysis.features import VARIABLES, event_variables
 from eventlm.analysis.regions import Region
+from eventlm.errors import EventFormatError
 from eventlm.io.schema import EventlmNanoAODSchema  # noqa: F401 (re-exported)
 from eventlm.events import PARTICLE_FIELDS, make_events, make_particles, process_code
 
@@ -41,9 +56,15 @@ _SCORERS: dict[str, object] = {}
 #: process_code -> name tables read from files, per file.
 _PROCESS_TABLES: dict[str, dict[int, str]] = {}
 
-#: Score columns the processor returns per event (when the scorer or the file provides them).
-SCORE_COLUMNS = ("anomaly_score", "anomaly_score_sum", "anomaly_score_max", "reco_accuracy")
-
+#: Event-level score branches (``eventlm.score.SCORE_COLUMNS`` without the per-token ``token_nll``,
+#: and the names older versions wrote); any other ``anomaly_score*`` branch of a file is kept too.
+SCORE_COLUMNS = ("anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_calibrated",
+                 "anomaly_score_max", "reco_accuracy", "log_likelihood")
+#: Older names: a name on the left is read from the branch on the right when the file lacks it (before
+#: ``anomaly_score_mean`` had its own branch, the mean NLL was written as ``anomaly_score``).
+SCORE_ALIASES = {"anomaly_score_mean": "anomaly_score"}
+#: Skim branches of the region flags: ``region_CR`` (``events.region.CR`` in NanoEvents).
+REGION_PREFIX = "region_"
 
 
 def get_scorer(model_dir, torch_threads: int | None = None):
@@ -58,14 +79,53 @@ def get_scorer(model_dir, torch_threads: int | None = None):
     return _SCORERS[key]
 
 
+def branch_name(name: str) -> str:
+    """The ROOT branch of a score spelled either way: ``anomaly.score_sum`` -> ``anomaly_score_sum``."""
+    return name.replace(".", "_", 1)
+
+
 def _branch(events, name: str):
-    """A flat branch of a NanoEvents chunk by its ROOT name: ``anomaly_score`` is ``events.anomaly.score``."""
+    """A flat branch of a NanoEvents chunk by its ROOT name: ``anomaly_score`` is ``events.anomaly.score``
+    under NanoAODSchema and ``events.anomaly_score`` under BaseSchema."""
     if name in events.fields:
         return events[name]
     head, _, tail = name.partition("_")
     if head in events.fields and tail in getattr(events[head], "fields", ()):
         return events[head][tail]
     return None
+
+
+def score_branch(events, name: str):
+    """The score ``name`` of a chunk: the ROOT name (``anomaly_score_sum``) or the NanoEvents path
+    (``anomaly.score_sum``), falling back to the older name (:data:`SCORE_ALIASES`); None if absent."""
+    name = branch_name(name)
+    found = _branch(events, name)
+    if found is None and name in SCORE_ALIASES:
+        found = _branch(events, SCORE_ALIASES[name])
+    return found
+
+
+def stored_scores(events) -> dict[str, np.ndarray]:
+    """Every event-level score branch of a chunk, by ROOT name (float32 numpy)."""
+    names = [n for n in SCORE_COLUMNS if _branch(events, n) is not None]
+    anomaly = events["anomaly"] if "anomaly" in events.fields else None
+    if anomaly is not None and getattr(anomaly, "fields", None):  # NanoAODSchema's anomaly record
+        names += [f"anomaly_{f}" for f in anomaly.fields if f.startswith("score")]
+    names += [f for f in events.fields if f.startswith("anomaly_score")]
+    out = {}
+    for name in dict.fromkeys(names):
+        values = _branch(events, name)
+        if values is not None and values.ndim == 1:
+            out[name] = ak.to_numpy(values).astype(np.float32)
+    return out
+
+
+def skim_name(dataset: str, filename: str, start: int, stop: int) -> str:
+    """``<dataset>_<10 hex of the input path's SHA-1>_<start>-<stop>.root``: unique per chunk, and the same
+    on a retry (the retried chunk replaces its file)."""
+    digest = hashlib.sha1(str(filename).encode()).hexdigest()[:10]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
+    return f"{safe}_{digest}_{int(start)}-{int(stop)}.root"
 
 
 def process_table(filename: str | None, known: Mapping[int, str]) -> dict[int, str]:
@@ -102,18 +162,23 @@ def to_event_model(events, process=None) -> ak.Array:
 
 
 class AnomalyProcessor(processor.ProcessorABC):
-    """Fill anomaly-score and kinematic histograms per process and region; return per-event columns.
+    """Fill anomaly-score and kinematic histograms per process and region; write the scored events as
+    skims from the workers (``skim_dir``) or return them as columns (``keep_columns``).
 
     Parameters
     ----------
     regions: the named selections (an event may be in several); ``"all"`` is always added.
-    model: a model directory (``eventlm train --out``); ``None``: read the ``anomaly_score`` branch.
-    score_column: the score the ``score`` histograms show (``anomaly_score``, ``anomaly_score_sum``, ...).
+    model: a model directory (``eventlm train --out``); ``None``: read the stored score branches.
+    score_column: the score the ``score`` histograms show (``anomaly_score``, ``anomaly_score_sum``, ...;
+        the NanoEvents spelling ``anomaly.score_sum`` works too).
     score_bins, score_range: the anomaly-score axis (under/overflow kept).
     variables: event variables to histogram (names in ``eventlm.analysis.features.VARIABLES``).
     known_processes: process names whose ``process_code`` may appear (used when the file has no table).
-    keep_columns: return per-event columns (event id, process, weight, scores, region flags) so the
-        threshold, ROC curves and scored ntuples can be computed from exact per-event values.
+    skim_dir: write each chunk's scored events to ``skim_dir/<dataset>/`` (a directory the workers can
+        write to: a shared file system on a cluster); the output lists them under ``"skims"``
+        (``{path: events}``).
+    keep_columns: also return per-event columns (event id, process code, weight, scores, region flags)
+        through the accumulator: the client then holds every event (fine for small jobs).
     torch_threads: torch threads per worker when scoring (1 with several worker processes, so they
         do not fight over the cores); ``None`` leaves torch's default.
     """
@@ -128,12 +193,13 @@ class AnomalyProcessor(processor.ProcessorABC):
         score_range: tuple[float, float] = (0.0, 12.0),
         variables: Sequence[str] = ("n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt"),
         known_processes: Sequence[str] = (),
-        keep_columns: bool = True,
+        skim_dir=None,
+        keep_columns: bool = False,
         torch_threads: int | None = None,
     ):
         self.regions = tuple(regions)
         self.model = str(model) if model is not None else None
-        self.score_column = score_column
+        self.score_column = branch_name(score_column)
         self.score_bins = int(score_bins)
         self.score_range = (float(score_range[0]), float(score_range[1]))
         unknown = [v for v in variables if v not in VARIABLES]
@@ -141,6 +207,7 @@ class AnomalyProcessor(processor.ProcessorABC):
             raise ValueError(f"unknown event variables {unknown}")
         self.variables = tuple(variables)
         self.known_processes = {process_code(p): p for p in known_processes}
+        self.skim_dir = str(Path(skim_dir).resolve()) if skim_dir is not None else None
         self.keep_columns = keep_columns
         self.torch_threads = torch_threads
 
@@ -158,31 +225,29 @@ class AnomalyProcessor(processor.ProcessorABC):
         )
 
     def _scores(self, events, process) -> dict[str, np.ndarray]:
-        stored = _branch(events, "anomaly_score")
-        if stored is not None:
-            out = {"anomaly_score": ak.to_numpy(stored).astype(np.float32)}
-            for name in SCORE_COLUMNS[1:]:
-                values = _branch(events, name)
-                if values is not None:
-                    out[name] = ak.to_numpy(values).astype(np.float32)
-            return out
+        if score_branch(events, "anomaly_score") is not None:
+            return stored_scores(events)
         if self.model is None:
-            raise ValueError(
-                f"{events.metadata.get('filename')}: no anomaly_score branch and no model to compute it"
-            )
+            raise EventFormatError(events.metadata.get("filename"), "no anomaly_score branch and no model to compute it")
         scores = get_scorer(self.model, self.torch_threads).score(to_event_model(events, process))
-        return {
-            name: np.asarray(ak.to_numpy(scores[name]), dtype=np.float32)
-            for name in SCORE_COLUMNS
-            if name in _fields(scores)
-        }
+        out = {}
+        for name in _fields(scores):
+            values = scores[name]
+            if isinstance(values, np.ndarray) and values.ndim == 1:  # event-level (not token_nll)
+                out[name] = values.astype(np.float32)
+        return out
 
     def _checked_scores(self, events, process) -> dict[str, np.ndarray]:
         scores = self._scores(events, process)
+        if self.score_column not in scores and self.score_column in SCORE_ALIASES:
+            alias = SCORE_ALIASES[self.score_column]
+            if alias in scores:
+                scores[self.score_column] = scores[alias]
         if self.score_column not in scores:
-            raise ValueError(
-                f"{events.metadata.get('filename')}: no {self.score_column} branch (has {sorted(scores)}); "
-                "rescore the file or choose another [threshold] score"
+            raise EventFormatError(
+                events.metadata.get("filename"),
+                f"no {self.score_column} branch (has {sorted(scores)}); rescore the file or choose another "
+                "[threshold] score",
             )
         return scores
 
@@ -219,18 +284,34 @@ class AnomalyProcessor(processor.ProcessorABC):
         out["sumw"] = processor.defaultdict_accumulator(float)
         for p in np.unique(names.astype(str)):
             out["sumw"][p] += float(weight[names == p].sum())
+        flags = {r: m for r, m in masks.items() if r != "all"}
+        if self.skim_dir is not None:
+            path = self._write_skim(events, names.astype(str), scores, flags)
+            out["skims"] = {str(path): n}  # dicts add key by key: {every chunk's file: its events}
         if self.keep_columns:
             columns = {
                 "event": ak.to_numpy(events.event).astype(np.int64),
                 "process_code": codes.astype(np.int64),
                 "weight": weight,
                 **{k: v for k, v in scores.items()},
-                **{f"in_{r}": m for r, m in masks.items() if r != "all"},
+                **{f"in_{r}": m for r, m in flags.items()},
                 **{v: np.asarray(values[v], dtype=np.float64) for v in ("n_jets", "n_bjets", "ht", "met")},
             }
             out["columns"] = {k: processor.column_accumulator(np.asarray(v)) for k, v in columns.items()}
-            out["process_names"] = processor.set_accumulator(f"{c}:{p}" for c, p in zip(unique, unique_names))
+        out["process_names"] = processor.set_accumulator(f"{c}:{p}" for c, p in zip(unique, unique_names))
         return {dataset: out}
+
+    def _write_skim(self, events, process, scores, flags) -> Path:
+        """The chunk's events with their scores and region flags, as an ntuple (written atomically)."""
+        from eventlm.io import write_events
+
+        meta = events.metadata
+        directory = Path(self.skim_dir) / meta["dataset"]
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / skim_name(meta["dataset"], meta.get("filename", ""), meta.get("entrystart", 0),
+                                     meta.get("entrystop", len(events)))
+        extra = {**scores, **{f"{REGION_PREFIX}{r}": m for r, m in flags.items()}}
+        return write_events(to_event_model(events, process), path, extra_columns=extra)
 
     def postprocess(self, accumulator):
         return accumulator
@@ -256,3 +337,51 @@ def process_names_of(output: Mapping, dataset: str) -> dict[int, str]:
         code, _, name = item.partition(":")
         out[int(code)] = name
     return out
+
+
+def skims_of(output: Mapping, dataset: str) -> dict[str, int]:
+    """``{skim file: events}`` of one dataset from a processor output (``skim_dir`` set), by file name."""
+    return dict(sorted(output[dataset].get("skims", {}).items()))
+
+
+def read_skim_columns(skims, *, step_size: int = 200_000, dataset: str = "") -> dict[str, np.ndarray]:
+    """The per-event columns of skims (as :func:`columns_of` gives them), sorted by event id.
+
+    ``skims``: ``{path: events}`` (:func:`skims_of`; the counts are checked) or a list of paths. Only
+    the small branches are read (event, weight, process_code, the scores, the region flags), in steps of
+    ``step_size`` events; the region flag ``region_CR`` is returned as ``in_CR``.
+    """
+    import uproot
+
+    expected = dict(skims) if isinstance(skims, Mapping) else None
+    paths = [str(p) for p in (expected or skims)]
+    if not paths:
+        raise ValueError(f"{dataset or 'skims'}: no skim files to read")
+    with uproot.open(paths[0]) as f:
+        keys = f["Events"].keys()
+    wanted = ["event", "weight", "process_code"]
+    wanted += [k for k in keys if k in SCORE_COLUMNS or k.startswith("anomaly_score") or k.startswith(REGION_PREFIX)]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in wanted}
+    per_file: dict[str, int] = {}
+    for arrays, report in uproot.iterate({p: "Events" for p in paths}, wanted, step_size=step_size,
+                                         library="np", report=True):
+        for k in wanted:
+            parts[k].append(arrays[k])
+        name = str(report.file_path)
+        per_file[name] = per_file.get(name, 0) + len(arrays["event"])
+    if expected is not None:
+        for path, n in expected.items():
+            if per_file.get(str(path), 0) != n:
+                raise RuntimeError(f"{path}: the skim holds {per_file.get(str(path), 0)} events, "
+                                   f"the processor wrote {n}")
+    cols = {}
+    for k, chunks in parts.items():
+        name = "in_" + k[len(REGION_PREFIX):] if k.startswith(REGION_PREFIX) else k
+        cols[name] = np.concatenate(chunks) if chunks else np.zeros(0)
+    cols["event"] = cols["event"].astype(np.int64)
+    cols["process_code"] = cols["process_code"].astype(np.int64)
+    for name, alias in SCORE_ALIASES.items():
+        if name not in cols and alias in cols:
+            cols[name] = cols[alias]
+    order = np.argsort(cols["event"], kind="stable")
+    return {k: v[order] for k, v in cols.items()}

@@ -8,22 +8,27 @@ Steps (each logged):
    total weight (cross section). Each dataset is written as an ntuple under ``OUT/ntuples``.
 2. :class:`~eventlm.analysis.processor.AnomalyProcessor` runs over them with coffea's
    ``processor.Runner`` (iterative, futures or dask executor); it scores the events with the model (or
-   reads ``anomaly_score``), fills the histograms and returns per-event columns.
+   reads ``anomaly_score``), fills the histograms and writes the scored events from the workers as one
+   ROOT skim per chunk (``OUT/scored/<dataset>/*.root``); the client gets histograms and file names.
+   The columns the threshold and the metrics need are then read back from the skims in steps.
 3. The threshold is chosen in the control region, applied in the signal region (yields at the
    configured luminosity, S/sqrt(B), Z_A); ROC/AUC/eff_S@eff_B/SIC with bootstrap errors are computed
    for eventlm and the baselines (fitted on the background training split, scored on the same test
    events).
 4. Written: ``hists.pkl`` (the processor output's hist objects), ``hists.root``, ``metrics.json``,
-   ``results.md``, ``scored/<dataset>.root`` and the figures ``*.png``.
+   ``results.md``, ``scored/<dataset>/*.root`` (the skims) and the figures ``*.png``.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
 import math
 import pickle
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +40,7 @@ from eventlm.analysis.config import SCORE_LABELS, AnalysisConfig
 from eventlm.analysis.features import fixed_features
 from eventlm.analysis.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.threshold import RegionYields, Threshold, choose_threshold, region_yields
+from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +207,11 @@ def _quiet_coffea_bars():
 
 
 def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: Path | None, *,
-                  progress: bool = True) -> dict:
-    """Run the :class:`AnomalyProcessor` over ``{dataset: ntuple}`` with the configured executor."""
+                  progress: bool = True, skim_dir=None, keep_columns: bool = False) -> dict:
+    """Run the :class:`AnomalyProcessor` over ``{dataset: ntuple}`` with the configured executor.
+
+    ``skim_dir``: where the workers write the scored events (one skim per chunk); ``keep_columns``:
+    return per-event columns through the accumulator instead (or as well)."""
     from eventlm.analysis.processor import AnomalyProcessor
 
     known = [BACKGROUND, *config.inputs.signals]
@@ -215,13 +224,43 @@ def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: P
         variables=config.histograms.variables,
         known_processes=known,
         torch_threads=1 if config.run.executor != "iterative" else None,
+        skim_dir=skim_dir,
+        keep_columns=keep_columns,
     )
     fileset = {name: [str(path)] for name, path in ntuples.items()}
     run = config.run
     log.info("coffea: %s executor, %d worker(s), chunks of %d events", run.executor, run.workers, run.chunksize)
     retries = 3 if run.scheduler else 0
     with coffea_runner(run.executor, run.workers, run.chunksize, run.scheduler, progress, retries) as runner:
-        return runner(fileset, proc, treename="Events")
+        try:
+            return runner(fileset, proc, treename="Events")
+        except EventlmError:
+            raise
+        except Exception as err:  # noqa: BLE001 - coffea wraps a chunk's error in a plain Exception
+            unwrapped = chunk_error(err)
+            if unwrapped is None:
+                raise
+            raise unwrapped from None
+
+
+def chunk_error(err: BaseException) -> EventlmError | None:
+    """The eventlm error inside coffea's "Failed processing file: ..." wrapper, or None.
+
+    The iterative executor keeps the original as ``__cause__``; the futures and dask executors pass
+    only its repr, which is parsed (an eventlm error message names the file and the problem)."""
+    if isinstance(err.__cause__, EventlmError):
+        return err.__cause__
+    match = re.search(r"The error was: (\w+)\((.*)\)\.?\s*$", str(err), re.S)
+    if match is None or match.group(1) not in _EVENTLM_ERRORS:
+        return None
+    try:
+        message = ast.literal_eval(match.group(2))
+    except (ValueError, SyntaxError):
+        message = match.group(2)
+    return EventlmError(str(message))
+
+
+_EVENTLM_ERRORS = ("EventlmError", "EventFormatError", "TokenizationError", "CheckpointMismatchError")
 
 
 def _lumi_scale(config: AnalysisConfig) -> float:
@@ -406,23 +445,15 @@ def write_hists(output: dict, out_dir: Path) -> tuple[Path, Path]:
     return pkl, root
 
 
-def write_scored(prepared: Prepared, columns, out_dir: Path) -> dict[str, Path]:
-    """The analysed events of every dataset with the score columns, as ntuples in ``OUT/scored``."""
-    from eventlm.io import write_events
+def skim_columns(prepared: Prepared, output: dict, dataset: str) -> dict[str, np.ndarray]:
+    """The per-event columns of one dataset, read back from its skims; every analysed event exactly once."""
+    from eventlm.analysis.processor import read_skim_columns, skims_of
 
-    from eventlm.analysis.processor import SCORE_COLUMNS
-
-    out = {}
-    (out_dir / "scored").mkdir(parents=True, exist_ok=True)
-    for dataset, events in prepared.events.items():
-        cols = columns[dataset]
-        ids = ak.to_numpy(events.event_id)
-        if len(ids) != len(cols["event"]) or not np.array_equal(ids, cols["event"]):
-            raise RuntimeError(f"{dataset}: the processor saw {len(cols['event'])} events, the input has {len(ids)}")
-        extra = {k: cols[k] for k in SCORE_COLUMNS if k in cols}
-        events = events[[f for f in events.fields if f not in extra]]
-        out[dataset] = write_events(events, out_dir / "scored" / f"{dataset}.root", extra_columns=extra)
-    return out
+    cols = read_skim_columns(skims_of(output, dataset), dataset=dataset)
+    ids = ak.to_numpy(prepared.events[dataset].event_id)
+    if len(ids) != len(cols["event"]) or not np.array_equal(ids, cols["event"]):
+        raise RuntimeError(f"{dataset}: the skims hold {len(cols['event'])} events, the input has {len(ids)}")
+    return cols
 
 
 def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, out_dir: Path) -> list[Path]:
@@ -505,10 +536,11 @@ def run_analysis(
     log.info("[%s] preparing inputs", config.study.name)
     prepared = prepare_inputs(config, out_dir, model_dir, need_train=fitted_baselines is None)
     log.info("[%s] running the processor", config.study.name)
-    output = run_processor(config, prepared.ntuples, model_dir, progress=progress)
-    from eventlm.analysis.processor import columns_of
-
-    columns = {ds: columns_of(output, ds) for ds in prepared.ntuples}
+    skim_dir = out_dir / "scored"
+    if skim_dir.exists():  # skims of an earlier run (other chunk boundaries) must not mix with these
+        shutil.rmtree(skim_dir)
+    output = run_processor(config, prepared.ntuples, model_dir, progress=progress, skim_dir=skim_dir)
+    columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
     baseline_scores, fitted = {}, fitted_baselines
     if config.baselines.names:
         log.info("[%s] baselines: %s", config.study.name, ", ".join(config.baselines.names))
@@ -518,8 +550,8 @@ def run_analysis(
     table = results_table(config, thresholds, yields, metrics, prepared.notes)
     files = {}
     files["hists_pkl"], files["hists_root"] = write_hists(output, out_dir)
-    for ds, path in write_scored(prepared, columns, out_dir).items():
-        files[f"scored_{ds}"] = Path(path)
+    for ds in prepared.ntuples:
+        files[f"scored_{ds}"] = skim_dir / ds
     if plots:
         log.info("[%s] plots", config.study.name)
         for path in make_plots(config, output, thresholds, metrics, rocs, out_dir):

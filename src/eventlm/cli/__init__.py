@@ -26,7 +26,7 @@ from eventlm._version import __version__
 from eventlm.errors import EventlmError, one_line
 
 #: Subcommands in the order ``eventlm --help`` lists them (pipeline order).
-SUBCOMMANDS = ("info", "convert", "generate", "tokens", "train", "score", "analyze", "demo")
+SUBCOMMANDS = ("info", "convert", "generate", "tokens", "train", "score", "export", "analyze", "demo")
 #: Third-party loggers kept at WARNING unless ``--verbose``.
 NOISY_LOGGERS = ("distributed", "dask", "numba", "fsspec", "coffea")
 

@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
         description="Run the study in CONFIG.toml (see analysis/*.toml and docs/analysis.md): score the "
         "events with the coffea processor, choose the threshold in the control region, apply it in the "
         "signal region, compare with the baselines. Writes to DIR: hists.pkl and hists.root (histograms), "
-        "metrics.json, results.md, scored/*.root (scored ntuples) and the figures (*.png).",
+        "metrics.json, results.md, scored/<dataset>/*.root (the scored events, one ROOT skim per chunk, "
+        "written by the workers) and the figures (*.png).",
     )
     p.add_argument("config", metavar="CONFIG.toml", help="the study config")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")

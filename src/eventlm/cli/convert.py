@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="bad lines/entries: stop with an error (default) or skip and report them")
     p.add_argument("--step-size", type=positive_int, default=100_000, metavar="N", help="events per chunk")
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -29,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from eventlm.errors import EventFormatError
+    from eventlm.cli.reader_options import options
     from eventlm.io import EventWriter, ReadReport, detect_format, extra_fields, iter_events
 
     log = logging.getLogger("eventlm.convert")
@@ -44,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     large = src.stat().st_size > 20 << 20
     dropped: list[str] = []
     with EventWriter(dst) as out, tqdm(unit=" events", disable=not large or None, desc=src.name) as bar:
-        for chunk in iter_events(src, step_size=args.step_size, on_error=args.on_error, report=report):
+        for chunk in iter_events(src, step_size=args.step_size, on_error=args.on_error, report=report,
+                                 **options(args)):
             if to_csv and extra_fields(chunk):
                 dropped = extra_fields(chunk)
                 chunk = chunk[[f for f in chunk.fields if f not in dropped]]

@@ -8,7 +8,11 @@ import logging
 log = logging.getLogger(__name__)
 
 #: Listed without importing the generator (keeps ``eventlm --help`` fast and pythia-free).
-PROCESS_NAMES = ("ttbar", "ttbarHiggs", "single_top", "w_jets", "gluino_1000", "tttt_H500")
+PROCESS_NAMES = (
+    "ttbar", "ttbarHiggs", "single_top", "w_jets",  # backgrounds
+    "gluino_1000", "tttt_H500",  # signals with more objects than the background
+    "zprime_1500", "wprime_1500", "stop_800", "ttbar_S200_inv", "A3_ttbar_750",  # background-like object counts
+)
 
 
 def add_parser(subparsers) -> None:

@@ -15,6 +15,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .csv.gz, .root or .parquet files")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="bad lines/entries: stop with an error (default) or skip and count them")
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -22,14 +25,16 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.cli import check_inputs
 
     check_inputs(args.files)
+    from eventlm.cli.reader_options import options
+
     for i, path in enumerate(args.files):
         if i:
             print()
-        print(summarize(path, on_error=args.on_error))
+        print(summarize(path, on_error=args.on_error, **options(args)))
     return 0
 
 
-def summarize(path, *, on_error: str = "raise") -> str:
+def summarize(path, *, on_error: str = "raise", **read_options) -> str:
     """The ``info`` table of one file, as text."""
     from collections import Counter, defaultdict
 
@@ -52,7 +57,7 @@ def summarize(path, *, on_error: str = "raise") -> str:
     report = ReadReport()
     if _empty_csv(path):  # what `convert` writes for zero events: the format has no header
         return f"{path}: 0 events (empty file)"
-    for chunk in iter_events(path, on_error=on_error, report=report):
+    for chunk in iter_events(path, on_error=on_error, report=report, **read_options):
         n_events += len(chunk)
         extras = extra_fields(chunk)
         labels = string_labels(chunk.process)

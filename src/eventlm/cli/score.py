@@ -21,6 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--step-size", type=positive_int, default=50_000, metavar="N", help="events read per step")
     p.add_argument("--confusion", metavar="PLOT.png", help="also draw token confusion matrices")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="scoring processes, each with one torch thread (default 1; see eventlm.parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     from eventlm.cli import check_inputs, check_output
     from eventlm.modeldir import check_device
-    from eventlm.score import Scorer, score_files
+    from eventlm.parallel import score_files_parallel
+    from eventlm.score import Scorer
 
     # everything is checked before the first event is read
     check_inputs(args.inputs)
@@ -38,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.confusion:
         check_output_png(args.confusion)
     check_device(args.device)
-    scorer = Scorer.load(args.model, device=args.device)  # the model directory, checked whole
-    summary = score_files(args.model, args.inputs, args.output, step_size=args.step_size, device=args.device,
-                          confusion=args.confusion, progress=not args.no_progress, scorer=scorer)
+    Scorer.load(args.model, device=args.device)  # the model directory, checked whole
+    summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
+                                   step_size=args.step_size, device=args.device, confusion=args.confusion,
+                                   progress=not args.no_progress)
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
         summary["seconds"], summary["events_per_s"],

@@ -10,7 +10,13 @@ Machines preselection and HT >= 300 GeV, >= 4 jets, >= 1 b-jet):
 - ``background.csv.gz``: ttbar, ttbarHiggs, single_top and w_jets mixed by cross section x acceptance
   (the number of events of a process is proportional to sigma_i x A_i, both measured in the
   generation), shuffled with a seeded permutation; weight = sigma_i / N_generated,i x luminosity;
-- ``gluino_1000.csv.gz``, ``tttt_H500.csv.gz``: the signals.
+- ``<signal>.csv.gz``: one file per signal of the validation suite (``SIGNALS``): two with more objects
+  than the background (``gluino_1000``, ``tttt_H500``) and five whose object count is the
+  background's within one object but whose energy scale, MET or angular structure differ (a Z' and a
+  W' decaying to tops, top squarks, t tbar + an invisibly decaying scalar, a pseudoscalar t tbar
+  resonance). Each file's entry in the manifest has the equivalent ``eventlm generate`` command and
+  a summary (mean object count, HT, MET, leading-jet pT; AUC of HT, MET and the object count alone
+  against the bundled background).
 
 How the background mixture is sized: a pilot (the fixture's background generation) estimates
 sigma_i x A_i; each process is then generated with a surplus, sigma_i x A_i is measured again on the
@@ -18,8 +24,11 @@ full samples, and each process keeps its first N_i events with N_i proportional 
 process counts the Pythia events generated up to its last kept event (see
 :mod:`eventlm.generate.pythia`), so the weights stay physical after the cut.
 
-Event ids are unique across all bundled files: ``id = 10**7 * (10 * file_index + process_index) + i``
-with ``i`` the event's position in its process sample (before the shuffle).
+Event ids are unique across all bundled files: ``id = 10**7 * block + i`` with ``block = 10 * file_index +
+process_index`` and ``i`` (< 10**7) the event's position in its process sample (before the shuffle).
+The (file, process) pairs that occur give distinct blocks (:func:`id_blocks` checks it); from process
+index 10 on, a block reaches past file index 9 and is still distinct because the files with index >= 3
+hold one signal process each.
 ``MANIFEST.json`` and ``README.md`` record events, cross sections, acceptances, seeds, versions and
 the command.
 """
@@ -37,10 +46,15 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from eventlm.generate.pythia import PROCESSES
+
 BACKGROUNDS = ("ttbar", "ttbarHiggs", "single_top", "w_jets")
-SIGNALS = ("gluino_1000", "tttt_H500")
+#: The validation suite, in the order of the process and file indices (the first two came first).
+SIGNALS = tuple(p.name for p in PROCESSES.values() if p.signal)
+#: The signals in the fixture (it predates the others and stays as it is).
+FIXTURE_SIGNALS = ("gluino_1000", "tttt_H500")
 PROCESS_INDEX = {name: i for i, name in enumerate(BACKGROUNDS + SIGNALS)}
-FILE_INDEX = {"fixture.csv.gz": 1, "background.csv.gz": 2, "gluino_1000.csv.gz": 3, "tttt_H500.csv.gz": 4}
+FILE_INDEX = {"fixture.csv.gz": 1, "background.csv.gz": 2, **{f"{p}.csv.gz": 3 + i for i, p in enumerate(SIGNALS)}}
 FIXTURE_COUNTS = {"ttbar": 300, "ttbarHiggs": 20, "single_top": 40, "w_jets": 40, "gluino_1000": 100, "tttt_H500": 100}
 SELECTION = "analysis"
 DEFAULT_SEED = 20251122
@@ -49,20 +63,78 @@ MIN_BACKGROUND_EVENTS = 60_000
 DEFAULT_SIGNAL_EVENTS = 5_200
 
 
+def file_processes() -> dict[str, tuple[str, ...]]:
+    """The processes each bundled file holds."""
+    return {
+        "fixture.csv.gz": tuple(FIXTURE_COUNTS),
+        "background.csv.gz": BACKGROUNDS,
+        **{f"{p}.csv.gz": (p,) for p in SIGNALS},
+    }
+
+
+def id_blocks() -> dict[tuple[str, str], int]:
+    """``(file, process) -> block`` with ``event_id = 10**7 * block + i``; raises if two coincide."""
+    blocks = {
+        (f, p): 10 * FILE_INDEX[f] + PROCESS_INDEX[p] for f, processes in file_processes().items() for p in processes
+    }
+    if len(set(blocks.values())) != len(blocks):
+        raise RuntimeError(f"event-id blocks collide: {blocks}")
+    return blocks
+
+
 def first_id(file_name: str, process: str) -> int:
-    return 10**7 * (10 * FILE_INDEX[file_name] + PROCESS_INDEX[process])
+    return 10**7 * id_blocks()[(file_name, process)]
+
+
+def generate_command(process: str, n_events: int, seed: int, out: Path) -> str:
+    """The ``eventlm generate`` command that writes the same file as the bundle (same events and bytes)."""
+    name = f"{process}.csv.gz"
+    return (f"eventlm generate {process} --events {n_events} --seed {seed} --select {SELECTION} "
+            f"--first-id {first_id(name, process)} --out {out / name}")
+
+
+def summarize(events: ak.Array) -> dict:
+    """Mean object count, jets, b-jets, leptons, HT, MET and leading-jet pT [GeV] of a file's events."""
+    from eventlm.analysis.features import variables_of
+
+    v = variables_of(events)
+    keys = ("n_particles", "n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt")
+    return {f"mean_{k}": float(np.mean(v[k])) for k in keys} | {"events": len(events)}
+
+
+def compare(signal: ak.Array, background: ak.Array) -> dict:
+    """Signal against background: difference of the mean object counts, AUC of single variables.
+
+    The AUCs are unweighted (the bundled background is an unweighted draw from the physical mixture).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from eventlm.analysis.features import variables_of
+
+    s, b = variables_of(signal), variables_of(background)
+    label = np.r_[np.zeros(len(background)), np.ones(len(signal))]
+    out = {"delta_mean_n_particles": float(np.mean(s["n_particles"]) - np.mean(b["n_particles"]))}
+    for k in ("ht", "met", "n_particles", "lead_jet_pt"):
+        out[f"auc_{k}"] = float(roc_auc_score(label, np.r_[b[k], s[k]]))
+    return out
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _versions() -> dict:
-    from importlib.metadata import version
+def _versions(recorded: dict | None = None) -> dict:
+    """eventlm, pythia8mc and fastjet versions; without the generator (``--only summaries``): ``recorded``."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from eventlm._version import __version__
 
-    return {"eventlm": __version__, "pythia8mc": version("pythia8mc"), "fastjet": version("fastjet")}
+    try:
+        return {"eventlm": __version__, "pythia8mc": version("pythia8mc"), "fastjet": version("fastjet")}
+    except PackageNotFoundError:
+        if recorded is None:
+            raise
+        return recorded
 
 
 def _process_entry(sample, *, n_events: int | None = None) -> dict:
@@ -127,6 +199,7 @@ class Bundle:
             "sha256": _sha256(path),
             "bytes": path.stat().st_size,
             "note": note,
+            "versions": _versions(),
             "processes": processes,
         }
         self._save()
@@ -141,7 +214,7 @@ class Bundle:
                 "selection": "Dark Machines preselection + HT >= 300 GeV, >= 4 jets (b-jets count), >= 1 b-jet",
                 "luminosity_fb": self.luminosity,
                 "weights": "sigma_i / N_generated,i * luminosity (N_generated,i: Pythia events up to the last kept one)",
-                "versions": _versions(),
+                "versions": _versions(self.manifest.get("versions")),
                 "detector": DetectorParams().as_dict(),
             }
         )
@@ -156,7 +229,7 @@ class Bundle:
         seed = self.seed + 1  # not the main samples' seed: the fixture's events are not in them
         samples = {p: self._generate(p, n, seed, name) for p, n in FIXTURE_COUNTS.items()}
         background = _shuffled(ak.concatenate([samples[p].events for p in BACKGROUNDS]), seed)
-        events = ak.concatenate([background, *(samples[p].events for p in SIGNALS)])
+        events = ak.concatenate([background, *(samples[p].events for p in FIXTURE_SIGNALS)])
         _write(events, self.out / name)
         entries = {p: _process_entry(s) for p, s in samples.items()}
         self._record(name, events, entries, "shuffled background, then gluino_1000, then tttt_H500; "
@@ -194,12 +267,28 @@ class Bundle:
             }
         self._record(name, events, entries, "mixed by sigma x acceptance, shuffled (seeded permutation)")
 
-    def signals(self, n_events: int = DEFAULT_SIGNAL_EVENTS) -> None:
-        for p in SIGNALS:
+    def signals(self, n_events: int = DEFAULT_SIGNAL_EVENTS, only: tuple[str, ...] = SIGNALS) -> None:
+        for p in only:
             name = f"{p}.csv.gz"
             sample = self._generate(p, n_events, self.seed, name)
             _write(sample.events, self.out / name)
-            self._record(name, sample.events, {p: _process_entry(sample)}, "one signal process")
+            entry = _process_entry(sample)
+            entry["command"] = generate_command(p, n_events, self.seed, self.out)
+            self._record(name, sample.events, {p: entry}, "one signal process")
+        self.summaries()
+
+    def summaries(self) -> None:
+        """Summaries of every file in the manifest, signals compared with the background."""
+        from eventlm.io import read_events
+
+        background_path = self.out / "background.csv.gz"
+        background = read_events(background_path) if background_path.exists() else None
+        for name, entry in self.manifest["files"].items():
+            events = background if name == "background.csv.gz" else read_events(self.out / name)
+            entry["summary"] = summarize(events)
+            if background is not None and name not in ("background.csv.gz", "fixture.csv.gz"):
+                entry["summary"] |= compare(events, background)
+        self._save()
 
 
 def readme(manifest: dict) -> str:
@@ -216,9 +305,12 @@ def readme(manifest: dict) -> str:
         f"Selection: {manifest.get('selection', '')}. Weights: {manifest.get('weights', '')}, luminosity "
         f"{manifest.get('luminosity_fb')} fb^-1, so the weights of a process sum to sigma x acceptance x "
         "luminosity (expected events).",
-        "Event ids are unique across all files: `10^7 * (10 * file_index + process_index) + i` with file_index",
-        "1 fixture, 2 background, 3 gluino_1000, 4 tttt_H500 and process_index 0 ttbar, 1 ttbarHiggs, 2 single_top,",
-        "3 w_jets, 4 gluino_1000, 5 tttt_H500.",
+        "Event ids are unique across all files: `10^7 * block + i` with `block = 10 * file_index + process_index`",
+        "and `i` the event's position in its process sample (before the shuffle).",
+        "file_index: " + ", ".join(f"{i} {f.removesuffix('.csv.gz')}" for f, i in FILE_INDEX.items()) + ".",
+        "process_index: " + ", ".join(f"{i} {p}" for p, i in PROCESS_INDEX.items()) + ".",
+        "The blocks that occur are distinct (a block >= 100, as 10 * 9 + 10, cannot meet a background block:",
+        "the files from index 3 on hold one signal each); `first_id` in `MANIFEST.json` is `10^7 * block`.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + f"; master seed "
         f"{manifest.get('seed')} (the fixture uses seed + 1).",
@@ -234,6 +326,12 @@ def readme(manifest: dict) -> str:
                 f"| {info['acceptance']:.4f} | {info['n_generated']} | {info['weight']:.4g} | {size} |"
             )
         lines.append(f"| | **total** | **{entry['events']}** | | | | | |")
+    lines += ["", *summary_table(manifest)]
+    pending = [p for p in SIGNALS if f"{p}.csv.gz" not in manifest.get("files", {})]
+    if pending:
+        lines += ["", "Signal cards of the suite not generated into this folder yet: " + ", ".join(pending)
+                  + ". Make them with",
+                  "`python -m eventlm.generate.bundle --out data --signal NAME` (repeatable)."]
     lines += [
         "",
         "Background mixing: the number of events of a process is proportional to sigma x acceptance measured",
@@ -244,13 +342,65 @@ def readme(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+#: How each signal differs from the background (docs/generator.md, "Signals").
+SIGNAL_NOTES = {
+    "gluino_1000": "more objects, HT, MET",
+    "tttt_H500": "more objects",
+    "zprime_1500": "energy scale, boosted tops",
+    "wprime_1500": "energy scale, fewer objects",
+    "stop_800": "MET, energy scale",
+    "ttbar_S200_inv": "MET",
+    "A3_ttbar_750": "energy scale, t tbar mass",
+}
+
+
+def summary_table(manifest: dict) -> list[str]:
+    """Markdown table: per signal file, its events, sigma, acceptance and how it differs from the background."""
+    files = manifest.get("files", {})
+    bkg = files.get("background.csv.gz", {}).get("summary")
+    if not bkg:
+        return []
+    lines = [
+        "Signals against the background (means over the file's events; AUC of one variable alone, signal vs",
+        "the bundled background, unweighted; Delta n: signal's mean object count minus the background's):",
+        "",
+        "| file | differs in | events | sigma [pb] | acceptance | mean objects | Delta n | mean HT | mean MET "
+        "| mean lead-jet pT | AUC HT | AUC MET | AUC n objects |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| background.csv.gz | | {bkg['events']} | | | {bkg['mean_n_particles']:.2f} | 0 | {bkg['mean_ht']:.0f} "
+        f"| {bkg['mean_met']:.0f} | {bkg['mean_lead_jet_pt']:.0f} | | | |",
+    ]
+    for name, entry in files.items():
+        summary = entry.get("summary", {})
+        if "delta_mean_n_particles" not in summary:
+            continue
+        (process, info), = entry["processes"].items()
+        lines.append(
+            f"| {name} | {SIGNAL_NOTES.get(process, '')} | {entry['events']} | {info['sigma_pb']:.3g} "
+            f"| {info['acceptance']:.3f} | {summary['mean_n_particles']:.2f} | {summary['delta_mean_n_particles']:+.2f} "
+            f"| {summary['mean_ht']:.0f} "
+            f"| {summary['mean_met']:.0f} | {summary['mean_lead_jet_pt']:.0f} | {summary['auc_ht']:.3f} "
+            f"| {summary['auc_met']:.3f} | {summary['auc_n_particles']:.3f} |"
+        )
+    commands = [info["command"] for entry in files.values() for info in entry["processes"].values()
+                if "command" in info]
+    lines += ["", "HT, MET and pT in GeV."]
+    if commands:
+        lines += ["", "`eventlm generate` commands that write each of these signal files alone (the same bytes):", ""]
+        lines += [f"- `{command}`" for command in commands]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eventlm.generate.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", choices=("fixture", "background", "signals"), action="append",
-                        help="regenerate only these files (repeatable); default: all")
+    parser.add_argument("--only", choices=("fixture", "background", "signals", "summaries"), action="append",
+                        help="regenerate only these files (repeatable; summaries: only recompute the manifest's "
+                        "summaries); default: all")
+    parser.add_argument("--signal", choices=SIGNALS, action="append",
+                        help="generate only these signals (repeatable; implies --only signals); default: all")
     parser.add_argument("--background-events", type=int, default=DEFAULT_BACKGROUND_EVENTS)
     parser.add_argument("--signal-events", type=int, default=DEFAULT_SIGNAL_EVENTS)
     args = parser.parse_args(argv)
@@ -258,14 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     command = (f"python -m eventlm.generate.bundle --out {args.out} --seed {args.seed} --jobs {args.jobs} "
                f"--background-events {args.background_events} --signal-events {args.signal_events}")
     bundle = Bundle(args.out, seed=args.seed, jobs=args.jobs, command=command)
-    stages = args.only or ["fixture", "background", "signals"]
+    stages = args.only or (["signals"] if args.signal else ["fixture", "background", "signals"])
     start = time.perf_counter()
     if "fixture" in stages:
         bundle.fixture()
     if "background" in stages:
         bundle.background(args.background_events)
     if "signals" in stages:
-        bundle.signals(args.signal_events)
+        bundle.signals(args.signal_events, tuple(args.signal or SIGNALS))
+    elif "summaries" in stages:
+        bundle.summaries()
     print(f"done in {time.perf_counter() - start:.0f} s -> {args.out}", flush=True)
     return 0
 

@@ -13,7 +13,7 @@ Output: events in the event model (:mod:`eventlm.events`), without ``event_id``,
 ``weight`` (the caller adds them), plus the Dark Machines preselection mask. Every number of the model
 is a field of :class:`DetectorParams`; ``docs/generator.md`` describes it with references. The steps:
 
-1. visible final-state particles: everything with ``status > 0`` except neutrinos and neutralinos,
+1. visible final-state particles: everything with ``status > 0`` except neutrinos, neutralinos and dark matter,
    inside the calorimeter (|eta| < 4.9);
 2. prompt electrons, muons and photons (first mother not a hadron); electrons are dressed with the
    prompt photons within Delta R < 0.1 (their calorimeter cluster); isolation: the scalar pT sum of the other visible
@@ -42,8 +42,9 @@ import numpy as np
 
 from eventlm.events import Kind, energy_from_pt_eta, make_particles
 
-#: |PDG id| of particles that leave no trace: neutrinos and the lightest neutralino (and gravitino).
-INVISIBLE_PIDS = (12, 14, 16, 1000022, 1000039)
+#: |PDG id| of particles that leave no trace: neutrinos, the lightest neutralino, the gravitino and
+#: Pythia's dark-matter fermion Xd (PDG 52, of the ``ttbar_S200_inv`` signal).
+INVISIBLE_PIDS = (12, 14, 16, 52, 1000022, 1000039)
 ELECTRON_MASS = 0.000511
 MUON_MASS = 0.10566
 

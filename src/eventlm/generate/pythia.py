@@ -52,6 +52,19 @@ COMMON_SETTINGS = (
 
 
 @dataclass(frozen=True)
+class DecayCheck:
+    """After init, BR(``pid`` -> ``products``) among the open channels is at least ``min_br``.
+
+    ``products`` are PDG ids, sorted; ``mass`` (GeV), if given, is checked too (an SLHA file was read).
+    """
+
+    pid: int
+    products: tuple[int, ...]
+    min_br: float
+    mass: float | None = None
+
+
+@dataclass(frozen=True)
 class Process:
     """A Pythia process card: a name (the Dark Machines one where it exists) and its settings."""
 
@@ -60,6 +73,41 @@ class Process:
     settings: tuple[str, ...]
     signal: bool = False
     slha: str | None = None  # file name in eventlm/generate/data
+    checks: tuple[DecayCheck, ...] = ()
+    #: signals only: designed to have the background's object count (mean within one object) and to
+    #: differ in energy scale, MET or angular structure instead
+    background_multiplicity: bool = False
+
+
+#: H2 with its couplings to W, Z and the other Higgs bosons off: it decays to fermions only.
+_H2_FERMIONS_ONLY = (
+    "HiggsH2:coup2u = 1.",
+    "HiggsH2:coup2W = 0.",
+    "HiggsH2:coup2Z = 0.",
+    "HiggsH2:coup2H1H1 = 0.",
+    "HiggsH2:coup2A3A3 = 0.",
+    "HiggsH2:coup2H1Z = 0.",
+    "HiggsH2:coup2A3H1 = 0.",
+    "HiggsH2:coup2HchgW = 0.",
+    "HiggsH2:coup2Hchg = 0.",
+    "HiggsA3:coup2H2Z = 0.",  # H2 -> Z A3 (A3 at 300 GeV by default)
+)
+
+#: Signal masses [GeV] of the validation suite (docs/generator.md, "Signals", says why these).
+M_ZPRIME = 1500.0
+M_WPRIME = 1500.0
+M_STOP = 800.0
+M_CHI_STOP = 100.0
+M_MEDIATOR = 200.0
+M_CHI_DM = 1.0
+M_A3 = 750.0
+#: Width of the mediator for a coupling g = 1 to the dark-matter fermion: g^2 m / (8 pi) beta^3 (its
+#: b bbar, c cbar, tau tau widths through the top-like Yukawa couplings are < 0.01 GeV at 200 GeV).
+W_MEDIATOR = M_MEDIATOR / (8 * math.pi) * (1 - 4 * M_CHI_DM**2 / M_MEDIATOR**2) ** 1.5
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
 
 
 PROCESSES: dict[str, Process] = {
@@ -91,6 +139,7 @@ PROCESSES: dict[str, Process] = {
             ("SUSY:gg2gluinogluino = on", "SUSY:qqbar2gluinogluino = on"),
             signal=True,
             slha="gluino_1000.slha",
+            checks=(DecayCheck(1000021, (-6, 6, 1000022), 1.0 - 1e-6, 1000.0),),
         ),
         Process(
             "tttt_H500",
@@ -100,18 +149,86 @@ PROCESSES: dict[str, Process] = {
                 "HiggsBSM:gg2H2ttbar = on",
                 "HiggsBSM:qqbar2H2ttbar = on",
                 "35:m0 = 500.",
-                "HiggsH2:coup2u = 1.",
-                "HiggsH2:coup2W = 0.",
-                "HiggsH2:coup2Z = 0.",
-                "HiggsH2:coup2H1H1 = 0.",
-                "HiggsH2:coup2A3A3 = 0.",
-                "HiggsH2:coup2H1Z = 0.",
-                "HiggsH2:coup2A3H1 = 0.",
-                "HiggsH2:coup2HchgW = 0.",
-                "HiggsH2:coup2Hchg = 0.",
-                "HiggsA3:coup2H2Z = 0.",  # H2 -> Z A3 (A3 at 300 GeV by default)
+                *_H2_FERMIONS_ONLY,
             ),
             signal=True,
+            checks=(DecayCheck(35, (-6, 6), 0.95, 500.0),),
+        ),
+        Process(
+            f"zprime_{M_ZPRIME:.0f}",
+            f"sequential-SM Z' of {M_ZPRIME:.0f} GeV (pure Z', no gamma*/Z interference) -> t tbar only",
+            (
+                "NewGaugeBoson:ffbar2gmZZprime = on",
+                "Zprime:gmZmode = 3",
+                f"32:m0 = {_g(M_ZPRIME)}",
+                "32:onMode = off",
+                "32:onIfAny = 6",
+            ),
+            signal=True,
+            background_multiplicity=True,
+            checks=(DecayCheck(32, (-6, 6), 1.0 - 1e-6, M_ZPRIME),),
+        ),
+        Process(
+            f"wprime_{M_WPRIME:.0f}",
+            f"sequential-SM W' of {M_WPRIME:.0f} GeV -> t b only (W'+ -> t bbar, W'- -> tbar b)",
+            (
+                "NewGaugeBoson:ffbar2Wprime = on",
+                f"34:m0 = {_g(M_WPRIME)}",
+                "34:onMode = off",
+                "34:onIfAll = 5 6",
+            ),
+            signal=True,
+            background_multiplicity=True,
+            checks=(DecayCheck(34, (-5, 6), 1.0 - 1e-6, M_WPRIME),),
+        ),
+        Process(
+            f"stop_{M_STOP:.0f}",
+            f"top-squark pairs, m(stop1) = {M_STOP:.0f} GeV, stop1 -> t neutralino1 (100 %), "
+            f"m(neutralino1) = {M_CHI_STOP:.0f} GeV",
+            (
+                "SUSY:gg2squarkantisquark = on",
+                "SUSY:qqbar2squarkantisquark = on",
+                "SUSY:idA = 1000006",
+                "SUSY:idB = 1000006",
+            ),
+            signal=True,
+            background_multiplicity=True,
+            slha=f"stop_{M_STOP:.0f}.slha",
+            checks=(DecayCheck(1000006, (6, 1000022), 1.0 - 1e-6, M_STOP),),
+        ),
+        Process(
+            f"ttbar_S{M_MEDIATOR:.0f}_inv",
+            f"t tbar + a {M_MEDIATOR:.0f} GeV scalar mediator (H2, top Yukawa coupling) decaying to a pair of "
+            f"{M_CHI_DM:g} GeV dark-matter fermions (Pythia's Xd, PDG 52): t tbar + MET",
+            (
+                "Higgs:useBSM = on",
+                "HiggsBSM:gg2H2ttbar = on",
+                "HiggsBSM:qqbar2H2ttbar = on",
+                f"35:m0 = {_g(M_MEDIATOR)}",
+                f"35:mWidth = {W_MEDIATOR:.4f}",
+                *_H2_FERMIONS_ONLY,
+                f"52:m0 = {_g(M_CHI_DM)}",
+                "52:mayDecay = off",
+                "35:onMode = off",
+                "35:addChannel = 1 1.0 101 52 -52",  # meMode 101: partial width = mWidth x BR above threshold
+            ),
+            signal=True,
+            background_multiplicity=True,
+            checks=(DecayCheck(35, (-52, 52), 1.0 - 1e-6, M_MEDIATOR),),
+        ),
+        Process(
+            f"A3_ttbar_{M_A3:.0f}",
+            f"gg -> A3, a {M_A3:.0f} GeV pseudoscalar (Pythia's BSM A3), A3 -> t tbar only",
+            (
+                "Higgs:useBSM = on",
+                "HiggsBSM:gg2A3 = on",
+                f"36:m0 = {_g(M_A3)}",
+                "36:onMode = off",
+                "36:onIfMatch = 6 -6",
+            ),
+            signal=True,
+            background_multiplicity=True,
+            checks=(DecayCheck(36, (-6, 6), 1.0 - 1e-6, M_A3),),
         ),
     )
 }
@@ -182,20 +299,19 @@ def decay_table(pythia, pid: int) -> list[tuple[float, tuple[int, ...]]]:
 
 
 def check_decays(pythia, process: Process) -> None:
-    """The signals' decays are what the cards promise (the SLHA table was taken, H2 -> t tbar ~ 1)."""
-    if process.name == "gluino_1000":
-        table = decay_table(pythia, 1000021)
-        wanted = tuple(sorted((1000022, 6, -6)))
-        br = sum(b for b, prods in table if prods == wanted)
-        mass = pythia.particleData.m0(1000021)
-        if abs(br - 1.0) > 1e-6 or abs(mass - 1000.0) > 1e-6:
-            raise EventlmError(f"gluino decay table not taken from the SLHA file: m = {mass}, channels {table}")
-    elif process.name == "tttt_H500":
-        table = decay_table(pythia, 35)
+    """The signals' decays are what the cards promise (an SLHA table was taken, the channel is open)."""
+    for check in process.checks:
+        table = decay_table(pythia, check.pid)
         total = sum(b for b, _ in table)
-        br = sum(b for b, prods in table if prods == (-6, 6)) / total if total else 0.0
-        if br < 0.95:
-            raise EventlmError(f"BR(H2 -> t tbar) = {br:.3f} < 0.95: channels {table}")
+        br = sum(b for b, prods in table if prods == tuple(sorted(check.products))) / total if total else 0.0
+        mass = pythia.particleData.m0(check.pid)
+        if br < check.min_br:
+            raise EventlmError(
+                f"process {process.name!r}: BR({check.pid} -> {' '.join(map(str, check.products))}) = {br:.4f} "
+                f"< {check.min_br:g} after init; open channels {table}"
+            )
+        if check.mass is not None and abs(mass - check.mass) > 1e-6 * max(1.0, check.mass):
+            raise EventlmError(f"process {process.name!r}: mass of {check.pid} is {mass} GeV, not {check.mass} GeV")
 
 
 # ----------------------------------------------------------------------------------------------------

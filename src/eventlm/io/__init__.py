@@ -10,10 +10,17 @@ Reading::
     for chunk in iter_events(paths, step_size=50_000):   # bounded memory, any file size
         ...
 
-``paths`` is one path or a list; files are read in order and concatenated. ``.root`` input is either
-an eventlm ntuple (TTree ``Events`` with ``Particle_*`` branches) or a CMS NanoAOD-like file (``Jet_pt``
-present, no ``Particle_pt``), mapped by :mod:`eventlm.io.nanoaod`. ROOT and Parquet files that carry
-extra columns (e.g. ``anomaly_score``, ``token_nll``) come back with them as extra event fields.
+``paths`` is one path or a list; files are read in order and concatenated. ``.root`` input is told
+apart by what it holds, TTree or RNTuple alike:
+
+- ``Events`` with ``Particle_pt`` (or an RNTuple field ``Particle``): an eventlm ntuple;
+- ``Events`` with NanoAOD collections (``Jet_pt``, ``Muon_pt``, ``MET_pt`` ...): CMS NanoAOD, mapped by
+  :mod:`eventlm.io.nanoaod` (options: ``nanoaod=NanoAODOptions(...)``);
+- ``CollectionTree`` (or the RNTuple ``EventData``) with ``AnalysisJets`` ...: ATLAS PHYSLITE, mapped
+  by :mod:`eventlm.io.physlite` (options: ``physlite=PHYSLITEOptions(...)``).
+
+ROOT and Parquet files that carry extra columns (e.g. ``anomaly_score``, ``token_nll``) come back with
+them as extra event fields.
 
 Bad input raises :class:`eventlm.errors.EventFormatError` naming the file, the line (CSV, 1-based) or
 entry (ROOT/Parquet, 0-based) and the problem. With ``on_error="skip"`` bad lines/entries are dropped,
@@ -151,8 +158,10 @@ def iter_events(
     reader choose: a CSV file then comes in blocks of up to :data:`eventlm.io.csv.MAX_BLOCK_BYTES`
     of text, ROOT in chunks of about :data:`eventlm.io.root.AUTO_STEP` and Parquet in chunks of
     :data:`DEFAULT_STEP_SIZE` events. ``report`` (a :class:`ReadReport`)
-    collects what ``on_error="skip"`` dropped. ``options`` go to the NanoAOD mapping
-    (``process=``, ``btag_branch=``, ``btag_wp=``; see :mod:`eventlm.io.nanoaod`).
+    collects what ``on_error="skip"`` dropped. ``options`` go to the experiment readers:
+    ``nanoaod=`` a :class:`eventlm.io.nanoaod.NanoAODOptions`, ``physlite=`` a
+    :class:`eventlm.io.physlite.PHYSLITEOptions` (each used only for files of its kind), and the
+    shortcuts ``process=``, ``met=``, ``btag_branch=``, ``btag_wp=``, ``btag_era=`` (NanoAOD).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -170,12 +179,9 @@ def iter_events(
         fmt = detect_format(path)
         before = report.n_skipped
         if fmt == "csv":
-            from eventlm.io.csv import iter_line_blocks, parse_block
+            from eventlm.io.csv import iter_csv
 
-            chunks = (
-                parse_block(block, path, line0=line0, on_error=on_error, report=report)
-                for line0, block in iter_line_blocks(path, step_size if step_size is not None else remaining)
-            )
+            chunks = iter_csv(path, step_size if step_size is not None else remaining, on_error=on_error, report=report)
         elif fmt == "root":
             from eventlm.io.root import AUTO_STEP, iter_root
 
@@ -255,7 +261,7 @@ class EventWriter:
     on an exception the temporary file is removed and nothing is left behind.
     """
 
-    def __init__(self, path, **options):
+    def __init__(self, path):
         self.path = Path(path)
         self.format = detect_format(self.path)
         self.n_events = 0
@@ -269,7 +275,7 @@ class EventWriter:
         elif self.format == "root":
             from eventlm.io.root import RootSink
 
-            self._sink = RootSink(self._tmp, **options)
+            self._sink = RootSink(self._tmp)
         else:
             from eventlm.io.parquet import ParquetSink
 
@@ -333,9 +339,9 @@ class EventWriter:
             self.abort()
 
 
-def write_events(events: ak.Array, path, extra_columns: dict | None = None, **options) -> Path:
+def write_events(events: ak.Array, path, extra_columns: dict | None = None) -> Path:
     """Write ``events`` (plus ``extra_columns``) to ``path`` in the format of its suffix, atomically."""
-    with EventWriter(path, **options) as out:
+    with EventWriter(path) as out:
         out.write(events, extra_columns)
     return out.path
 
