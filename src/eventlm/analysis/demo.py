@@ -29,6 +29,8 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from eventlm.errors import EventlmError
+
 log = logging.getLogger(__name__)
 
 ROOT_DIR = Path(__file__).resolve().parents[3]
@@ -124,10 +126,12 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     analysis_dir = Path(analysis_dir) if analysis_dir else ROOT_DIR / "analysis"
     for name in ("background", *STUDIES):
         if not (data_dir / f"{name}.csv.gz").exists():
-            raise FileNotFoundError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing")
+            raise EventlmError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing: the demo runs on the "
+                               "samples of a source checkout (data/); pass --data DIR to point at them")
     for name in STUDIES:
         if not (analysis_dir / f"{name}.toml").exists():
-            raise FileNotFoundError(f"study config {analysis_dir / (name + '.toml')} is missing")
+            raise EventlmError(f"study config {analysis_dir / (name + '.toml')} is missing: the demo uses the "
+                               "study configs of a source checkout (analysis/)")
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()

@@ -313,8 +313,8 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
                               ("anomaly_score_sum", "summed NLL")):
             if column not in bkg or column not in sig:
                 continue
-            if column == "anomaly_score_sum" and np.array_equal(bkg[column], bkg["anomaly_score"]):
-                continue  # the causal default is the summed NLL itself
+            if np.array_equal(bkg[column], bkg["anomaly_score"]) and np.array_equal(sig[column], sig["anomaly_score"]):
+                continue  # the causal default is the summed NLL itself; an old file's mean is read as the score
             methods[f"{EVENTLM}, {label}"] = (bkg[column], sig[column])
         for name, by_dataset in (baseline_scores or {}).items():
             methods[name] = (by_dataset[BACKGROUND], by_dataset[signal])
