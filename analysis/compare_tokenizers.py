@@ -1,15 +1,16 @@
 """Compare tokenizers (look-up-table variants, VQ-VAE, graph VQ) and objectives (masked, causal).
 
 Each variant is trained on the same background split (same seed, same events), scores the same
-background test events and both signals; the baselines are fitted once on the same training split.
-Figures of merit (ROC-AUC, eff_S at eff_B = 1e-2/1e-3/1e-4, max SIC, bootstrap errors) are computed on
-all scored events per signal, for both event scores of each variant (the mean and the summed masked-token
-NLL). Prints a Markdown table and writes it with ROC/SIC figures (one set per score) and every event's
+background test events and every signal in data/; the baselines are fitted once on the same training
+split. The figures of merit come from the study core (:func:`eventlm.analysis.study.compare`: ROC-AUC,
+length-matched AUC, eff_S at eff_B = 1e-2/1e-3, max SIC, bootstrap errors, the object count and HT
+alone as references), for both event scores of each variant (the default ``anomaly_score`` and the
+mean per-token NLL ``anomaly_score_mean``). Prints a Markdown table and writes it with ROC/SIC figures (one set per score) and every event's
 scores and object multiplicity (``scores.npz``, keys ``"<method>|<dataset>"``) to --out::
 
     .venv/bin/python analysis/compare_tokenizers.py --out runs/compare                 # full settings
     .venv/bin/python analysis/compare_tokenizers.py --out runs/compare --background 20000 --epochs 2
-    .venv/bin/python analysis/compare_tokenizers.py --variants lut_paper,lut_causal --quick
+    .venv/bin/python analysis/compare_tokenizers.py --variants lut_tail_causal,lut_paper --quick
 
 ``--figures DIR`` also copies the figures there (docs/figures/analysis_compare_*.png).
 """
@@ -31,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (tokenizer kind, tokenizer params, objective)
 VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "lut_tail_causal": ("lut", {"preset": "tail"}, "causal"),  # the default
+    "lut_tail_abs_phi_causal": ("lut", {"preset": "tail", "phi_reference": "absolute"}, "causal"),
+    "lut_tail_masked": ("lut", {"preset": "tail"}, "masked"),
+    "vqvae_causal": ("vqvae", {}, "causal"),
     "lut_paper": ("lut", {"preset": "paper"}, "masked"),
     "lut_no_met": ("lut", {"preset": "no_met"}, "masked"),
     "lut_coarse": ("lut", {"preset": "coarse"}, "masked"),
@@ -39,16 +44,17 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
     "graph_vq": ("graph", {}, "masked"),
     "lut_paper_causal": ("lut", {"preset": "paper"}, "causal"),
 }
-SIGNALS = ("tttt_H500", "gluino_1000")
 #: the two event scores of every variant: (column, suffix of the method's name)
-SCORES = (("anomaly_score", ""), ("anomaly_score_sum", " (sum)"))
+SCORES = (("anomaly_score", ""), ("anomaly_score_mean", " (mean)"))
+DEFAULT_VARIANTS = "lut_tail_causal,lut_tail_abs_phi_causal,lut_tail_masked,lut_paper,lut_paper_causal,vqvae_causal"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/compare", help="output directory")
     p.add_argument("--data", default=str(ROOT / "data"), help="directory of the bundled samples")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated subset of {list(VARIANTS)}")
+    p.add_argument("--signals", help="comma-separated signal names (default: every signal in --data)")
     p.add_argument("--background", type=int, default=None, help="background events read (default: all)")
     p.add_argument("--signal", type=int, default=None, help="events per signal (default: all)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per variant")
@@ -86,7 +92,10 @@ def main(argv=None) -> int:
     data = Path(args.data)
     t_all = time.perf_counter()
     background = read_events(data / "background.csv.gz", max_events=args.background)
-    signals = {s: read_events(data / f"{s}.csv.gz", max_events=args.signal) for s in SIGNALS}
+    from eventlm.analysis.demo import signal_names
+
+    signal_list = args.signals.split(",") if args.signals else signal_names(data)
+    signals = {s: read_events(data / f"{s}.csv.gz", max_events=args.signal) for s in signal_list}
     scores: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, dict] = {}
     test = train_events = None
@@ -127,30 +136,32 @@ def main(argv=None) -> int:
         for b, model in fitted.items():
             scores[b] = {k: model.score(x) for k, x in feats.items()}
             info[b] = {"kind": "baseline"}
+    from eventlm.analysis.study import compare, comparison_table, references
+
     w_b = ak.to_numpy(test.weight)
-    results: dict[str, dict[str, dict]] = {}
+    results: dict[str, dict] = {}
     label = label_for("ATLAS", "Internal", 13.0, None)
     lines = []
+    refs = {"background": references(test), **{s: references(ev) for s, ev in signals.items()}}
     for s, ev in signals.items():
         w_s = ak.to_numpy(ev.weight)
-        results[s] = {}
-        curves, aucs = {}, {}
-        head = ["Method", "ROC-AUC", "eff_S@1e-2", "eff_S@1e-3", "eff_S@1e-4", "SIC max"]
-        lines += [f"### {s}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for method, by_ds in scores.items():
-            m = evaluate(by_ds["background"], by_ds[s], w_b, w_s, n_bootstrap=args.n_bootstrap, seed=args.seed)
-            results[s][method] = m.to_dict()
-            text = LABELS.get(method, method)
-            curves[text] = roc_curve(by_ds["background"], by_ds[s], w_b, w_s)
-            aucs[text] = f"AUC = {m.values['auc']:.3f}"
-            lines.append("| " + " | ".join([text, m.format("auc"), m.format("eff_s@0.01"), m.format("eff_s@0.001"),
-                                             m.format("eff_s@0.0001"), m.format("sic_max", 2)]) + " |")
-        lines.append("")
-        # one figure per score, the baselines in both (17 curves in one figure would not be read)
+        methods = {LABELS.get(m, m): (by_ds["background"], by_ds[s]) for m, by_ds in scores.items()}
+        kinds = {}
+        for ref in refs["background"]:
+            methods[ref] = (refs["background"][ref], refs[s][ref])
+            kinds[ref] = "reference"
+        comp = compare(s, methods, refs["background"]["object count"], refs[s]["object count"], w_b, w_s,
+                       kinds=kinds, n_bootstrap=args.n_bootstrap, seed=args.seed)
+        results[s] = comp.to_dict()
+        lines.append(comparison_table(comp))
+        curves = {k: roc_curve(v[0], v[1], w_b, w_s) for k, v in methods.items()}
+        aucs = {k: f"AUC = {r.metrics.values['auc']:.3f}" for k, r in comp.methods.items()}
+        # one figure per score, the baselines and references in both
         for column, suffix in SCORES:
             keep = [LABELS.get(m, m) for m in scores
-                    if info.get(m, {}).get("kind") == "baseline" or m.endswith(" (sum)") == bool(suffix)]
-            tag = "_sum" if suffix else ""
+                    if info.get(m, {}).get("kind") == "baseline" or m.endswith(" (mean)") == bool(suffix)]
+            keep += list(refs["background"])
+            tag = "_mean" if suffix else ""
             plot_roc({k: curves[k] for k in keep}, out / f"analysis_compare_roc{tag}_{s}.png",
                      aucs={k: aucs[k] for k in keep}, label=label, title=f"{s}, {column}")
             plot_sic({k: curves[k] for k in keep}, out / f"analysis_compare_sic{tag}_{s}.png", label=label,
@@ -158,8 +169,8 @@ def main(argv=None) -> int:
     settings = (f"Settings: {len(background)} background events read ({len(test)} test), "
                 f"{', '.join(f'{len(ev)} {s}' for s, ev in signals.items())}; {args.epochs} epoch(s) per variant; "
                 f"seed {args.seed}; {args.n_bootstrap} bootstrap resamplings; total "
-                f"{time.perf_counter() - t_all:.0f} s. Each variant is listed twice: its mean masked-token NLL "
-                "(`anomaly_score`) and its summed NLL (`anomaly_score_sum`, \"(sum)\").")
+                f"{time.perf_counter() - t_all:.0f} s. Each variant is listed twice: its default event score "
+                "(`anomaly_score`) and its mean per-token NLL (`anomaly_score_mean`, \"(mean)\").")
     table = "\n".join([settings, "", *lines])
     # every event's scores and object multiplicity, for studies of the scores beyond this table
     n_objects = {"background": ak.to_numpy(ak.num(test.particles)),
@@ -180,7 +191,7 @@ def main(argv=None) -> int:
 
 
 #: the variants drawn against multiplicity (where present): one per tokenizer kind
-MULTIPLICITY_VARIANTS = ("lut_paper", "vqvae", "graph_vq")
+MULTIPLICITY_VARIANTS = ("lut_tail_causal", "lut_paper", "vqvae_causal")
 
 
 def plot_multiplicity(scores: dict, n_objects: dict, path: Path, label) -> None:
@@ -188,10 +199,10 @@ def plot_multiplicity(scores: dict, n_objects: dict, path: Path, label) -> None:
     whether a variant's score separates the signals at a fixed multiplicity, or only through it."""
     from eventlm.plotting.analysis import plot_score_vs_multiplicity, score_by_multiplicity
 
-    names = [v for v in MULTIPLICITY_VARIANTS if v in scores] or [m for m in scores if "(sum)" not in m][:3]
+    names = [v for v in MULTIPLICITY_VARIANTS if v in scores] or [m for m in scores if "(mean)" not in m][:3]
     curves = {m: {ds: score_by_multiplicity(n_objects[ds], scores[m][ds]) for ds in n_objects if ds in scores[m]}
               for m in names}
-    plot_score_vs_multiplicity(curves, path, label=label)
+    plot_score_vs_multiplicity(curves, path, label=label, ylabel="mean anomaly_score [nats]")
 
 
 if __name__ == "__main__":

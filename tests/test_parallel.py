@@ -74,4 +74,5 @@ def test_cli_score_workers(model, fixture_path, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "eventlm", "score", str(fixture_path), "--model", str(model),
                           "-o", str(tmp_path / "x.root"), "--workers", "0"], capture_output=True, text=True)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["eventlm score: error: --workers must be at least 1, not 0"]
+    assert bad.stderr.strip().splitlines() == ["eventlm score: error: argument --workers: must be a positive integer, got 0 "
+                                                "(see eventlm score --help)"]

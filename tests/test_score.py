@@ -13,11 +13,11 @@ import torch
 
 from eventlm.config import RunConfig
 from eventlm.score import Scorer, score_files
-from eventlm.train import train
+from eventlm.train import load_split, train
 
 SMALL = RunConfig(seed=5).replace(
     model={"n_embd": 32, "n_head": 2},
-    train={"epochs": 2, "batch_size": 128, "warmup_steps": 10, "max_events": 4000},
+    train={"objective": "masked", "epochs": 2, "batch_size": 128, "warmup_steps": 10, "max_events": 4000},
 )
 
 
@@ -52,7 +52,7 @@ def test_score_mixed_file_one_score_per_event_in_input_order(model_dir, fixture_
     assert (tmp_path / "confusion.png").stat().st_size > 10_000
 
 
-def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events):
+def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events, background_events):
     """The vectorized scorer agrees with masking each particle in turn, one event at a time."""
     scorer = Scorer.load(model_dir)
     events = fixture_events[:12]
@@ -60,6 +60,14 @@ def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events)
     tokens = scorer.tokenizer.encode(events).tolist()
     model, mask = scorer.model, scorer.tokenizer.special.mask
     n_met = scorer.tokenizer.n_met_tokens
+    # p(n objects) by counting the training split's events, add-one smoothed over 0 .. the longest
+    train_ids = load_split(model_dir)["train"]
+    train_tokens = scorer.tokenizer.encode(background_events[np.isin(ak.to_numpy(background_events.event_id),
+                                                                     train_ids)]).tolist()
+    n_train = [len(t) - n_met for t in train_tokens]
+    k = max(len(t) for t in train_tokens) + 1
+    p_count = {n: (n_train.count(n) + 1) / (len(n_train) + k) for n in range(k)}
+    p_floor = 1 / (len(n_train) + k)
     for i, event in enumerate(tokens):
         nll, hits = [], []
         for pos in range(len(event) - n_met):
@@ -71,9 +79,13 @@ def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events)
             hits.append(int(logp.argmax()) == event[pos])
         np.testing.assert_allclose(out["token_nll"][i].to_list(), nll, rtol=1e-4, atol=1e-5)
         if nll:
-            assert out["anomaly_score"][i] == pytest.approx(np.mean(nll), rel=1e-5)
+            assert out["anomaly_score_mean"][i] == pytest.approx(np.mean(nll), rel=1e-5)
+            assert out["anomaly_score_sum"][i] == pytest.approx(np.sum(nll), rel=1e-5)
             assert out["anomaly_score_max"][i] == pytest.approx(max(nll), rel=1e-5)
             assert out["reco_accuracy"][i] == pytest.approx(np.mean(hits))
+        # the default: pseudo-log-likelihood plus the training background's object-count term
+        count_nll = -np.log(p_count.get(len(event) - n_met, p_floor))
+        assert out["anomaly_score"][i] == pytest.approx(np.sum(nll) + count_nll, rel=1e-5)
     assert out["anomaly_score"].dtype == np.float32
 
 
@@ -85,7 +97,9 @@ def test_events_without_particles_are_scored_not_dropped(model_dir, make_events)
     assert len(out["anomaly_score"]) == 40
     assert np.isfinite(out["anomaly_score"]).all() and np.isfinite(out["reco_accuracy"]).all()
     empty = n_particles == 0
-    assert (out["anomaly_score"][empty] == 0).all()
+    assert (out["anomaly_score_mean"][empty] == 0).all() and (out["anomaly_score_sum"][empty] == 0).all()
+    # the default keeps the object-count term: no objects at all is rare in the training background
+    assert (out["anomaly_score"][empty] > 0).all() and np.unique(out["anomaly_score"][empty]).size == 1
     assert (ak.to_numpy(ak.num(out["token_nll"]))[empty] == 0).all()
 
 
@@ -111,13 +125,51 @@ def test_streaming_steps_do_not_change_scores(model_dir, fixture_path, tmp_path)
     np.testing.assert_allclose(ak.to_numpy(b.anomaly_score[len(a) :]), ak.to_numpy(a.anomaly_score), rtol=1e-5)
 
 
-def test_causal_score_is_mean_token_nll_and_gives_log_likelihood(causal_dir, fixture_events):
-    out = Scorer.load(causal_dir).score(fixture_events[:50])
-    n_tokens = ak.to_numpy(ak.num(out["token_nll"]))
-    assert "log_likelihood" in out
-    # mean over the tokens and the stop token; the log-likelihood is minus their sum
-    np.testing.assert_allclose(-out["log_likelihood"], out["anomaly_score"] * (n_tokens + 1), rtol=1e-4)
-    assert (ak.to_numpy(ak.sum(out["token_nll"], axis=1)) <= -out["log_likelihood"] + 1e-3).all()
+def test_causal_default_score_is_the_event_nll_of_a_slow_prefix_by_prefix_reference(causal_dir, fixture_events):
+    """anomaly_score = -log p(event): every token given its prefix alone (one forward pass per prefix,
+    no causal mask relied on), plus the stop token; the mean and the log-likelihood follow from it."""
+    scorer = Scorer.load(causal_dir)
+    events = fixture_events[:8]
+    out = scorer.score(events)
+    special = scorer.tokenizer.special
+    for i, event in enumerate(scorer.tokenizer.encode(events).tolist()):
+        targets = event + [special.eos]
+        terms = []
+        for pos, target in enumerate(targets):
+            prefix = torch.tensor([[special.bos] + event[:pos]])
+            with torch.no_grad():
+                logits = scorer.model(prefix, prefix != 0, torch.ones_like(prefix, dtype=torch.bool))
+            terms.append(-torch.log_softmax(logits[-1], dim=-1)[target].item())
+        assert out["anomaly_score"][i] == pytest.approx(np.sum(terms), rel=1e-4)
+        assert out["anomaly_score_sum"][i] == pytest.approx(np.sum(terms), rel=1e-4)
+        assert out["anomaly_score_mean"][i] == pytest.approx(np.mean(terms), rel=1e-4)
+        assert out["log_likelihood"][i] == pytest.approx(-np.sum(terms), rel=1e-4)
+        np.testing.assert_allclose(out["token_nll"][i].to_list(), terms[:-1], rtol=1e-4, atol=1e-5)
+
+
+def test_calibrated_score_is_the_background_tail_fraction_within_its_object_count(causal_dir, background_events):
+    from eventlm.calibration import ScoreCalibration
+    from eventlm.score import calibrate, n_objects_of
+
+    cal = calibrate(causal_dir, background_events)
+    assert (causal_dir / "calibration.json").exists() and cal.score == "anomaly_score"
+    assert min(cal.n_events) >= 300
+    scorer = Scorer.load(causal_dir)
+    held_out = background_events[np.isin(ak.to_numpy(background_events.event_id),
+                                         load_split(causal_dir)["validation"])]
+    out = scorer.score(held_out)
+    n = n_objects_of(scorer.tokenizer, scorer.tokenizer.encode(held_out))
+    np.testing.assert_allclose(out["anomaly_score_calibrated"],
+                               ScoreCalibration.load(causal_dir / "calibration.json").transform(out["anomaly_score"], n))
+    # on the calibration events, 10 % of every class lies above 1 and 2 % above -log10(0.02)
+    for c in range(len(cal.lower)):
+        sel = cal.class_of(n) == c
+        assert np.mean(out["anomaly_score_calibrated"][sel] >= 1.0) == pytest.approx(0.1, abs=0.01)
+        assert np.mean(out["anomaly_score_calibrated"][sel] > -np.log10(0.02) + 1e-6) <= 0.021
+    # monotone in the score within a class
+    sel = cal.class_of(n) == 0
+    order = np.argsort(out["anomaly_score"][sel])
+    assert np.all(np.diff(out["anomaly_score_calibrated"][sel][order]) >= 0)
 
 
 def test_cli_train_and_score_on_fixture(fixture_path, tmp_path):

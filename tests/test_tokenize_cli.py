@@ -25,7 +25,7 @@ def _files(tmp_path, make_events):
 
 def test_tokens_prints_vocabulary_use_and_draws_frequency(tmp_path, make_events, capsys):
     bg, files = _files(tmp_path, make_events)
-    tok_path = get_tokenizer("lut").fit(bg).save(tmp_path / "tokenizer.json")
+    tok_path = get_tokenizer("lut", preset="paper").fit(bg).save(tmp_path / "tokenizer.json")
     out = tmp_path / "plots"
     assert main(["tokens", *files, "--tokenizer", str(tok_path), "--out", str(out), "--top", "3"]) == 0
     text = capsys.readouterr().out

@@ -151,3 +151,17 @@ def test_graph_vq_learns_background_and_uses_most_codes(background_events):
     report = tok.resolution_report(background_events[4000:5000])
     assert report["usage_fraction"] >= 0.7, report
     assert report["category_accuracy"] > 0.9, report
+
+
+def test_fit_overrides_of_the_id_layout_are_kept_and_reload(small_events, tmp_path):
+    """Regression: fit(n_met=10) wrote a tokenizer that refused to load; fit(met_tokens=False) still
+    reported two MET tokens."""
+    events = small_events[:300]
+    more = get_tokenizer("vqvae", seed=3, **SMALL).fit(events, epochs=1, progress=False, n_met=10)
+    assert more.met.n_met == 10 and more.n_content == more.codebook_size + 10 + more.n_met_phi
+    back = load_tokenizer(more.save(tmp_path / "more.json"))
+    assert back.n_content == more.n_content
+    assert ak.to_list(back.encode(events)) == ak.to_list(more.encode(events))
+    none = get_tokenizer("vqvae", seed=3, **SMALL).fit(events, epochs=1, progress=False, met_tokens=False)
+    assert none.n_met_tokens == 0 and none.n_content == none.codebook_size
+    assert ak.to_list(ak.num(none.encode(events))) == ak.to_list(ak.num(events.particles))

@@ -148,13 +148,13 @@ def test_unknown_kind_or_charge_is_an_error(kind, charge):
 
 def test_encode_before_fit_is_an_error():
     with pytest.raises(TokenizationError, match="not fitted"):
-        LUTTokenizer().encode(_events([[]]))
+        LUTTokenizer("paper").encode(_events([[]]))
 
 
 def test_filtered_and_sliced_input_matches_a_fresh_copy(make_events):
     """Regression (weaver-core's padding bug): offsets of a filtered array must not leak other rows."""
     ev = make_events(500, seed=3)
-    tok = LUTTokenizer().fit(ev)
+    tok = LUTTokenizer("paper").fit(ev)
     selected = ev[ak.num(ev.particles) % 3 == 1][5:200:2]
     selected = ak.with_field(selected, selected.particles[selected.particles.pt > 40], "particles")
     fresh = ak.from_iter(ak.to_list(selected))
@@ -166,7 +166,7 @@ def test_filtered_and_sliced_input_matches_a_fresh_copy(make_events):
 
 def test_quantile_edges_fitted_on_background_and_reused_unchanged(make_events):
     background = make_events(3000, seed=4)
-    tok = LUTTokenizer().fit(background)
+    tok = LUTTokenizer("paper").fit(background)
     pt = ak.to_numpy(ak.flatten(background.particles.pt))
     # each pT bin holds 20% of the background particles
     bins = np.searchsorted(tok.pt_edges, pt, side="right")
@@ -184,7 +184,7 @@ def test_quantile_edges_fitted_on_background_and_reused_unchanged(make_events):
 
 def test_decode_of_encode_lies_in_the_same_bins(make_events):
     ev = make_events(1000, seed=6)
-    tok = LUTTokenizer().fit(ev)
+    tok = LUTTokenizer("paper").fit(ev)
     tokens = tok.encode(ev)
     decoded = tok.decode(tokens)
     assert ak.to_list(tok.encode(ak.with_field(decoded, ev.event_id, "event_id"))) == ak.to_list(tokens)
@@ -224,13 +224,13 @@ def test_save_load_round_trip_gives_same_encodings(tmp_path, make_events):
 
 
 def test_load_rejects_other_version_kind_vocab_or_fingerprint(tmp_path, make_events):
-    tok = LUTTokenizer().fit(make_events(200, seed=8))
+    tok = LUTTokenizer("paper").fit(make_events(200, seed=8))
     path = tok.save(tmp_path / "tokenizer.json")
     with pytest.raises(CheckpointMismatchError, match="expected 'vqvae'"):
         load_tokenizer(path, expected_kind="vqvae")
     with pytest.raises(CheckpointMismatchError, match="vocab_size 889"):
         load_tokenizer(path, expected_vocab_size=1000)
-    other = LUTTokenizer().fit(make_events(200, seed=9))
+    other = LUTTokenizer("paper").fit(make_events(200, seed=9))
     with pytest.raises(CheckpointMismatchError, match="fingerprint"):
         load_tokenizer(path, expected_fingerprint=other.fingerprint())
     payload = json.loads(path.read_text())
@@ -257,10 +257,75 @@ def test_presets_are_configurations_with_their_vocab(name, make_events):
 
 
 def test_paper_preset_vocabulary_layout():
-    tok = get_tokenizer("lut")
+    tok = get_tokenizer("lut", preset="paper")
     assert tok.n_particle_tokens == 875 and tok.n_content == 885 and tok.vocab_size == 889
-    assert get_tokenizer("lut", met_tokens=False).vocab_size == 879
-    assert get_tokenizer("lut", n_met=3, n_met_phi=4).n_content == 882
+    assert get_tokenizer("lut", preset="paper", met_tokens=False).vocab_size == 879
+    assert get_tokenizer("lut", preset="paper", n_met=3, n_met_phi=4).n_content == 882
+
+
+def test_default_is_the_tail_preset():
+    tok = get_tokenizer("lut")
+    assert tok.preset == "tail" and tok.binning == "tail" and tok.phi_reference == "leading"
+    assert tok.n_pt == 16 and tok.n_met == 16
+    assert tok.n_content == 7 * 16 * 5 * 5 + 16 + 5
+
+
+def test_tail_bins_resolve_the_tails_that_quantile_bins_merge(make_events):
+    """Quantile bins put a 1 TeV and a 200 GeV jet into one token; the tail bins do not."""
+    from eventlm.tokenize.lut import PT_REACH, TAIL_BULK_BINS, TAIL_QUANTILE
+
+    background = make_events(3000, seed=4)
+    pt = ak.to_numpy(ak.flatten(background.particles.pt)).astype(np.float64)
+    tail = LUTTokenizer("tail").fit(background)
+    paper = LUTTokenizer("paper").fit(background)
+    edges = tail.pt_edges
+    assert len(edges) == tail.n_pt - 1 and np.all(np.diff(edges) > 0)
+    # the bulk: equally populated bins up to the tail quantile ...
+    bulk = np.bincount(np.searchsorted(edges, pt, side="right"), minlength=tail.n_pt)[:TAIL_BULK_BINS]
+    np.testing.assert_allclose(bulk / len(pt), TAIL_QUANTILE / TAIL_BULK_BINS, atol=0.005)
+    assert edges[TAIL_BULK_BINS - 1] == pytest.approx(np.quantile(pt, TAIL_QUANTILE))
+    # ... then equal steps in log pT up to the kinematic reach, and an overflow bin above it
+    np.testing.assert_allclose(np.diff(np.log(edges[TAIL_BULK_BINS - 1:])),
+                               np.log(edges[-1] / edges[TAIL_BULK_BINS - 1]) / (len(edges) - TAIL_BULK_BINS))
+    assert edges[-1] == PT_REACH
+    hard = _events([[(0, 0, 200.0, 0.1, 0.2)], [(0, 0, 1000.0, 0.1, 0.2)], [(0, 0, 5000.0, 0.1, 0.2)]])
+    t_tail = [int(tail.split_id(t[0])[1]) for t in tail.encode(hard).tolist()]
+    t_paper = [int(paper.split_id(t[0])[1]) for t in paper.encode(hard).tolist()]
+    assert t_paper[0] == t_paper[1] == t_paper[2] == paper.n_pt  # all in the top quantile bin
+    assert t_tail[0] < t_tail[1] < t_tail[2] == tail.n_pt  # resolved; 5 TeV in the overflow bin
+    met = tail.met.edges
+    assert met[-1] == 2000.0 and np.all(np.diff(met) > 0)
+
+
+def test_leading_phi_reference_makes_tokens_invariant_under_rotations(make_events):
+    events = make_events(300, seed=12)
+    tok = LUTTokenizer("tail").fit(events)
+    tokens = ak.to_list(tok.encode(events))
+    for angle in (0.7, -2.0, 3.1):
+        rotated = ak.with_field(events, np.mod(events.particles.phi + angle + np.pi, 2 * np.pi) - np.pi,
+                                ["particles", "phi"])
+        rotated = ak.with_field(rotated, np.mod(events.met_phi + angle + np.pi, 2 * np.pi) - np.pi, "met_phi")
+        assert ak.to_list(tok.encode(rotated)) == tokens
+    # the leading object sits in the middle phi bin; the absolute reference does not do that
+    lead = ak.argmax(events.particles.pt, axis=1, keepdims=True)
+    has = ak.to_numpy(ak.num(events.particles)) > 0
+    order = ak.to_list(tok.particle_order(events))
+    first_bins = []
+    for i, (t, o) in enumerate(zip(tokens, order)):
+        if has[i]:
+            pos = o.index(int(lead[i][0]))
+            first_bins.append(int(tok.split_id(t[pos])[3]))
+    assert set(first_bins) == {(tok.n_phi + 1) // 2}
+    absolute = LUTTokenizer("tail", phi_reference="absolute").fit(events)
+    assert ak.to_list(absolute.encode(events)) != tokens
+
+
+def test_tail_preset_round_trips_through_its_file(make_events, tmp_path):
+    events = make_events(400, seed=13)
+    tok = LUTTokenizer("tail").fit(events)
+    back = load_tokenizer(tok.save(tmp_path / "t.json"))
+    assert back.binning == "tail" and back.phi_reference == "leading"
+    assert ak.to_list(back.encode(events)) == ak.to_list(tok.encode(events))
 
 
 def test_lut_module_never_imports_torch(tmp_path):
@@ -280,7 +345,7 @@ def test_lut_module_never_imports_torch(tmp_path):
 def test_bundled_background_fills_quantile_bins_and_encodes_signal(background_events, signal_paths):
     from eventlm.io import read_events
 
-    tok = LUTTokenizer().fit(background_events)
+    tok = LUTTokenizer("paper").fit(background_events)
     tokens = tok.encode(background_events)
     assert len(tokens) == len(background_events)
     cat, cpt, ceta, _ = tok.split_id(ak.to_numpy(ak.flatten(tokens[:, :-2])))

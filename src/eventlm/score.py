@@ -1,26 +1,41 @@
-"""Scoring: how badly the background-trained model reconstructs each event's particles.
+"""Scoring: how improbable the background-trained model finds each event.
 
-Masked objective. For an event with maskable tokens ``t_1 .. t_n`` (its particles; MET too if the
-model was trained with ``mask_met``), build n copies, copy i with ``t_i`` replaced by MASK, and take
-``nll_i = -log p(t_i | copy i)`` at the masked position. Then
+The default score, ``anomaly_score``, is one event-level negative log-likelihood (higher = more
+anomalous; docs/method.md defines each column):
 
-- ``anomaly_score`` = mean of ``nll_i`` (float32; higher = more anomalous),
-- ``anomaly_score_sum`` = sum of ``nll_i`` (the event's negated pseudo-log-likelihood). Unlike the
-  mean it grows with the number of particles, so it keeps the multiplicity that the mean divides out
-  (on the bundled samples it separates both signals far better: docs/results.md),
-- ``anomaly_score_max`` = max of ``nll_i``,
-- ``reco_accuracy`` = fraction of i with ``argmax p(. | copy i) == t_i``,
-- ``token_nll`` = ``[nll_1 .. nll_n]`` (jagged, in the event's token order).
+Causal objective (the default). ``nll_i = -log p(t_i | BOS t_1 .. t_{i-1})`` for the n tokens and the
+stop token EOS. Then
 
-An event with nothing to mask (no particles) gets ``anomaly_score = anomaly_score_sum = anomaly_score_max = 0``,
+- ``anomaly_score`` = ``anomaly_score_sum`` = the sum of the n + 1 terms: the event's negative
+  log-likelihood ``-log p(event)``. The stop token makes the number of objects part of the modelled
+  density, so a rare multiplicity and rare objects both raise it;
+- ``log_likelihood`` = ``-anomaly_score``;
+- ``anomaly_score_mean`` = the mean of the n + 1 terms.
+
+Masked objective (the paper's). For an event with maskable tokens ``t_1 .. t_n`` (its particles; MET
+too if the model was trained with ``mask_met``), build n copies, copy i with ``t_i`` replaced by MASK,
+and take ``nll_i = -log p(t_i | copy i)`` at the masked position. Then
+
+- ``anomaly_score_sum`` = the sum of ``nll_i`` (the negated pseudo-log-likelihood);
+- ``anomaly_score`` = ``anomaly_score_sum - log p(n_particles)``, the pseudo-log-likelihood plus the
+  background's object-count term (:class:`eventlm.calibration.Multiplicity`, fitted on the training
+  events): the masked model sees each object given the others, not how many there are;
+- ``anomaly_score_mean`` = the mean of ``nll_i``: the paper's score.
+
+Both objectives also give ``anomaly_score_max`` (the largest term), ``reco_accuracy`` (fraction of
+terms whose true token is the argmax) and ``token_nll`` (the per-token terms, jagged, in token order;
+the causal stop-token term is left out). Where the model directory holds a ``calibration.json``
+(written by :func:`calibrate`), ``anomaly_score_calibrated`` is ``anomaly_score`` calibrated on
+background within its object-count class (:mod:`eventlm.calibration`): ``-log10`` of the fraction of
+background events with as many objects that score higher.
+
+An event with nothing to score (no particles, masked objective) gets ``anomaly_score_sum``,
+``anomaly_score_mean`` and ``anomaly_score_max`` 0, ``anomaly_score`` its object-count term alone,
 ``reco_accuracy = 1`` and an empty ``token_nll``: it is kept, never NaN.
 
-Causal objective. ``nll_i = -log p(t_i | BOS t_1 .. t_{i-1})`` for the n tokens and the stop token;
-``anomaly_score`` is their mean over the n + 1 predictions, ``log_likelihood`` (float32) their negated
-sum (the event log-likelihood), ``token_nll`` the n token terms.
-
 All masked copies of a batch of events are built at once (vectorized) and go through one forward
-pass; events are grouped by length to limit padding and put back in input order.
+pass; events are grouped by length to limit padding and put back in input order. The causal score
+needs one forward pass per event, the masked one a pass per object (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,10 +50,18 @@ import torch
 from torch.nn import functional as F
 
 from eventlm.batching import _offsets, jagged_to_flat, maskable_positions, pad
+from eventlm.calibration import FILENAME as CALIBRATION_FILE
+from eventlm.calibration import Multiplicity, ScoreCalibration
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("anomaly_score", "anomaly_score_sum", "anomaly_score_max", "reco_accuracy", "token_nll")
+#: Every score column :meth:`Scorer.score` can write (the one list of names; see the module docstring).
+SCORE_COLUMNS = (
+    "anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_max",
+    "anomaly_score_calibrated", "reco_accuracy", "log_likelihood", "token_nll",
+)
+#: The event-level float columns among them, in the order tables list them.
+EVENT_SCORES = ("anomaly_score", "anomaly_score_calibrated", "anomaly_score_mean", "anomaly_score_sum")
 
 
 class Scorer:
@@ -96,6 +119,8 @@ class Scorer:
                 "batch_events": self.batch_events or int(run["train"].get("score_batch_events", 64)),
                 "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
                 "processes": list(ckpt.get("processes", [])),
+                "multiplicity": Multiplicity(ckpt["multiplicity"]) if ckpt.get("multiplicity") else None,
+                "calibration": _load_calibration(self.model_dir),
                 "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
             }
         return self._loaded
@@ -227,19 +252,74 @@ class Scorer:
         # token_nll: the first n_scored terms of each event (the causal stop-token term is left out)
         position = np.arange(len(nll)) - term_offsets[:-1][event_of]
         keep = position < n_scored[event_of]
+        state = self._load()
+        n_met = self.tokenizer.n_met_tokens
+        n_particles = np.maximum(n_scored - (n_met if self.objective == "causal" or state["mask_met"] else 0), 0)
+        if self.objective == "causal":
+            event_nll = sums  # the n token terms and the stop token: -log p(event)
+        elif state["multiplicity"] is not None:
+            event_nll = sums + state["multiplicity"].nll(n_particles)
+        else:  # a model directory from before the object-count term
+            event_nll = sums
         out = {
-            "anomaly_score": mean.astype(np.float32),
+            "anomaly_score": event_nll.astype(np.float32),
+            "anomaly_score_mean": mean.astype(np.float32),
             "anomaly_score_sum": sums.astype(np.float32),
             "anomaly_score_max": mx,
             "reco_accuracy": acc.astype(np.float32),
             "token_nll": ak.unflatten(nll[keep], n_scored),
         }
+        calibration = state["calibration"]
+        if calibration is not None:
+            out["anomaly_score_calibrated"] = calibration.transform(out[calibration.score], n_particles)
         if self.objective == "causal":
             out["log_likelihood"] = (-sums).astype(np.float32)
         if return_tokens:
             out["token_true"] = ak.unflatten(true[keep], n_scored)
             out["token_pred"] = ak.unflatten(pred[keep], n_scored)
         return out
+
+
+def _load_calibration(model_dir: Path) -> ScoreCalibration | None:
+    path = model_dir / CALIBRATION_FILE
+    return ScoreCalibration.load(path) if path.exists() else None
+
+
+def n_objects_of(tokenizer, tokens) -> np.ndarray:
+    """Particle tokens per event (what the calibration classes count)."""
+    _, offsets = jagged_to_flat(tokens)
+    return np.maximum(np.diff(offsets) - tokenizer.n_met_tokens, 0)
+
+
+def calibrate(model_dir, background, *, score: str = "anomaly_score", split: str = "validation",
+              scorer: Scorer | None = None) -> ScoreCalibration:
+    """Fit and write ``MODEL_DIR/calibration.json`` from the model's held-out background.
+
+    ``background``: the events the model was trained on (paths or an event array); the events of the
+    model's ``split`` (default: validation, never seen by the weights) are scored and the survival
+    function of ``score`` is fitted per object-count class. From then on :class:`Scorer` adds the
+    ``anomaly_score_calibrated`` column.
+    """
+    import json
+
+    from eventlm.io import iter_events
+
+    model_dir = Path(model_dir)
+    ids = np.asarray(json.loads((model_dir / "split.json").read_text())[split], dtype=np.int64)
+    chunks = [background] if isinstance(background, ak.Array) else iter_events(background)
+    held_out = ak.concatenate([c[np.isin(ak.to_numpy(c.event_id), ids)] for c in chunks])
+    if len(held_out) == 0:
+        raise ValueError(f"none of the {split} events of {model_dir} are among the given background events")
+    scorer = scorer or Scorer.load(model_dir)
+    tokens = scorer.tokenizer.encode(held_out)
+    cols = scorer.score_tokens(tokens)
+    cal = ScoreCalibration.fit(score, cols[score], n_objects_of(scorer.tokenizer, tokens))
+    cal.save(model_dir / CALIBRATION_FILE)
+    if scorer._loaded is not None:
+        scorer._loaded["calibration"] = cal
+    log.info("calibrated %s on %d %s events in %d object-count classes (from %s)", score, len(held_out),
+             split, len(cal.lower), ", ".join(str(x) for x in cal.lower))
+    return cal
 
 
 def _gather_positions(offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from eventlm._version import __version__
 from eventlm.batching import BucketBatchSampler, Collator, TokenDataset, make_loader
+from eventlm.calibration import Multiplicity
 from eventlm.config import RunConfig, save_config
 from eventlm.errors import CheckpointMismatchError
 from eventlm.model import EventTransformer, ModelConfig
@@ -422,6 +423,9 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) 
         "objective": tc.objective,
         "n_met_tokens": tokenizer.n_met_tokens,
         "processes": processes,
+        # the object-count term of the masked score (eventlm.calibration.Multiplicity)
+        "multiplicity": Multiplicity.fit(np.maximum(train_ds.lengths - tokenizer.n_met_tokens, 0),
+                                         int(train_ds.lengths.max(initial=0))).to_list(),
     }
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 

@@ -49,9 +49,11 @@ class InputsConfig:
 
 #: Score columns a study can cut on (see eventlm.score), with their axis labels.
 SCORE_LABELS = {
-    "anomaly_score": "Anomaly score (mean masked-token NLL)",
-    "anomaly_score_sum": "Anomaly score (summed masked-token NLL)",
-    "anomaly_score_max": "Anomaly score (largest masked-token NLL)",
+    "anomaly_score": "Anomaly score $-\\log p$(event) [nats]",
+    "anomaly_score_calibrated": "Calibrated anomaly score $-\\log_{10} p_{bkg}$",
+    "anomaly_score_mean": "Anomaly score (mean per-token NLL)",
+    "anomaly_score_sum": "Anomaly score (summed per-token NLL)",
+    "anomaly_score_max": "Anomaly score (largest per-token NLL)",
 }
 SCORES = tuple(SCORE_LABELS)
 
@@ -60,8 +62,9 @@ SCORES = tuple(SCORE_LABELS)
 class ThresholdConfig:
     control_region: str = "CR"
     signal_region: str = "SR"
-    #: the score column the threshold cuts on (and the score histograms show): "anomaly_score" (mean
-    #: masked-token NLL, the paper's), "anomaly_score_sum" (summed NLL) or "anomaly_score_max"
+    #: the score column the threshold cuts on (and the score histograms show): "anomaly_score" (the
+    #: default: -log p(event)), "anomaly_score_calibrated" (per object count, transfers CR -> SR),
+    #: "anomaly_score_mean" (the paper's mean), "anomaly_score_sum" or "anomaly_score_max"
     score: str = "anomaly_score"
     method: str = "youden"
     background_efficiency: float = 0.01  # for method = "background_efficiency"

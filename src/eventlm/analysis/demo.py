@@ -2,14 +2,18 @@
 
 On the bundled samples (``data/``):
 
-1. train the default model (look-up-table tokenizer, masked objective) on the background;
-2. score the background test split and both signals (writing scored ntuples and the token confusion
-   matrices of background and signal);
+1. train the default model (the ``tail`` look-up table, causal objective) on the background and
+   calibrate its score per object count on the validation split;
+2. score the background test split and both studies' signals (writing scored ntuples and the token
+   confusion matrices of background and signal);
 3. fit the baselines (isolation forest, dense autoencoder, Deep SVDD) once on the background
    training split;
 4. run the analysis of ``analysis/tttt_H500.toml`` and ``analysis/gluino_1000.toml`` through the
-   coffea processor on the scored ntuples;
-5. print and write the results table (``OUT/results.md``).
+   coffea processor on the scored ntuples (CR -> SR threshold, yields, plots);
+5. the validation study (:mod:`eventlm.analysis.validation`) on every signal in ``data/``: the
+   default score, its variants, the baselines, HT and the object count alone and a supervised
+   classifier, with length-matched AUCs and the CR -> SR closure;
+6. print and write the results (``OUT/results.md``).
 
 ``quick=True`` is a reduced configuration for the end-to-end test (a few thousand events, one
 short epoch, few bootstrap resamplings); its numbers mean nothing.
@@ -24,6 +28,8 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+
+from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     from eventlm.analysis.runner import rescale_to_full, run_analysis
     from eventlm.config import RunConfig
     from eventlm.io import read_events
-    from eventlm.score import Scorer, plot_token_confusion
+    from eventlm.analysis.validation import ValidationSettings, run_validation
+    from eventlm.score import Scorer, calibrate, plot_token_confusion
     from eventlm.train import load_split, train
 
     settings = settings or (DemoSettings.quick() if quick else DemoSettings.full())
@@ -119,22 +126,27 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     analysis_dir = Path(analysis_dir) if analysis_dir else ROOT_DIR / "analysis"
     for name in ("background", *STUDIES):
         if not (data_dir / f"{name}.csv.gz").exists():
-            raise FileNotFoundError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing")
+            raise EventlmError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing: the demo runs on the "
+                               "samples of a source checkout (data/); pass --data DIR to point at them")
     for name in STUDIES:
         if not (analysis_dir / f"{name}.toml").exists():
-            raise FileNotFoundError(f"study config {analysis_dir / (name + '.toml')} is missing")
+            raise EventlmError(f"study config {analysis_dir / (name + '.toml')} is missing: the demo uses the "
+                               "study configs of a source checkout (analysis/)")
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
-    n_steps = 5
+    n_steps = 6
 
     # 1. train ------------------------------------------------------------------------------------
-    _step(1, n_steps, "training the default model (LUT tokenizer, masked objective) on the background")
+    config = RunConfig().replace(**settings.train) if settings.train else RunConfig()
+    _step(1, n_steps, f"training the default model ({config.tokenizer.kind} tokenizer, {config.train.objective} "
+                      "objective) on the background")
     t0 = time.perf_counter()
     background = read_events(data_dir / "background.csv.gz", max_events=settings.max_background)
-    config = RunConfig().replace(**settings.train) if settings.train else RunConfig()
+    all_background = background
     model_dir = out_dir / "model"
     result = train(config, background, model_dir, progress=True)
+    calibrate(model_dir, background)
     seconds["train"] = time.perf_counter() - t0
     print(f"      {len(background)} background events, {result.epochs_run} epoch(s), best validation loss "
           f"{result.best_val_loss:.3f} ({seconds['train']:.0f} s)", flush=True)
@@ -189,8 +201,19 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
         studies[name] = res
     seconds["analysis"] = time.perf_counter() - t0
 
-    # 5. results ----------------------------------------------------------------------------------
-    _step(5, n_steps, "results")
+    # 5. validation on every signal -----------------------------------------------------------------
+    names = signal_names(data_dir)
+    _step(5, n_steps, f"validation study on {len(names)} signals ({', '.join(names)})")
+    t0 = time.perf_counter()
+    signals = {n: read_events(data_dir / f"{n}.csv.gz", max_events=settings.max_signal) for n in names}
+    validation = run_validation(model_dir, all_background, signals, out_dir / "validation",
+                                settings=ValidationSettings(n_bootstrap=settings.n_bootstrap,
+                                                            seed=study0.study.seed),
+                                fitted_baselines=fitted)
+    seconds["validation"] = time.perf_counter() - t0
+
+    # 6. results ----------------------------------------------------------------------------------
+    _step(6, n_steps, "results")
     seconds["total"] = time.perf_counter() - t_all
     header = [
         "# eventlm demo results", "",
@@ -198,11 +221,20 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
         f"{config.model.n_layer} layers x {config.model.n_embd}, {result.epochs_run} epoch(s)); "
         f"{'QUICK reduced configuration: numbers are not meaningful. ' if quick else ''}"
         f"total {seconds['total']:.0f} s (train {seconds['train']:.0f}, score {seconds['score']:.0f}, "
-        f"baselines {seconds['baselines']:.0f}, analysis {seconds['analysis']:.0f}).", "",
+        f"baselines {seconds['baselines']:.0f}, analysis {seconds['analysis']:.0f}, "
+        f"validation {seconds['validation']:.0f}).", "",
     ]
-    text = "\n".join(header) + "\n".join(r.table for r in studies.values())
+    text = ("\n".join(header) + "\n".join(r.table for r in studies.values())
+            + "\n## Validation: every signal, the baselines and the references\n\n" + validation["markdown"])
     (out_dir / "results.md").write_text(text)
     print(text, flush=True)
     print(f"outputs in {out_dir}/ (figures: {out_dir}/<study>/*.png, token confusion: "
           f"{out_dir}/token_confusion.png)", flush=True)
-    return {"results": text, "seconds": seconds, "studies": studies, "model_dir": model_dir}
+    return {"results": text, "seconds": seconds, "studies": studies, "model_dir": model_dir,
+            "validation": validation}
+
+
+def signal_names(data_dir: Path) -> list[str]:
+    """Every bundled signal: the ``*.csv.gz`` samples of ``data_dir`` but the background and the fixture."""
+    names = sorted(p.name[: -len(".csv.gz")] for p in Path(data_dir).glob("*.csv.gz"))
+    return [n for n in names if n not in ("background", "fixture")]

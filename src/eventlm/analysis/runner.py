@@ -309,8 +309,13 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         mb = bkg[f"in_{region}"] if region != "all" else np.ones(len(bkg["event"]), bool)
         ms = sig[f"in_{region}"] if region != "all" else np.ones(len(sig["event"]), bool)
         methods = {EVENTLM: (bkg["anomaly_score"], sig["anomaly_score"])}
-        if "anomaly_score_sum" in bkg and "anomaly_score_sum" in sig:
-            methods[f"{EVENTLM}, summed NLL"] = (bkg["anomaly_score_sum"], sig["anomaly_score_sum"])
+        for column, label in (("anomaly_score_calibrated", "calibrated"), ("anomaly_score_mean", "mean NLL"),
+                              ("anomaly_score_sum", "summed NLL")):
+            if column not in bkg or column not in sig:
+                continue
+            if np.array_equal(bkg[column], bkg["anomaly_score"]) and np.array_equal(sig[column], sig["anomaly_score"]):
+                continue  # the causal default is the summed NLL itself; an old file's mean is read as the score
+            methods[f"{EVENTLM}, {label}"] = (bkg[column], sig[column])
         for name, by_dataset in (baseline_scores or {}).items():
             methods[name] = (by_dataset[BACKGROUND], by_dataset[signal])
         metrics[signal], rocs[signal] = {}, {}

@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, args.background, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    from eventlm.score import calibrate
+
+    calibrate(args.out, args.background)  # anomaly_score_calibrated (docs/method.md)
     logging.getLogger("eventlm.train").info(
         "wrote %s: %d epochs, best validation loss %.4f at epoch %d (unigram entropy %.4f), %.0f s",
         result.out_dir, result.epochs_run, result.best_val_loss, result.best_epoch,

@@ -348,7 +348,7 @@ def iter_nanoaod(
     path, tree, *, step_size, options: NanoAODOptions | None = None, on_error: str = "raise", report=None,
 ) -> Iterator[ak.Array]:
     """Yield the events of a NanoAOD ``Events`` (TTree or RNTuple), ``step_size`` entries at a time."""
-    from eventlm.io.root import _check_entries, tree_keys
+    from eventlm.io.root import tree_keys
 
     options = options or NanoAODOptions()
     fields, top = _fields_from_keys(tree_keys(tree))
@@ -366,8 +366,8 @@ def iter_nanoaod(
     for arrays in tree.iterate(branches, step_size=step_size, library="ak"):
         n = len(arrays)
         colls = {c: ak.zip({f: arrays[f"{c}_{f}"] for f in fs}) for c, fs in plan.read.items()}
+        # bad values (NaN MET, impossible charges, ...) are judged by eventlm.sanity in iter_events
         events = plan.map(colls, {b: arrays[b] for b in plan.top}, n, entry0, process)
-        events = _check_entries(events, path, entry0, on_error, report)
         entry0 += n
         yield events
 

@@ -326,7 +326,7 @@ def iter_physlite(path, tree, *, step_size, options: PHYSLITEOptions | None = No
                   report=None) -> Iterator[ak.Array]:
     """Yield the events of a PHYSLITE ``CollectionTree`` (or RNTuple ``EventData``) in steps."""
     from eventlm.io.nanoaod import default_process
-    from eventlm.io.root import _check_entries, tree_keys
+    from eventlm.io.root import tree_keys
 
     options = options or PHYSLITEOptions()
     sep = ":" if "RNTuple" in type(tree).__name__ else "."
@@ -345,7 +345,7 @@ def iter_physlite(path, tree, *, step_size, options: PHYSLITEOptions | None = No
             if fs:
                 colls[c] = ak.zip({f: _link_index(arrays[branches[c, f]]) if f == "btaggingLink"
                                    else arrays[branches[c, f]] for f in fs}, depth_limit=None if c != "EventInfo" else 1)
-        events = _check_entries(plan.map(colls, n, entry0, process), path, entry0, on_error, report)
+        events = plan.map(colls, n, entry0, process)  # bad values: eventlm.sanity, in iter_events
         entry0 += n
         yield events
 

@@ -59,6 +59,10 @@ _CAT_CHARGE = np.array([0] + [q for _, q, _ in CATEGORIES.values()], dtype=np.in
 
 #: Named configurations (the hand-made variants of the talks). ``LUTTokenizer(preset=..., **overrides)``.
 LUT_PRESETS: dict[str, dict] = {
+    # the default: the bulk in quantile bins, then log-spaced bins up to the kinematic reach and an
+    # overflow bin, for pT and MET; phi measured from the leading object (docs/tokenizers.md)
+    "tail": dict(n_pt=16, n_eta=5, n_phi=5, n_met=16, n_met_phi=5, met_tokens=True, binning="tail",
+                 phi_reference="leading"),
     "paper": dict(n_pt=5, n_eta=5, n_phi=5, n_met=5, n_met_phi=5, met_tokens=True),
     "no_met": dict(n_pt=5, n_eta=5, n_phi=5, n_met=5, n_met_phi=5, met_tokens=False),
     "coarse": dict(n_pt=3, n_eta=3, n_phi=4, n_met=3, n_met_phi=4, met_tokens=True),
@@ -67,8 +71,25 @@ LUT_PRESETS: dict[str, dict] = {
     "no_phi": dict(n_pt=5, n_eta=5, n_phi=1, n_met=5, n_met_phi=1, met_tokens=True),
 }
 
+DEFAULT_PRESET = "tail"
 DEFAULT_MAX_PARTICLES = 18
 TWO_PI = 2.0 * np.pi
+
+#: How the pT and MET bins are laid out: ``quantile`` (equally populated, the paper's) or ``tail``.
+BINNINGS = ("quantile", "tail")
+#: The background quantile where the ``tail`` binning stops being quantile bins and turns logarithmic.
+TAIL_QUANTILE = 0.9
+#: Bulk bins (below the tail quantile) of the ``tail`` binning; the rest of ``n_pt`` / ``n_met`` bins
+#: are log-spaced up to the reach, the last one an overflow bin.
+TAIL_BULK_BINS = 3
+#: Kinematic reach [GeV] of the tail bins (13 TeV collisions): above it sits the overflow bin.
+PT_REACH = 3000.0
+MET_REACH = 2000.0
+#: Where phi is measured from: ``absolute`` (the detector's phi) or ``leading`` (the event rotated so
+#: its highest-pT object sits at phi = 0; MET-phi rotates with it). The physics is invariant under a
+#: rotation about the beam, so ``leading`` frees the tokens from a symmetry and keeps the angles
+#: between objects (e.g. between MET and the leading jet) that do carry physics.
+PHI_REFERENCES = ("absolute", "leading")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,6 +234,56 @@ def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
     if len(values) == 0:
         raise TokenizationError("cannot fit quantile bins on zero values")
     return np.quantile(np.asarray(values, dtype=np.float64), np.arange(1, n_bins) / n_bins)
+
+
+def tail_edges(values: np.ndarray, n_bins: int, reach: float, *, bulk_bins: int = TAIL_BULK_BINS,
+               tail_quantile: float = TAIL_QUANTILE) -> np.ndarray:
+    """The ``n_bins - 1`` inner edges of the ``tail`` binning.
+
+    ``bulk_bins`` equally populated bins up to the background's ``tail_quantile``, then log-spaced bins
+    from there to ``reach``, and one overflow bin above ``reach``. Quantile bins put every particle
+    above the top quantile into one bin (a 1 TeV jet and a 200 GeV jet alike); these keep the tail
+    resolved up to the kinematic reach while the bulk stays coarse.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise TokenizationError("cannot fit tail bins on zero values")
+    n_tail = n_bins - bulk_bins - 1  # log-spaced bins between the tail quantile and the reach
+    if n_tail < 1:
+        return quantile_edges(values, n_bins)
+    start = float(np.quantile(values, tail_quantile))
+    bulk = np.quantile(values, tail_quantile * np.arange(1, bulk_bins + 1) / bulk_bins)  # ends at start
+    reach = max(float(reach), 2.0 * start)
+    tail = np.geomspace(start, reach, n_tail + 1)[1:]  # the last edge is the reach: overflow above
+    return np.concatenate([bulk, tail])
+
+
+def fit_edges(values: np.ndarray, n_bins: int, binning: str, reach: float) -> np.ndarray:
+    """Inner edges of ``n_bins`` bins of ``values`` laid out as ``binning`` (see :data:`BINNINGS`)."""
+    if binning == "tail":
+        return tail_edges(values, n_bins, reach)
+    return quantile_edges(values, n_bins)
+
+
+def leading_phi(flat_phi: np.ndarray, flat_pt: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """phi of the highest-pT particle of each event (0 for an event without particles)."""
+    n_events = len(counts)
+    out = np.zeros(n_events)
+    if len(flat_pt) == 0:
+        return out
+    starts = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    event_of = np.repeat(np.arange(n_events), counts)
+    # the first position of each event's maximum pT: sort by (event, -pT) stably
+    order = np.lexsort((-np.asarray(flat_pt, dtype=np.float64), event_of))
+    has = counts > 0
+    out[has] = np.asarray(flat_phi, dtype=np.float64)[order[starts[:-1][has]]]
+    return out
+
+
+def rotate_phi(phi: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``phi - reference`` wrapped into [-pi, pi)."""
+    return np.mod(np.asarray(phi, dtype=np.float64) - reference + np.pi, TWO_PI) - np.pi
 
 
 def digitize(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -366,9 +437,10 @@ def warn_truncated(n_truncated: int, n_events: int, max_particles: int | None) -
 class MetBinning:
     """MET in quantile bins and MET-phi in equal bins: two tokens after the particle tokens."""
 
-    def __init__(self, n_met: int, n_met_phi: int, edges=None, centers=None):
+    def __init__(self, n_met: int, n_met_phi: int, edges=None, centers=None, binning: str = "quantile"):
         self.n_met = int(n_met)
         self.n_met_phi = int(n_met_phi)
+        self.binning = binning
         self.edges = None if edges is None else np.asarray(edges, dtype=np.float64)
         self.centers = None if centers is None else np.asarray(centers, dtype=np.float64)
 
@@ -377,7 +449,7 @@ class MetBinning:
         return self.n_met + self.n_met_phi
 
     def fit(self, met: np.ndarray) -> None:
-        self.edges = quantile_edges(met, self.n_met)
+        self.edges = fit_edges(met, self.n_met, self.binning, MET_REACH)
         self.centers = bin_representatives(met, digitize(met, self.edges), self.n_met, self.edges)
 
     def encode(self, met, met_phi, first_id: int) -> np.ndarray:
@@ -423,7 +495,7 @@ class LUTTokenizer(Tokenizer):
 
     def __init__(
         self,
-        preset: str | None = "paper",
+        preset: str | None = DEFAULT_PRESET,
         *,
         n_pt: int | None = None,
         n_eta: int | None = None,
@@ -431,15 +503,24 @@ class LUTTokenizer(Tokenizer):
         n_met: int | None = None,
         n_met_phi: int | None = None,
         met_tokens: bool | None = None,
+        binning: str | None = None,
+        phi_reference: str | None = None,
         max_particles: int | None = DEFAULT_MAX_PARTICLES,
     ):
         if preset is not None and preset not in LUT_PRESETS:
             raise ValueError(f"unknown LUT preset {preset!r}; choose from {sorted(LUT_PRESETS)}")
-        base = dict(LUT_PRESETS[preset or "paper"])
+        base = dict(binning="quantile", phi_reference="absolute")
+        base.update(LUT_PRESETS[preset or DEFAULT_PRESET])
         given = dict(n_pt=n_pt, n_eta=n_eta, n_phi=n_phi, n_met=n_met, n_met_phi=n_met_phi,
-                     met_tokens=met_tokens)
+                     met_tokens=met_tokens, binning=binning, phi_reference=phi_reference)
         base.update({k: v for k, v in given.items() if v is not None})
+        if base["binning"] not in BINNINGS:
+            raise ValueError(f"unknown binning {base['binning']!r}; choose from {BINNINGS}")
+        if base["phi_reference"] not in PHI_REFERENCES:
+            raise ValueError(f"unknown phi_reference {base['phi_reference']!r}; choose from {PHI_REFERENCES}")
         self.preset = preset
+        self.binning = str(base["binning"])
+        self.phi_reference = str(base["phi_reference"])
         self.n_pt = int(base["n_pt"])
         self.n_eta = int(base["n_eta"])
         self.n_phi = int(base["n_phi"])
@@ -450,7 +531,7 @@ class LUTTokenizer(Tokenizer):
         if max_particles is not None and max_particles < 1:
             raise ValueError("max_particles must be >= 1 or None")
         self.max_particles = max_particles
-        self.met = MetBinning(base["n_met"], base["n_met_phi"])
+        self.met = MetBinning(base["n_met"], base["n_met_phi"], binning=self.binning)
         self.n_met_tokens = 2 if self.met_tokens else 0
         self.pt_edges: np.ndarray | None = None
         self.eta_edges: np.ndarray | None = None
@@ -523,7 +604,7 @@ class LUTTokenizer(Tokenizer):
         if len(flat.pt) == 0:
             raise TokenizationError("cannot fit the look-up table on events without particles")
         abseta = np.abs(flat.eta)
-        self.pt_edges = quantile_edges(flat.pt, self.n_pt)
+        self.pt_edges = fit_edges(flat.pt, self.n_pt, self.binning, PT_REACH)
         self.eta_edges = quantile_edges(abseta, self.n_eta)
         self.pt_centers = bin_representatives(flat.pt, digitize(flat.pt, self.pt_edges), self.n_pt, self.pt_edges)
         self.eta_centers = bin_representatives(abseta, digitize(abseta, self.eta_edges), self.n_eta, self.eta_edges)
@@ -542,15 +623,24 @@ class LUTTokenizer(Tokenizer):
         flat = order_particles(events, self.max_particles)
         warn_truncated(flat.n_truncated_events, len(flat.counts), self.max_particles)
         raw = flat.raw  # bin in input order, then gather only the tokens into token order
+        phi, reference = raw["phi"], None
+        if self.phi_reference == "leading":  # an event without particles: measured from its MET
+            counts = ak.to_numpy(ak.num(events.particles, axis=1)).astype(np.int64)
+            reference = leading_phi(raw["phi"], raw["pt"], counts)
+            if self.met_tokens and not counts.all():
+                reference[counts == 0] = met_arrays(events[counts == 0])[1]
+            phi = rotate_phi(raw["phi"], np.repeat(reference, counts))
         tokens = self.token_id(
             raw["cat"],
             digitize(raw["pt"], self.pt_edges),
             digitize(np.abs(raw["eta"]), self.eta_edges),
-            phi_bin(raw["phi"], self.n_phi),
+            phi_bin(phi, self.n_phi),
         )[flat.order]
         met_tokens = None
         if self.met_tokens:
             met, met_phi = met_arrays(events)
+            if reference is not None:
+                met_phi = rotate_phi(met_phi, reference)
             met_tokens = self.met.encode(met, met_phi, self.n_particle_tokens + 1)
         return assemble(tokens, flat.counts, met_tokens, flat.event_index)
 
@@ -563,7 +653,7 @@ class LUTTokenizer(Tokenizer):
         """Bin representatives of each token: ``{met, met_phi, particles}`` per event.
 
         pT and |eta| decode to the median of the training particles in their bin, phi to the bin
-        centre; eta comes back positive (the table keeps |eta| only) and E is massless
+        centre (measured from the leading object when ``phi_reference='leading'``); eta comes back positive (the table keeps |eta| only) and E is massless
         (pT cosh eta). MET tokens decode to ``met``/``met_phi`` (NaN when the event has none). Ids
         outside 1..n_content raise :class:`TokenizationError` unless ``specials='drop'``.
         """
@@ -598,6 +688,8 @@ class LUTTokenizer(Tokenizer):
             "n_met": self.n_met,
             "n_met_phi": self.n_met_phi,
             "met_tokens": self.met_tokens,
+            "binning": self.binning,
+            "phi_reference": self.phi_reference,
             "max_particles": self.max_particles,
             "n_content": self.n_content,
             "pt_edges": lst(self.pt_edges),
@@ -613,6 +705,7 @@ class LUTTokenizer(Tokenizer):
             params.get("preset"),
             n_pt=params["n_pt"], n_eta=params["n_eta"], n_phi=params["n_phi"],
             n_met=params["n_met"], n_met_phi=params["n_met_phi"], met_tokens=params["met_tokens"],
+            binning=params.get("binning", "quantile"), phi_reference=params.get("phi_reference", "absolute"),
             max_particles=params.get("max_particles", DEFAULT_MAX_PARTICLES),
         )
 
@@ -634,6 +727,7 @@ class LUTTokenizer(Tokenizer):
     def __repr__(self) -> str:
         return (
             f"LUTTokenizer(n_pt={self.n_pt}, n_eta={self.n_eta}, n_phi={self.n_phi}, n_met={self.n_met}, "
-            f"n_met_phi={self.n_met_phi}, met_tokens={self.met_tokens}, max_particles={self.max_particles}, "
+            f"n_met_phi={self.n_met_phi}, met_tokens={self.met_tokens}, binning={self.binning!r}, "
+            f"phi_reference={self.phi_reference!r}, max_particles={self.max_particles}, "
             f"vocab_size={self.vocab_size}, fitted={self.is_fitted})"
         )

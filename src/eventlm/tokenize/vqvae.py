@@ -142,7 +142,7 @@ class LearnedTokenizer(Tokenizer):
 
     #: hyper-parameters stored in the JSON (subclasses extend)
     _HYPER = (
-        "codebook_size", "latent_dim", "hidden", "beta", "met_tokens", "n_met", "n_met_phi",
+        "codebook_size", "latent_dim", "hidden", "beta", "met_tokens", "n_met", "n_met_phi", "met_binning",
         "max_particles", "seed", "device", "batch_size", "lr", "val_fraction", "patience",
     )
 
@@ -156,6 +156,7 @@ class LearnedTokenizer(Tokenizer):
         met_tokens: bool = True,
         n_met: int = 5,
         n_met_phi: int = 5,
+        met_binning: str = "tail",
         max_particles: int | None = DEFAULT_MAX_PARTICLES,
         seed: int = 0,
         device: str = "cpu",
@@ -169,9 +170,9 @@ class LearnedTokenizer(Tokenizer):
         self.hidden = int(hidden)
         self.beta = float(beta)
         self.met_tokens = bool(met_tokens)
-        self.n_met_tokens = 2 if self.met_tokens else 0
         self.n_met, self.n_met_phi = int(n_met), int(n_met_phi)
-        self.met = MetBinning(n_met, n_met_phi)
+        self.met_binning = str(met_binning)
+        self._derive_layout()
         self.max_particles = max_particles
         self.seed = int(seed)
         self.device = device
@@ -185,6 +186,11 @@ class LearnedTokenizer(Tokenizer):
         self.model: nn.Module | None = None
         self._weights_name = "tokenizer.weights.pt"
         self._table: np.ndarray | None = None
+
+    def _derive_layout(self) -> None:
+        """The state that follows from the layout options (re-derived when ``fit`` overrides them)."""
+        self.n_met_tokens = 2 if self.met_tokens else 0
+        self.met = MetBinning(self.n_met, self.n_met_phi, binning=self.met_binning)
 
     # ---- layout ----------------------------------------------------------------------------------
     @property
@@ -249,6 +255,7 @@ class LearnedTokenizer(Tokenizer):
             if name not in self._HYPER:
                 raise TypeError(f"unknown fit option {name!r}")
             setattr(self, name, value)
+        self._derive_layout()  # e.g. fit(n_met=10) or fit(met_tokens=False) change the id layout
         flat = order_particles(events, self.max_particles)
         warn_truncated(flat.n_truncated_events, len(flat.counts), self.max_particles)
         if len(flat.pt) == 0:
@@ -519,7 +526,7 @@ class LearnedTokenizer(Tokenizer):
 
     @classmethod
     def from_params(cls, params: dict, directory: Path | None = None) -> LearnedTokenizer:
-        tok = cls(**{name: params[name] for name in cls._HYPER})
+        tok = cls(**{name: params[name] for name in cls._HYPER if name in params})
         tok.logpt_mean, tok.logpt_std = params.get("logpt_mean"), params.get("logpt_std")
         tok.history = params.get("history", [])
         if params.get("met_edges") is not None:

@@ -1,0 +1,154 @@
+"""Background calibration of an event score per object-count class (pure numpy, no torch).
+
+A likelihood score rises or falls with the number of objects, so a threshold chosen in a control
+region of few jets selects another fraction of background in a signal region of many. Calibrating the
+score on background inside each object-count class removes that dependence::
+
+    calibrated = -log10 S_c(score),     S_c(x) = P(score >= x | background, class c)
+
+``S_c`` is the empirical survival function of the class on held-out background (the model's
+validation split), with an exponential tail above its 98th percentile so the calibrated score keeps
+ordering events beyond the largest background score seen. In background the calibrated score has the
+same distribution in every class (``P(calibrated >= k) = 10^-k``), so a threshold on it selects the
+same background efficiency in every region built from object counts.
+
+Classes are object counts, adjacent counts merged until each class holds at least ``min_events``
+calibration events; counts below the first class or above the last one use the nearest class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Survival probabilities at which each class stores its score quantile (dense in the upper tail).
+SURVIVAL_GRID = np.concatenate([np.linspace(1.0, 0.2, 17), [0.15, 0.1, 0.07, 0.05, 0.03, 0.02]])
+#: Above this survival probability's quantile the tail is exponential.
+TAIL_SURVIVAL = 0.02
+#: Least calibration events per class.
+MIN_CLASS_EVENTS = 300
+FILENAME = "calibration.json"
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """Per-class survival functions of one score column (see the module docstring)."""
+
+    score: str  # the calibrated column, e.g. "anomaly_score"
+    lower: tuple[int, ...]  # class i holds object counts lower[i] .. lower[i+1]-1 (the last: and above)
+    quantiles: tuple[tuple[float, ...], ...]  # class i: the score at each SURVIVAL_GRID probability
+    tail_scale: tuple[float, ...]  # class i: mean excess above its TAIL_SURVIVAL quantile
+    n_events: tuple[int, ...]
+    grid: tuple[float, ...] = tuple(SURVIVAL_GRID.tolist())  # the survival probabilities of ``quantiles``
+
+    @classmethod
+    def fit(cls, score: str, values, n_objects, *, min_events: int = MIN_CLASS_EVENTS) -> ScoreCalibration:
+        values = np.asarray(values, dtype=np.float64)
+        n_objects = np.asarray(n_objects, dtype=np.int64)
+        if len(values) != len(n_objects) or len(values) == 0:
+            raise ValueError("calibration needs one object count per score and at least one event")
+        if not np.isfinite(values).all():
+            raise ValueError("calibration scores must be finite")
+        first = int(n_objects.min())
+        lower, acc = [first], 0
+        for offset, c in enumerate(np.bincount(n_objects - first)):
+            if acc >= min_events:  # the current class is full: the next one starts at this count
+                lower.append(first + offset)
+                acc = 0
+            acc += int(c)
+        if len(lower) > 1 and acc < min_events:  # the last class is too small: merge it downwards
+            lower.pop()
+        quantiles, scales, sizes = [], [], []
+        cls_of = np.searchsorted(np.asarray(lower), n_objects, side="right") - 1
+        cls_of = np.clip(cls_of, 0, len(lower) - 1)
+        for i in range(len(lower)):
+            v = np.sort(values[cls_of == i])
+            q = np.quantile(v, 1.0 - SURVIVAL_GRID)
+            x0 = q[-1]
+            excess = v[v > x0] - x0
+            scale = float(excess.mean()) if len(excess) else float(np.std(v) or 1.0)
+            quantiles.append(tuple(float(x) for x in q))
+            scales.append(max(scale, 1e-6))
+            sizes.append(len(v))
+        return cls(score, tuple(lower), tuple(quantiles), tuple(scales), tuple(sizes))
+
+    def class_of(self, n_objects) -> np.ndarray:
+        n_objects = np.asarray(n_objects, dtype=np.int64)
+        return np.clip(np.searchsorted(np.asarray(self.lower), n_objects, side="right") - 1, 0, len(self.lower) - 1)
+
+    def survival(self, values, n_objects) -> np.ndarray:
+        """Background survival probability of each score within its object-count class."""
+        values = np.asarray(values, dtype=np.float64)
+        cls_of = self.class_of(n_objects)
+        out = np.empty(len(values))
+        for i, q in enumerate(self.quantiles):
+            sel = cls_of == i
+            if not sel.any():
+                continue
+            x = values[sel]
+            q = np.asarray(q)
+            # np.interp needs increasing x: the quantiles increase as the survival falls
+            grid = np.asarray(self.grid)
+            s = np.interp(x, q, grid, left=1.0, right=grid[-1])
+            above = x > q[-1]
+            s[above] = grid[-1] * np.exp(-(x[above] - q[-1]) / self.tail_scale[i])
+            out[sel] = s
+        return out
+
+    def transform(self, values, n_objects) -> np.ndarray:
+        """``-log10`` of :meth:`survival` (float32): 0 for the background's bulk, 2 at its top 1 %."""
+        return (-np.log10(np.clip(self.survival(values, n_objects), 1e-300, 1.0))).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "lower": list(self.lower), "quantiles": [list(q) for q in self.quantiles],
+                "tail_scale": list(self.tail_scale), "n_events": list(self.n_events),
+                "survival_grid": list(self.grid)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScoreCalibration:
+        grid = tuple(float(x) for x in data["survival_grid"])
+        quantiles = tuple(tuple(float(x) for x in q) for q in data["quantiles"])
+        if any(len(q) != len(grid) for q in quantiles):
+            raise ValueError("calibration: every class needs one quantile per survival probability")
+        return cls(str(data["score"]), tuple(int(x) for x in data["lower"]), quantiles,
+                   tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> ScoreCalibration:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class Multiplicity:
+    """The background's object-count distribution: ``-log p(n)``, the count term of a masked score.
+
+    Fitted on the training events' particle counts (after truncation to ``max_particles``), with
+    add-one smoothing so an object count never seen in training costs ``log(N + K)``, not infinity.
+    """
+
+    def __init__(self, counts):
+        self.counts = np.asarray(counts, dtype=np.int64)
+
+    @classmethod
+    def fit(cls, n_objects, max_objects: int) -> Multiplicity:
+        n = np.clip(np.asarray(n_objects, dtype=np.int64), 0, max_objects)
+        return cls(np.bincount(n, minlength=max_objects + 1))
+
+    def nll(self, n_objects) -> np.ndarray:
+        """``-log p(n)`` per event (natural log, float64)."""
+        k = len(self.counts)
+        p = (self.counts + 1.0) / (self.counts.sum() + k)
+        n = np.clip(np.asarray(n_objects, dtype=np.int64), 0, k - 1)
+        return -np.log(p[n])
+
+    def to_list(self) -> list[int]:
+        return self.counts.tolist()
