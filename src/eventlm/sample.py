@@ -132,7 +132,12 @@ class SamplingTable:
         take = starts[np.repeat(np.arange(n_events), pcounts)] + src
         pt = ak.to_numpy(ak.flatten(p.pt)).astype(np.float64)[take]
         eta = ak.to_numpy(ak.flatten(p.eta)).astype(np.float64)[take]
-        phi = ak.to_numpy(ak.flatten(p.phi)).astype(np.float64)[take]
+        # phi in the tokenizer's frame (measured from the leading object for phi_reference="leading")
+        from eventlm.tokenize.lut import rotate_phi
+
+        reference = lut.phi_references(events)
+        phi = rotate_phi(ak.to_numpy(ak.flatten(p.phi)).astype(np.float64)[take],
+                         reference[np.repeat(np.arange(n_events), pcounts)])
         energy = ak.to_numpy(ak.flatten(p.E)).astype(np.float64)[take]
         mass = np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))
         q = n_quantiles
@@ -161,7 +166,7 @@ class SamplingTable:
             is_met = (flat >= first) & (flat < first + lut.n_met)
             is_mphi = flat >= first + lut.n_met
             met = ak.to_numpy(events.met).astype(np.float64)
-            met_phi = ak.to_numpy(events.met_phi).astype(np.float64)
+            met_phi = rotate_phi(ak.to_numpy(events.met_phi).astype(np.float64), reference)
             met_t, _ = _group_quantiles(met[event_of[is_met]], flat[is_met] - first, lut.n_met, q)
             met_t = _fill_empty(met_t, rep["met"][:, None])
             mphi_t, _ = _group_quantiles(met_phi[event_of[is_mphi]], flat[is_mphi] - first - lut.n_met,
@@ -470,6 +475,24 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
         met[event_of[is_met]] = _inverse_cdf(table.met[flat[is_met] - first], um[0, event_of[is_met]])
         met_phi[event_of[is_mphi]] = _inverse_cdf(table.met_phi[flat[is_mphi] - first - lut.n_met],
                                                   um[1, event_of[is_mphi]])
+    if getattr(lut, "phi_reference", "absolute") == "leading":
+        # the tokens fix the angles to the leading object only: turn every event by a uniform angle
+        # (the physics is invariant under it), so the detector phi of generated events is uniform
+        from eventlm.tokenize.lut import rotate_phi
+
+        from eventlm.tokenize.lut import phi_bin
+
+        phi = phi.astype(np.float64)
+        if n:  # the leading object is the reference itself: at phi 0 where its token says so
+            lead = np.lexsort((-pt.astype(np.float64), p_event))[np.searchsorted(p_event[np.lexsort(
+                (-pt.astype(np.float64), p_event))], np.unique(p_event))]
+            middle = phi_bin(np.zeros(1), lut.n_phi)[0]
+            at_middle = lead[cphi[lead] == middle]
+            phi[at_middle] = 0.0
+        turn = rng.uniform(-np.pi, np.pi, n_events)
+        particles = ak.with_field(particles, ak.values_astype(ak.unflatten(
+            rotate_phi(phi, -turn[p_event]), pcounts), np.float32), "phi")
+        met_phi = rotate_phi(met_phi, -turn)
     return make_events(
         event_id=np.arange(first_id, first_id + n_events, dtype=np.int64),
         process=process,

@@ -347,7 +347,13 @@ def bin_representatives(values: np.ndarray, bins: np.ndarray, n_bins: int, edges
     sorted_bins, sorted_values = bins[order], values[order]
     bounds = np.searchsorted(sorted_bins, np.arange(1, n_bins + 2))
     out = np.empty(n_bins)
-    lo_hi = np.concatenate([[values.min() if len(values) else 0.0], edges, [values.max() if len(values) else 1.0]])
+    # bounds of the outer bins: an empty tail or overflow bin (a tail bin beyond the training values)
+    # gets a representative inside itself, never below its lower edge
+    low = min(values.min(), edges[0]) if len(values) and len(edges) else (values.min() if len(values) else 0.0)
+    high = values.max() if len(values) else 1.0
+    if len(edges):
+        high = max(high, edges[-1] * 1.25 if edges[-1] > 0 else edges[-1] + 1.0)
+    lo_hi = np.concatenate([[low], edges, [high]])
     for b in range(n_bins):  # n_bins iterations, not per event
         chunk = sorted_values[bounds[b]:bounds[b + 1]]
         out[b] = np.median(chunk) if len(chunk) else 0.5 * (lo_hi[b] + lo_hi[b + 1])
@@ -624,11 +630,9 @@ class LUTTokenizer(Tokenizer):
         warn_truncated(flat.n_truncated_events, len(flat.counts), self.max_particles)
         raw = flat.raw  # bin in input order, then gather only the tokens into token order
         phi, reference = raw["phi"], None
-        if self.phi_reference == "leading":  # an event without particles: measured from its MET
+        if self.phi_reference == "leading":
             counts = ak.to_numpy(ak.num(events.particles, axis=1)).astype(np.int64)
-            reference = leading_phi(raw["phi"], raw["pt"], counts)
-            if self.met_tokens and not counts.all():
-                reference[counts == 0] = met_arrays(events[counts == 0])[1]
+            reference = self._leading_reference(events, raw, counts)
             phi = rotate_phi(raw["phi"], np.repeat(reference, counts))
         tokens = self.token_id(
             raw["cat"],
@@ -643,6 +647,19 @@ class LUTTokenizer(Tokenizer):
                 met_phi = rotate_phi(met_phi, reference)
             met_tokens = self.met.encode(met, met_phi, self.n_particle_tokens + 1)
         return assemble(tokens, flat.counts, met_tokens, flat.event_index)
+
+    def _leading_reference(self, events, raw, counts) -> np.ndarray:
+        reference = leading_phi(raw["phi"], raw["pt"], counts)
+        if self.met_tokens and not counts.all():  # an event without particles: measured from its MET
+            reference[counts == 0] = met_arrays(events[counts == 0])[1]
+        return reference
+
+    def phi_references(self, events: ak.Array) -> np.ndarray:
+        """The angle each event's phi tokens are measured from: 0 (``absolute``) or its leading object's phi."""
+        if self.phi_reference == "absolute":
+            return np.zeros(len(events))
+        flat = order_particles(events, max_particles=None)
+        return self._leading_reference(events, flat.raw, ak.to_numpy(ak.num(events.particles, axis=1)))
 
     def particle_order(self, events: ak.Array) -> ak.Array:
         """For each event, the input index of the particle behind each particle token (after truncation)."""
