@@ -249,3 +249,27 @@ def test_written_checkpoint_reads_back_and_is_checked(model_dir, tmp_path):
     assert path.name == "best.pt" and [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
     model, tokenizer, ckpt = md.check().load()
     assert ckpt["model_config"] == state["model_config"]
+
+
+def test_score_on_error_skip_scores_every_good_event_once_in_order(model_dir, events, tmp_path, capsys):
+    """`eventlm score --on-error skip`: the bad lines are left out and counted, the rest scored in order."""
+    import awkward as ak
+
+    from eventlm.io import read_events
+
+    good = write_events(events[:40], tmp_path / "good.csv")
+    lines = good.read_text().splitlines()
+    lines[5] = lines[5].replace(";", ";;", 1)  # a malformed line
+    lines[17] = "not an event"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scored.parquet"
+    assert main(["score", "--model", str(model_dir), str(bad), "--output", str(tmp_path / "x.parquet"),
+                 "--no-progress"]) == 2
+    assert "bad.csv, line 6" in capsys.readouterr().err
+    assert main(["score", "--model", str(model_dir), str(bad), "--output", str(out), "--on-error", "skip",
+                 "--no-progress"]) == 0
+    scored = read_events(out)
+    expected = np.delete(ak.to_numpy(events[:40].event_id), [5, 17])
+    np.testing.assert_array_equal(ak.to_numpy(scored.event_id), expected)
+    assert np.isfinite(ak.to_numpy(scored.anomaly_score)).all()

@@ -348,8 +348,14 @@ def score_files(
     confusion=None,
     progress: bool = False,
     scorer: Scorer | None = None,
+    on_error: str = "raise",
+    report=None,
 ) -> dict:
     """Score every event of ``inputs`` (read in steps of ``step_size``) and write ``output``.
+
+    ``on_error="skip"`` leaves bad lines/entries out (recorded in ``report``, an
+    :class:`eventlm.io.ReadReport`, and counted in the summary's ``skipped``); every good event is
+    scored once, in input order.
 
     The output (``.root`` ntuple or ``.parquet``, through :class:`eventlm.io.EventWriter`) holds every
     input event once, in input order, with its columns plus the score columns. ``confusion``: a PNG
@@ -371,7 +377,7 @@ def score_files(
 
         bar = tqdm(desc="scoring", unit="event", dynamic_ncols=True)
     with EventWriter(output) as writer:
-        for chunk in iter_events(inputs, step_size=step_size):
+        for chunk in iter_events(inputs, step_size=step_size, on_error=on_error, report=report):
             cols = scorer.score(chunk, return_tokens=matrices is not None)
             if matrices is not None:
                 is_bkg = np.isin(np.asarray(chunk.process), list(background))
@@ -390,7 +396,8 @@ def score_files(
     if matrices is not None:
         plot_token_confusion(matrices, confusion, scorer.tokenizer)
     return {"output": str(output), "events": n_events, "seconds": seconds,
-            "events_per_s": n_events / seconds if seconds else float("nan")}
+            "events_per_s": n_events / seconds if seconds else float("nan"),
+            "skipped": report.n_skipped if report is not None else 0}
 
 
 def plot_token_confusion(matrices: dict, path, tokenizer) -> Path:

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="scoring processes, each with one torch thread (default 1; see eventlm.parallel)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad lines/entries: stop with an error (default) or skip them (counted in the log)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -42,9 +44,16 @@ def run(args: argparse.Namespace) -> int:
         check_output_png(args.confusion)
     check_device(args.device)
     Scorer.load(args.model, device=args.device)  # the model directory, checked whole
+    from eventlm.io import ReadReport
+
+    report = ReadReport()
     summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
                                    step_size=args.step_size, device=args.device, confusion=args.confusion,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, on_error=args.on_error, report=report)
+    if report.n_skipped:
+        logging.getLogger("eventlm.score").warning(
+            "skipped %d bad lines/entries (not scored, not written): %s", report.n_skipped,
+            "; ".join(str(report).splitlines()[:5]) + (" ..." if report.n_skipped > 5 else ""))
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
         summary["seconds"], summary["events_per_s"],
