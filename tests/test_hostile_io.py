@@ -165,14 +165,6 @@ def test_directory_as_input(tmp_path, capsys):
         read_events(d)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_as_input(tmp_path, make_events, capsys):
-    path = write_events(make_events(5), tmp_path / "secret.csv")
-    path.chmod(0)
-    one_error(capsys, ["info", str(path)], str(path), "cannot be read")
-    one_error(capsys, ["convert", str(path), str(tmp_path / "o.root")], str(path), "cannot be read")
-
-
 @pytest.mark.parametrize("cut", ["half", "last300"])
 def test_truncated_root_file(tmp_path, make_events, capsys, cut):
     good = write_events(make_events(3000), tmp_path / "good.root")
@@ -255,15 +247,6 @@ def test_output_is_a_directory_or_unwritable(tmp_path, make_events, capsys):
     (tmp_path / "out.root").mkdir()
     one_error(capsys, ["convert", str(src), str(tmp_path / "out.root")], "out.root", "output is a directory")
     one_error(capsys, ["convert", str(src), str(tmp_path / "no" / "x.root")], "x.root", "does not exist")
-
-
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into any directory")
-def test_output_in_an_unwritable_directory(tmp_path, make_events, capsys):
-    src = write_events(make_events(5), tmp_path / "in.parquet")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    one_error(capsys, ["convert", str(src), str(locked / "x.root")], "x.root", "is not writable")
 
 
 def test_step_size_zero_is_refused(tmp_path, make_events, capsys):
