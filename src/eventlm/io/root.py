@@ -33,7 +33,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.errors import EventFormatError
-from eventlm.events import PARTICLE_FIELDS, Kind, labels_at, make_events, make_particles, process_code
+from eventlm.events import PARTICLE_FIELDS, labels_at, make_events, make_particles, process_code
 
 TREE = "Events"
 NAMES_TREE = "ProcessNames"
@@ -245,8 +245,7 @@ def iter_root(
                 events = _events_from_branches(arrays, names, path, entry0)
                 for name in extras:
                     events = ak.with_field(events, arrays[name], name)
-                events = _check_entries(events, path, entry0, on_error, report)
-                entry0 += len(arrays)
+                entry0 += len(arrays)  # bad values: eventlm.sanity judges every chunk in iter_events
                 yield events
 
 
@@ -317,8 +316,7 @@ def _iter_rntuple_ntuple(path, f, tree, step_size, on_error, report) -> Iterator
         events = _events_from_branches({**{b: arrays[b] for b in EVENT_BRANCHES}, **split}, names, path, entry0)
         for name in extras:
             events = ak.with_field(events, arrays[name], name)
-        events = _check_entries(events, path, entry0, on_error, report)
-        entry0 += len(arrays)
+        entry0 += len(arrays)  # bad values: eventlm.sanity judges every chunk in iter_events
         yield events
 
 
@@ -367,41 +365,6 @@ def flat_contents(jagged: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         return (offsets - offsets[0] if offsets[0] else offsets), values
     counts = ak.to_numpy(ak.num(jagged, axis=1))
     return np.concatenate([[0], np.cumsum(counts)]), ak.to_numpy(ak.flatten(jagged, axis=1))
-
-
-def _bad_entries(events: ak.Array) -> np.ndarray:
-    """Entries with non-finite kinematics or unknown particle kinds (ROOT and Parquet), vectorized."""
-    parts = events.particles
-    offsets, kind = flat_contents(parts.kind)
-    values = [flat_contents(parts[f])[1] for f in ("pt", "eta", "phi", "E")]
-    event_values = [ak.to_numpy(events[f]) for f in ("met", "met_phi", "weight")]
-    # a finite sum means no inf or NaN in the terms: the usual, all-good case costs one pass each
-    # (a sum that overflows only sends the check down the exact path below)
-    if (all(np.isfinite(v.sum()) for v in values + event_values)
-            and (not len(kind) or (kind.min() >= 0 and kind.max() <= max(Kind)))):
-        return np.zeros(len(events), dtype=bool)
-    bad_part = (kind < 0) | (kind > max(Kind))
-    for v in values:
-        bad_part |= ~np.isfinite(v)
-    cumulative = np.concatenate([[0], np.cumsum(bad_part)])
-    bad = cumulative[offsets[1:]] != cumulative[offsets[:-1]]
-    for v in event_values:
-        bad |= ~np.isfinite(v)
-    return bad
-
-
-def _check_entries(events: ak.Array, path, entry0: int, on_error: str, report) -> ak.Array:
-    """Drop (``on_error="skip"``, reported) or raise for the bad entries of ``events``."""
-    bad = _bad_entries(events)
-    if not bad.any():
-        return events
-    for i in np.flatnonzero(bad):
-        problem = "non-finite value or unknown particle kind"
-        if on_error != "skip":
-            raise EventFormatError(path, problem, entry=entry0 + int(i))
-        if report is not None:
-            report.add(path, problem, entry=entry0 + int(i))
-    return events[~bad]
 
 
 def coffea_schema():
