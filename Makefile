@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/io.py --update-docs
 	$(PY) benchmarks/tokenize.py --update-docs
 	$(PY) benchmarks/train.py --update-docs
+	$(PY) benchmarks/train_default.py --update-docs
 	$(PY) benchmarks/score.py --update-docs
 	$(PY) benchmarks/gpu.py --update-docs  # without CUDA: one line, nothing measured, status 0
 

@@ -273,3 +273,20 @@ def test_score_on_error_skip_scores_every_good_event_once_in_order(model_dir, ev
     expected = np.delete(ak.to_numpy(events[:40].event_id), [5, 17])
     np.testing.assert_array_equal(ak.to_numpy(scored.event_id), expected)
     assert np.isfinite(ak.to_numpy(scored.anomaly_score)).all()
+
+
+def test_train_on_error_skip_trains_on_the_good_events(events, tmp_path, capsys):
+    """`eventlm train --on-error skip`: bad background lines are left out, named, and not trained on."""
+    import json
+
+    good = write_events(events[:200], tmp_path / "bkg.csv")
+    lines = good.read_text().splitlines()
+    lines[3] = "garbage"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    args = ["train", str(bad), "--out", str(tmp_path / "m"), "--epochs", "1", "--no-progress"]
+    assert main(args) == 2 and "bad.csv, line 4" in capsys.readouterr().err
+    assert main([*args, "--on-error", "skip"]) == 0
+    split = json.loads((tmp_path / "m" / "split.json").read_text())
+    assert split["n_events"] == 199
+    assert (tmp_path / "m" / "calibration.json").exists()

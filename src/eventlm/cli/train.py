@@ -39,6 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="the one seed of the run")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad lines/entries: stop with an error (default) or skip them (counted in the log)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -74,12 +76,21 @@ def run(args: argparse.Namespace) -> int:
     check_device(config.device)
     if args.resume:
         check_resume(args, config)
-    result = train(config, args.background, args.out, resume=args.resume, progress=not args.no_progress)
+    background = args.background
+    if args.on_error == "skip":  # read once here, bad lines/entries left out and reported
+        from eventlm.io import read_events
+
+        background, report = read_events(args.background, on_error="skip", return_report=True)
+        if report.n_skipped:
+            logging.getLogger("eventlm.train").warning(
+                "skipped %d bad lines/entries of the background: %s", report.n_skipped,
+                "; ".join(str(report).splitlines()[:5]) + (" ..." if report.n_skipped > 5 else ""))
+    result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from eventlm.score import calibrate
 
-    calibrate(args.out, args.background)  # anomaly_score_calibrated (docs/method.md)
+    calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
     logging.getLogger("eventlm.train").info(
         "wrote %s: %d epochs, best validation loss %.4f at epoch %d (unigram entropy %.4f), %.0f s",
         result.out_dir, result.epochs_run, result.best_val_loss, result.best_epoch,
