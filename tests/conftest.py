@@ -132,3 +132,17 @@ def assert_same_events(a: ak.Array, b: ak.Array, *, rtol=1e-5, atol=1e-3):
             ak.to_numpy(ak.flatten(a.particles[f])), ak.to_numpy(ak.flatten(b.particles[f])),
             rtol=rtol, atol=atol,
         )
+
+
+def one_error(capsys, argv, *needles):
+    """Run ``eventlm argv``: exit status 2, one ``eventlm ...`` error line holding every needle, no traceback."""
+    from eventlm.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.startswith("eventlm ")]
+    assert code == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import one_error
+
 from eventlm.cli import main
 from eventlm.io import write_events
 
@@ -36,17 +38,6 @@ n_bootstrap = {n_bootstrap}
 [baselines]
 names = []
 """
-
-
-def one_error(capsys, argv, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.startswith("eventlm ")]
-    assert code == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

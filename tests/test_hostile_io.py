@@ -17,24 +17,13 @@ import pytest
 import uproot
 
 from eventlm.cli import main
+from conftest import one_error
+
 from eventlm.errors import EventFormatError
 from eventlm.io import read_events, write_events
 
 GOOD = "1;ttbar;1;50000;0.1;j,100000,50000,0.5,0.1;"
 GOOD3 = "3;ttbar;1;50000;0.1;j,100000,50000,0.5,0.1;"
-
-
-def one_error(capsys, argv, *needles):
-    """Run ``eventlm argv``: exit 2, one stderr line containing every needle, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.startswith("eventlm ")]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def csv_with(tmp_path, bad_line, name="bad.csv") -> str:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_error
+
 from eventlm.cli import main
 from eventlm.config import RunConfig
 from eventlm.errors import CheckpointMismatchError, ModelDirError
@@ -37,17 +39,6 @@ epochs = {epochs}
 batch_size = 64
 warmup_steps = 2
 """
-
-
-def one_error(capsys, argv, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.startswith("eventlm ")]
-    assert code == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -51,12 +51,10 @@ from eventlm.io.selection import (
     warn_once,
     candidates,
     constant_like,
-    empty_candidates,
-    kept_particles,
     suspicion_reporter,
     met_from_objects,
     object_mask,
-    overlap_removal,
+    overlap_removed_particles,
 )
 
 log = logging.getLogger(__name__)
@@ -286,17 +284,8 @@ class _Plan:
             cand = candidates(rec.pt, rec.eta, rec.phi, mass, charge, kinds)
             parts[c] = (cand, object_mask(cand, getattr(o, c.lower()), self._requirements(c, rec),
                                           suspicious=self.suspicious))
-        jets, jet_keep = parts["Jet"] or (None, None)
-        photons, photon_keep = parts["Photon"] or (None, None)
-        jet_keep, photon_keep = overlap_removal(
-            jets, jet_keep, [p for p in (parts["Electron"], parts["Muon"]) if p is not None],
-            photons, photon_keep, o.overlap_dr)
-        if jets is not None:
-            parts["Jet"] = (jets, jet_keep)
-        if photons is not None:
-            parts["Photon"] = (photons, photon_keep)
-        present = [p for p in parts.values() if p is not None]
-        particles = kept_particles(present) if present else empty_candidates(n)
+        particles = overlap_removed_particles(parts, n, o.overlap_dr, jets="Jet", photons="Photon",
+                                              leptons=("Electron", "Muon"))
         if self.met:
             met = ak.to_numpy(colls[self.met].pt)
             met_phi = ak.to_numpy(colls[self.met].phi)

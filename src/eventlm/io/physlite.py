@@ -48,13 +48,11 @@ from eventlm.io.selection import (
     build_events,
     candidates,
     constant_like,
-    empty_candidates,
-    kept_particles,
     suspicion_reporter,
     met_from_objects,
     nanoevents_process,
     object_mask,
-    overlap_removal,
+    overlap_removed_particles,
     warn_once,
 )
 
@@ -226,17 +224,8 @@ class _Plan:
             cand = candidates(pt, rec.eta, rec.phi, mass, charge, kinds)
             cut = {"Jets": o.jet, "Electrons": o.electron, "Muons": o.muon, "Photons": o.photon}[c]
             parts[c] = (cand, object_mask(cand, cut, self._requirements(c, rec, pt), suspicious=self.suspicious))
-        jets, jet_keep = parts["Jets"] or (None, None)
-        photons, photon_keep = parts["Photons"] or (None, None)
-        jet_keep, photon_keep = overlap_removal(
-            jets, jet_keep, [p for p in (parts["Electrons"], parts["Muons"]) if p is not None],
-            photons, photon_keep, o.overlap_dr)
-        if jets is not None:
-            parts["Jets"] = (jets, jet_keep)
-        if photons is not None:
-            parts["Photons"] = (photons, photon_keep)
-        present = [p for p in parts.values() if p is not None]
-        particles = kept_particles(present) if present else empty_candidates(n)
+        particles = overlap_removed_particles(parts, n, o.overlap_dr, jets="Jets", photons="Photons",
+                                              leptons=("Electrons", "Muons"))
         soft_px = soft_py = None
         if self.soft:
             core = colls["MET_Core_MET"]

@@ -187,6 +187,26 @@ def empty_candidates(n: int) -> ak.Array:
     return candidates(empty, empty, empty, empty, empty, empty)
 
 
+def overlap_removed_particles(parts: dict, n: int, overlap_dr: float, *, jets: str, photons: str,
+                              leptons: tuple[str, ...]) -> ak.Array:
+    """The kept objects of every collection after :func:`overlap_removal`, as one particle list.
+
+    ``parts`` maps a collection name to ``(candidates, keep mask)`` or None (absent from the file);
+    ``jets``, ``photons`` and ``leptons`` name the collections that take part in the overlap removal
+    (the NanoAOD and PHYSLITE readers differ only in those names). ``parts`` is updated in place.
+    """
+    jet, jet_keep = parts[jets] or (None, None)
+    photon, photon_keep = parts[photons] or (None, None)
+    jet_keep, photon_keep = overlap_removal(
+        jet, jet_keep, [parts[c] for c in leptons if parts[c] is not None], photon, photon_keep, overlap_dr)
+    if jet is not None:
+        parts[jets] = (jet, jet_keep)
+    if photon is not None:
+        parts[photons] = (photon, photon_keep)
+    present = [p for p in parts.values() if p is not None]
+    return kept_particles(present) if present else empty_candidates(n)
+
+
 
 # --------------------------------------------------------------------------------------------------
 # coffea NanoEvents input (shared by the NanoAOD and PHYSLITE ``from_nanoevents``)
