@@ -8,13 +8,13 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean generate-samples
+.PHONY: install demo test test-lowest bench clean generate-samples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test,dask]"
+	$(PIP) install -q -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The lowest versions pyproject.toml allows, in their own venv (.venv-lowest), and a quick part of
+# the suite on them: checks the declared dependency floors. Not part of `make test`.
+test-lowest:
+	.ci/lowest-versions
 
 bench: $(STAMP)
 	$(PY) benchmarks/io.py --update-docs
@@ -40,4 +45,4 @@ generate-samples: $(STAMP)
 	$(PY) -m eventlm.generate.bundle --out data
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) .venv-lowest demo_out .pytest_cache

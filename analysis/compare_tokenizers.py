@@ -72,13 +72,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from eventlm.analysis.baselines import LABELS, TrainSettings, fit_baselines
     from eventlm.analysis.features import fixed_features
-    from eventlm.analysis.metrics import evaluate, roc_curve
-    from eventlm.analysis.runner import rescale_to_full
+    from eventlm.analysis.metrics import roc_curve
+    from eventlm.analysis.inputs import rescale_to_full
     from eventlm.config import RunConfig
     from eventlm.io import read_events
     from eventlm.plotting.analysis import label_for, plot_roc, plot_sic
     from eventlm.score import Scorer
-    from eventlm.train import load_split, train
+    from eventlm.modeldir import load_split
+    from eventlm.train import train
 
     if args.quick:
         args.background, args.signal, args.epochs, args.n_bootstrap, args.baseline_epochs = 3000, 300, 1, 5, 2

@@ -87,7 +87,6 @@ def features(events: ak.Array) -> tuple[np.ndarray, list[str]]:
 def two_sample_auc(a: ak.Array, b: ak.Array, seed: int, importances: bool = False) -> dict:
     """5-fold CV AUC of a gradient-boosted classifier separating ``b`` (label 1) from ``a`` (label 0)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.inspection import permutation_importance
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
@@ -160,8 +159,9 @@ def main(argv=None) -> int:
         prepare_sampling,
         sample_events,
     )
-    from eventlm.tokenize.lut import tokens_to_flat
-    from eventlm.train import load_background, load_split
+    from eventlm.tokenize.particles import tokens_to_flat
+    from eventlm.io import as_events
+    from eventlm.modeldir import load_split
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     figures = Path(args.figures or out)
     figures.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model)
-    background = load_background(args.background)
+    background = as_events(args.background)
     test = load_split(model_dir)["test"]
     real = background[np.isin(ak.to_numpy(background.event_id), test)]
     log.info("real: %d events of the model's test split", len(real))

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from eventlm.finetune import finetune
     from eventlm.plotting.multitask import plot_transfer
-    from eventlm.train import load_background, load_split
+    from eventlm.io import as_events
+    from eventlm.modeldir import load_split
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     split = load_split(args.model)
-    background = load_background(args.background)
+    background = as_events(args.background)
     ids = ak.to_numpy(background.event_id)
     bkg_train = background[np.isin(ids, split["train"])]
     bkg_test = background[np.isin(ids, split["test"])]
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     jobs = []
     signals = {}
     for path in args.signals:
-        sig = load_background(path)
+        sig = as_events(path)
         name = Path(path).name.split(".")[0]
         test = np.zeros(len(sig), dtype=bool)
         test[rng.choice(len(sig), min(args.test_signal, len(sig) // 2), replace=False)] = True

@@ -7,7 +7,6 @@ particles (same run, one thread), and VQ-VAE encoding in events/s on CPU.
 from __future__ import annotations
 
 import os
-import sys
 
 import _report  # first: it takes benchmarks/ off sys.path (this file shadows the stdlib tokenize)
 
@@ -25,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from eventlm.events import make_events, make_particles  # noqa: E402
 from eventlm.tokenize import get_tokenizer  # noqa: E402
-from eventlm.tokenize.lut import _CAT_TABLE  # noqa: E402
+from eventlm.tokenize.particles import _CAT_TABLE  # noqa: E402
 
 
 def synthetic_events(n_particles: int, seed: int = 0) -> ak.Array:

@@ -11,7 +11,6 @@ Same data, model, seed and number of steps in one run; only the batching differs
 
 from __future__ import annotations
 
-import os
 import sys
 
 import _report  # first: it takes benchmarks/ off sys.path (io.py, tokenize.py shadow the stdlib)
@@ -28,7 +27,8 @@ from torch.nn import functional as F
 
 from eventlm.batching import BucketBatchSampler, Collator, TokenDataset, make_loader  # noqa: E402
 from eventlm.config import RunConfig  # noqa: E402
-from eventlm.train import build_model, cpu_threads  # noqa: E402
+from eventlm.runtime import torch_threads  # noqa: E402
+from eventlm.train import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         ("random batches, batch-max padding", 1, None),
         (f"random batches, fixed padding to {fixed}", 1, fixed),
     ]
-    with cpu_threads(config.train.threads):
+    with torch_threads(config.train.threads):
         run_mode("warm-up", TokenDataset(tokens[:2000]), tokenizer, config, 1, bucket_batches=1, pad_to=fixed)
         # modes interleaved, best of --repeats: the machine's load drifts, the best run is the least disturbed
         runs = [[run_mode(name, dataset, tokenizer, config, args.epochs, bucket_batches=b, pad_to=p)

@@ -46,16 +46,82 @@ def random_events(n: int = 100, *, seed: int = 0, max_particles: int = 12, proce
     )
 
 
+STUDY_TOML = """
+[study]
+name = "toy"
+{study}
+[inputs]
+background = ["{background}"]
+[inputs.signals]
+{signal_name} = ["{signal}"]
+
+[regions.CR]
+selection = "{cr}"
+[regions.SR]
+{sr}
+
+[threshold]
+method = "{method}"
+background_efficiency = 0.05
+{threshold}
+[metrics]
+n_bootstrap = {n_bootstrap}
+
+[baselines]
+names = [{baselines}]
+{more}"""
+
+
+def study_toml(*, background, signal, signal_name="sig", cr="n_jets <= 3", sr='selection = "n_jets >= 4"',
+               method="background_efficiency", threshold="", n_bootstrap="5", baselines="", study="", more="") -> str:
+    """The text of a toy analysis TOML (``eventlm analyze``); values go in as written, so a test can
+    put a wrong one in."""
+    return STUDY_TOML.format(background=background, signal=signal, signal_name=signal_name, cr=cr, sr=sr,
+                             method=method, threshold=threshold, n_bootstrap=n_bootstrap, baselines=baselines,
+                             study=study, more=more)
+
+
+def scored_study(folder: Path, *, n_ttbar: int, n_wjets: int, n_signal: int, signal: str = "tttt_H500",
+                 signal_max_particles: int = 12) -> dict:
+    """A toy study written as scored ROOT ntuples: background (ttbar + w_jets) with anomaly_score ~
+    N(3, 1) and one signal with N(4, 1). ``{"paths": {name: path}, "events": {name: events}}``."""
+    from eventlm.io import write_events
+
+    rng = np.random.default_rng(0)
+    bkg = ak.concatenate([random_events(n_ttbar, seed=1, process="ttbar"),
+                          random_events(n_wjets, seed=2, process="w_jets", start_id=5000)])
+    sig = random_events(n_signal, seed=3, process=signal, start_id=9000, max_particles=signal_max_particles)
+    paths = {}
+    for name, events, mu in (("background", bkg, 3.0), (signal, sig, 4.0)):
+        score = rng.normal(mu, 1.0, len(events)).astype(np.float32)
+        paths[name] = write_events(events, folder / f"{name}.root", extra_columns={"anomaly_score": score})
+    return {"paths": paths, "events": {"background": bkg, signal: sig}}
+
+
+def trained_model(tmp_path_factory, config, events, name: str = "model") -> Path:
+    """A model directory trained with ``config`` on ``events`` in a fresh temporary folder."""
+    from eventlm.train import train
+
+    out = tmp_path_factory.mktemp(name)
+    train(config, events, out, progress=False)
+    return out
+
+
 @pytest.fixture
 def make_events():
     return random_events
 
 
-def _bundled(name: str) -> Path:
-    path = DATA_DIR / name
+def _committed(folder: Path, name: str) -> Path:
+    """A file the repository commits (``data/`` or ``tests/data/``): a missing one is an error, not a skip."""
+    path = folder / name
     if not path.exists():
-        raise FileNotFoundError(f"bundled sample {path} is missing: it is committed to the repo")
+        raise FileNotFoundError(f"{path} is missing: it is committed to the repo ({folder.name}/)")
     return path
+
+
+def _bundled(name: str) -> Path:
+    return _committed(DATA_DIR, name)
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +142,7 @@ def signal_paths() -> dict[str, Path]:
 
 def real_file(name: str) -> Path:
     """A real experiment file committed in ``tests/data/`` (see its README)."""
-    path = TEST_DATA / name
-    if not path.exists():
-        raise FileNotFoundError(f"test file {path} is missing: it is committed to the repo (tests/data)")
-    return path
+    return _committed(TEST_DATA, name)
 
 
 @pytest.fixture(scope="session")

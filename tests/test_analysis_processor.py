@@ -19,7 +19,7 @@ from eventlm.analysis.processor import (
     skims_of,
     to_event_model,
 )
-from eventlm.analysis.runner import chunk_error, coffea_runner
+from eventlm.analysis.execution import chunk_error, coffea_runner
 from eventlm.errors import EventFormatError, EventlmError
 from eventlm.io import read_events, write_events
 
@@ -28,18 +28,10 @@ REGIONS = (Region("CR", "4 <= n_jets <= 5"), Region("SR", "n_jets >= 6 and n_bje
 
 @pytest.fixture(scope="module")
 def ntuples(tmp_path_factory):
-    from conftest import random_events
+    from conftest import scored_study
 
-    out = tmp_path_factory.mktemp("ntuples")
-    rng = np.random.default_rng(0)
-    bkg = ak.concatenate([random_events(700, seed=1, process="ttbar"),
-                          random_events(300, seed=2, process="w_jets", start_id=5000)])
-    sig = random_events(400, seed=3, process="tttt_H500", start_id=9000, max_particles=16)
-    paths = {}
-    for name, events, mu in (("background", bkg, 3.0), ("tttt_H500", sig, 4.0)):
-        score = rng.normal(mu, 1.0, len(events)).astype(np.float32)
-        paths[name] = write_events(events, out / f"{name}.root", extra_columns={"anomaly_score": score})
-    return {"paths": paths, "events": {"background": bkg, "tttt_H500": sig}}
+    return scored_study(tmp_path_factory.mktemp("ntuples"), n_ttbar=700, n_wjets=300, n_signal=400,
+                        signal_max_particles=16)
 
 
 def _run(executor, ntuples, proc, workers=2):

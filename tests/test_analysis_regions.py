@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eventlm.analysis.config import AnalysisConfigError, load_config, parse_config
+from eventlm.analysis.config import AnalysisConfigError, load_analysis_config, parse_config
 from eventlm.analysis.features import VARIABLES
 from eventlm.analysis.regions import Region, SelectionError, region_from_config
 
@@ -77,7 +77,7 @@ def test_config_errors_name_the_problem():
 
 @pytest.mark.parametrize("study", ["tttt_H500", "gluino_1000"])
 def test_bundled_study_configs_load(study):
-    config = load_config(ROOT / "analysis" / f"{study}.toml")
+    config = load_analysis_config(ROOT / "analysis" / f"{study}.toml")
     assert config.study.name == study
     assert list(config.inputs.signals) == [study]
     assert config.inputs.background[0] == ROOT / "data" / "background.csv.gz"

@@ -14,57 +14,28 @@ from eventlm.cli import main
 from eventlm.errors import EventFormatError
 from eventlm.io import read_events, write_events
 
-CONFIG = """
-[study]
-name = "toy"
-lumi = 139.0
-weights_lumi = 10.0
+def config_text(method: str) -> str:
+    from conftest import study_toml
 
-[inputs]
-background = ["background.root"]
-[inputs.signals]
-tttt_H500 = ["tttt_H500.root"]
-
-[regions.CR]
-selection = "n_jets <= 3"
-[regions.SR]
-min = {{ n_jets = 4 }}
-
-[threshold]
-method = "{method}"
-background_efficiency = 0.05
-signal_injection = 0.02
-
-[metrics]
-n_bootstrap = 5
-
-[baselines]
-names = ["isolation_forest", "deep_svdd"]
-epochs = 1
-
-[histograms]
-variables = ["n_jets", "met"]
-"""
+    return study_toml(background="background.root", signal="tttt_H500.root", signal_name="tttt_H500",
+                      sr="min = { n_jets = 4 }", method=method, threshold="signal_injection = 0.02",
+                      baselines='"isolation_forest", "deep_svdd"', study="lumi = 139.0\nweights_lumi = 10.0",
+                      more='epochs = 1\n\n[histograms]\nvariables = ["n_jets", "met"]\n')
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from conftest import random_events
+    from conftest import scored_study
 
     d = tmp_path_factory.mktemp("study")
-    rng = np.random.default_rng(0)
-    bkg = ak.concatenate([random_events(600, seed=1, process="ttbar"),
-                          random_events(200, seed=2, process="w_jets", start_id=5000)])
-    sig = random_events(300, seed=3, process="tttt_H500", start_id=9000)
-    write_events(bkg, d / "background.root", extra_columns={"anomaly_score": rng.normal(3, 1, 800).astype(np.float32)})
-    write_events(sig, d / "tttt_H500.root", extra_columns={"anomaly_score": rng.normal(4, 1, 300).astype(np.float32)})
+    scored_study(d, n_ttbar=600, n_wjets=200, n_signal=300)
     return d
 
 
 @pytest.mark.slow
 def test_analyze_writes_every_output(study, capsys):
     config = study / "toy.toml"
-    config.write_text(CONFIG.format(method="youden"))
+    config.write_text(config_text("youden"))
     out = study / "out"
     assert main(["analyze", str(config), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -95,12 +66,14 @@ def test_analyze_writes_every_output(study, capsys):
 
 
 def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):
-    from eventlm.analysis.config import load_config
-    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
+    from eventlm.analysis.config import load_analysis_config
+    from eventlm.analysis.execution import run_processor
+    from eventlm.analysis.inputs import prepare_inputs, skim_columns
+    from eventlm.analysis.runner import analyse_columns
 
     config_path = study / "bkgeff.toml"
-    config_path.write_text(CONFIG.format(method="background_efficiency"))
-    config = load_config(config_path).with_overrides(baselines={"names": ()})
+    config_path.write_text(config_text("background_efficiency"))
+    config = load_analysis_config(config_path).with_overrides(baselines={"names": ()})
     prepared = prepare_inputs(config, tmp_path, None)
     output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims")
     columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
@@ -119,8 +92,10 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
     """[threshold] score picks the column the CR threshold cuts on and the score histograms show."""
     from conftest import random_events
 
-    from eventlm.analysis.config import load_config
-    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
+    from eventlm.analysis.config import load_analysis_config
+    from eventlm.analysis.execution import run_processor
+    from eventlm.analysis.inputs import prepare_inputs, skim_columns
+    from eventlm.analysis.runner import analyse_columns
 
     rng = np.random.default_rng(4)
     bkg = random_events(400, seed=5, process="ttbar")
@@ -131,9 +106,9 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
         total = (100 + rng.normal(10 + shift, 1, len(events))).astype(np.float32)
         write_events(events, tmp_path / path, extra_columns={"anomaly_score": mean, "anomaly_score_sum": total})
     config_path = tmp_path / "sum.toml"
-    config_path.write_text(CONFIG.format(method="youden").replace(
+    config_path.write_text(config_text("youden").replace(
         "[threshold]\n", '[threshold]\nscore = "anomaly_score_sum"\n'))
-    config = load_config(config_path).with_overrides(
+    config = load_analysis_config(config_path).with_overrides(
         baselines={"names": ()}, histograms={"score_range": [100.0, 120.0]})
     prepared = prepare_inputs(config, tmp_path / "work", None)
     output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims")
@@ -153,13 +128,15 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
 
 def test_thresholds_and_rocs_from_skims_equal_those_from_memory(study, tmp_path):
     """The skims the workers write give exactly the analysis the per-event columns gave."""
-    from eventlm.analysis.config import load_config
+    from eventlm.analysis.config import load_analysis_config
     from eventlm.analysis.processor import columns_of
-    from eventlm.analysis.runner import analyse_columns, prepare_inputs, run_processor, skim_columns
+    from eventlm.analysis.execution import run_processor
+    from eventlm.analysis.inputs import prepare_inputs, skim_columns
+    from eventlm.analysis.runner import analyse_columns
 
     config_path = study / "skims.toml"
-    config_path.write_text(CONFIG.format(method="youden"))
-    config = load_config(config_path).with_overrides(baselines={"names": ()}, run={"chunksize": 150})
+    config_path.write_text(config_text("youden"))
+    config = load_analysis_config(config_path).with_overrides(baselines={"names": ()}, run={"chunksize": 150})
     prepared = prepare_inputs(config, tmp_path, None)
     output = run_processor(config, prepared.ntuples, None, progress=False, skim_dir=tmp_path / "skims",
                            keep_columns=True)
@@ -187,7 +164,7 @@ def test_no_progress_silences_coffea_bars(tmp_path, capfd, executor):
     from coffea import processor
     from conftest import random_events
 
-    from eventlm.analysis.runner import coffea_runner
+    from eventlm.analysis.execution import coffea_runner
 
     class CountEvents(processor.ProcessorABC):
         def process(self, events):

@@ -14,11 +14,11 @@ from eventlm.batching import (
     BatchKey,
     BucketBatchSampler,
     Collator,
-    MaskingConfig,
     TokenDataset,
     jagged_to_flat,
     make_loader,
 )
+from eventlm.config import MaskingConfig
 from eventlm.tokenize.base import PAD, SpecialTokens
 
 N_CONTENT = 885

@@ -35,7 +35,7 @@ def test_two_gloo_processes_train_and_rank0_writes(fixture_path, tmp_path):
     assert all(v == v for v in metrics["val_loss"])  # not NaN
     for name in ("checkpoint.pt", "best.pt", "tokenizer.json", "split.json", "loss.png"):
         assert (out / name).exists()
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob(".*tmp*"))
 
     from eventlm.score import Scorer
     from eventlm.io import read_events

@@ -14,7 +14,8 @@ import torch
 from eventlm.config import RunConfig
 from eventlm.finetune import MARKER, ClassifierScorer, FinetuneError, finetune, load_classifier
 from eventlm.score import Scorer
-from eventlm.train import load_model, load_split, train
+from eventlm.modeldir import ModelDir, load_split
+from eventlm.train import train
 
 TINY = RunConfig(seed=4).replace(
     model={"n_layer": 1, "n_embd": 16, "n_head": 2},
@@ -44,11 +45,11 @@ def test_frozen_backbone_is_unchanged_and_the_head_learns(model_dir, samples, tm
     signal, background = samples
     result = finetune(model_dir, signal, background, tmp_path / "clf", freeze=True, epochs=2, seed=1,
                       progress=False)
-    pretrained, _, _ = load_model(model_dir)
+    pretrained, _, _ = ModelDir(model_dir).load()
     assert _same_weights(result.classifier.backbone, pretrained)
     saved, _, info = load_classifier(tmp_path / "clf")
     assert _same_weights(saved.backbone, pretrained)  # what was written, too
-    assert info["freeze"] and info["objective"] == load_model(model_dir)[2]["objective"]
+    assert info["freeze"] and info["objective"] == ModelDir(model_dir).load()[2]["objective"]
     scores = result.predict(signal[:30])
     assert scores.shape == (30,) and scores.dtype == np.float32 and ((scores >= 0) & (scores <= 1)).all()
 
@@ -56,7 +57,7 @@ def test_frozen_backbone_is_unchanged_and_the_head_learns(model_dir, samples, tm
 def test_unfrozen_backbone_is_trained(model_dir, samples):
     signal, background = samples
     result = finetune(model_dir, signal, background, freeze=False, epochs=1, seed=1, progress=False)
-    pretrained, _, _ = load_model(model_dir)
+    pretrained, _, _ = ModelDir(model_dir).load()
     assert not _same_weights(result.classifier.backbone, pretrained)
 
 

@@ -9,35 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import one_error
+from conftest import one_error, study_toml
 
-from eventlm.cli import main
 from eventlm.io import write_events
-
-STUDY = """
-[study]
-name = "toy"
-{model}
-[inputs]
-background = ["{background}"]
-[inputs.signals]
-sig = ["{signal}"]
-
-[regions.CR]
-selection = "{cr}"
-[regions.SR]
-selection = "{sr}"
-
-[threshold]
-method = "background_efficiency"
-background_efficiency = 0.05
-
-[metrics]
-n_bootstrap = {n_bootstrap}
-
-[baselines]
-names = []
-"""
 
 
 @pytest.fixture
@@ -55,8 +29,8 @@ def study(tmp_path, make_events):
     def config(name="study.toml", cr="n_jets <= 3", sr="n_jets >= 4", n_bootstrap="5", background=None,
                model=""):
         path = tmp_path / name
-        path.write_text(STUDY.format(background=background or scored["background"], signal=scored["signal"],
-                                     cr=cr, sr=sr, n_bootstrap=n_bootstrap, model=model))
+        path.write_text(study_toml(background=background or scored["background"], signal=scored["signal"],
+                                   cr=cr, sr=f'selection = "{sr}"', n_bootstrap=n_bootstrap, study=model))
         return str(path)
 
     return config, scored, tmp_path
@@ -83,11 +57,11 @@ def test_analyze_without_model_on_inputs_without_scores(study, capsys):
 
 
 def test_empty_signal_region_warns(study, caplog):
-    from eventlm.analysis.config import load_config
+    from eventlm.analysis.config import load_analysis_config
     from eventlm.cli.analyze import precheck
 
     config, _, tmp = study
-    cfg = load_config(config(sr="n_jets > 100"))
+    cfg = load_analysis_config(config(sr="n_jets > 100"))
     precheck(cfg, None, tmp / "out")
     warned = [r.getMessage() for r in caplog.records if "selects no" in r.getMessage()]
     assert warned and all("signal region SR" in w and "n/a" in w for w in warned)

@@ -145,6 +145,21 @@ def test_duplicate_event_ids_warned_by_every_reader(tmp_path, caplog, make_event
 # ---- files that are not event files ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("empty.csv", b"", "empty file"),
+    ("junk.root", b"this is not ROOT", "not a readable ROOT file"),
+])
+def test_a_file_that_holds_no_events_is_an_error(tmp_path, name, content, problem):
+    from eventlm.errors import EventFormatError
+    from eventlm.io import read_events
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(EventFormatError, match=problem) as err:
+        read_events(path)
+    assert str(path) in str(err.value)
+
+
 def test_directory_as_input(tmp_path, capsys):
     d = tmp_path / "events.csv"
     d.mkdir()

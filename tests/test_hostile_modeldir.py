@@ -50,9 +50,9 @@ def events():
 
 @pytest.fixture(scope="module")
 def model_dir(events, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    train(TINY, events, out, progress=False)
-    return out
+    from conftest import trained_model
+
+    return trained_model(tmp_path_factory, TINY, events)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import eventlm
 from eventlm.errors import EventFormatError
-from eventlm.io import read_events, write_events
+from eventlm.io import write_events
 from eventlm.io.csv import parse_block
 from eventlm.io.csv.reader import parse_pieces
 from eventlm.io.csv.scan import ScanResult, scan_block, scan_piece

@@ -117,13 +117,6 @@ def test_root_missing_branches_raises(tmp_path):
         read_events(path)
 
 
-def test_not_a_root_file_raises(tmp_path):
-    path = tmp_path / "junk.root"
-    path.write_bytes(b"this is not ROOT")
-    with pytest.raises(EventFormatError, match="not a readable ROOT file"):
-        read_events(path)
-
-
 def test_bad_entries_raise_or_are_skipped(tmp_path):
     events = random_events(20)
     met = events.met.to_numpy().copy()

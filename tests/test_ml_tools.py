@@ -15,7 +15,7 @@ from coffea.nanoevents import NanoEventsFactory, PHYSLITESchema
 
 from eventlm.analysis import ml
 from eventlm.analysis.ml import EventlmScorer
-from eventlm.analysis.runner import coffea_runner
+from eventlm.analysis.execution import coffea_runner
 from eventlm.cli import main
 from eventlm.io import read_events
 from eventlm.io.schema import EventlmNanoAODSchema

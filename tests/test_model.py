@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from eventlm.model import PAD, EventTransformer, ModelConfig
 from eventlm.tokenize.base import PAD as TOKENIZER_PAD, SpecialTokens
-from eventlm.train import cpu_threads
+from eventlm.runtime import torch_threads
 
 SPECIAL = SpecialTokens(885)
 
@@ -95,7 +97,7 @@ def test_overfits_a_tiny_masked_problem():
     inputs[:, 2] = SPECIAL.mask
     targets = torch.full_like(idx, -100)
     targets[:, 2] = idx[:, 2]
-    with cpu_threads(1):
+    with torch_threads(1):
         for _ in range(150):
             loss, _ = m.loss(inputs, targets, inputs != PAD)
             opt.zero_grad()
@@ -120,7 +122,7 @@ def test_sample_returns_content_tokens_and_stops_at_eos():
 
 def test_config_is_frozen_and_validated():
     config = ModelConfig(vocab_size=10)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.n_layer = 3  # type: ignore[misc]
     with pytest.raises(ValueError):
         ModelConfig(vocab_size=10, n_embd=30, n_head=4)

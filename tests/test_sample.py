@@ -96,7 +96,7 @@ def test_decoding_round_trip_reencodes_to_the_sampled_tokens(causal_dir):
     every event whose leading object's token sits in the middle phi bin (where the table puts the
     leading object of every real event) re-encodes to exactly its sampled tokens, after the random
     turn about the beam that decoding gives each event; a tiny model does not always obey that rule."""
-    from eventlm.tokenize.lut import phi_bin
+    from eventlm.tokenize.particles import phi_bin
 
     model, tokenizer, _ = load_causal_model(causal_dir)
     assert tokenizer.phi_reference == "leading"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import trained_model
 from eventlm.config import RunConfig
 from eventlm.score import Scorer, score_files
-from eventlm.train import load_split, train
+from eventlm.modeldir import load_split
 
 SMALL = RunConfig(seed=5).replace(
     model={"n_embd": 32, "n_head": 2},
@@ -23,16 +24,13 @@ SMALL = RunConfig(seed=5).replace(
 
 @pytest.fixture(scope="module")
 def model_dir(background_events, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    train(SMALL, background_events, out, progress=False)
-    return out
+    return trained_model(tmp_path_factory, SMALL, background_events)
 
 
 @pytest.fixture(scope="module")
 def causal_dir(background_events, tmp_path_factory):
-    out = tmp_path_factory.mktemp("causal")
-    train(SMALL.replace(train={"objective": "causal", "epochs": 1}), background_events, out, progress=False)
-    return out
+    return trained_model(tmp_path_factory, SMALL.replace(train={"objective": "causal", "epochs": 1}),
+                         background_events, "causal")
 
 
 def test_score_mixed_file_one_score_per_event_in_input_order(model_dir, fixture_path, fixture_events, tmp_path):

@@ -16,7 +16,8 @@ from eventlm.errors import CheckpointMismatchError, TokenizationError
 from eventlm.events import Kind, make_particles
 from eventlm.events import make_events as build_events
 from eventlm.tokenize import get_tokenizer, load_tokenizer
-from eventlm.tokenize.lut import LUT_PRESETS, LUTTokenizer, order_particles
+from eventlm.tokenize.lut import LUT_PRESETS, LUTTokenizer
+from eventlm.tokenize.particles import order_particles
 
 
 def _events(rows, met=(50.0,), met_phi=(0.1,)):
@@ -272,7 +273,7 @@ def test_default_is_the_tail_preset():
 
 def test_tail_bins_resolve_the_tails_that_quantile_bins_merge(make_events):
     """Quantile bins put a 1 TeV and a 200 GeV jet into one token; the tail bins do not."""
-    from eventlm.tokenize.lut import PT_REACH, TAIL_BULK_BINS, TAIL_QUANTILE
+    from eventlm.tokenize.particles import PT_REACH, TAIL_BULK_BINS, TAIL_QUANTILE
 
     background = make_events(3000, seed=4)
     pt = ak.to_numpy(ak.flatten(background.particles.pt)).astype(np.float64)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from eventlm.config import RunConfig, dumps_toml, load_config, save_config
-from eventlm.train import load_model, load_split, split_indices, train
+from eventlm.modeldir import ModelDir, load_split
+from eventlm.train import split_indices, train
 
 #: A tiny, fast run (mechanics tests).
 TINY = RunConfig(seed=7).replace(
@@ -38,9 +39,9 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_model_directory_has_every_artefact(tiny_events, tmp_path):
     result = train(TINY.replace(train={"epochs": 1}), tiny_events, tmp_path, progress=False)
-    for name in ("checkpoint.pt", "best.pt", "tokenizer.json", "config.toml", "split.json", "metrics.json",
-                 "loss.png"):
+    for name in ("checkpoint.pt", "best.pt", "tokenizer.json", "config.toml", "split.json", "metrics.json"):
         assert (tmp_path / name).exists(), name
+    assert not list(tmp_path.glob(".*tmp*"))  # every file renamed into place
     assert load_config(tmp_path / "config.toml") == TINY.replace(train={"epochs": 1})
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     for key in ("model_config", "run_config", "tokenizer", "seed", "eventlm_version", "split", "optimizer",
@@ -55,7 +56,7 @@ def test_model_directory_has_every_artefact(tiny_events, tmp_path):
 
     train_events = tiny_events[np.isin(ak.to_numpy(tiny_events.event_id), split["train"])]
     expected = get_tokenizer("lut").fit(train_events).get_params()
-    _, tokenizer, _ = load_model(tmp_path)
+    _, tokenizer, _ = ModelDir(tmp_path).load()
     assert tokenizer.get_params() == expected
 
 
@@ -90,19 +91,25 @@ def test_resume_refuses_other_data(tiny_events, tmp_path):
 
 
 def test_early_stopping_keeps_best_epoch(tiny_events, tmp_path):
-    config = TINY.replace(train={"epochs": 30, "patience": 1, "lr": 0.05, "warmup_steps": 1})
+    """A learning rate far too large makes the validation loss rise: training stops after
+    ``patience`` epochs without improvement, and best.pt is the best epoch's, not the last."""
+    config = TINY.replace(train={"epochs": 30, "patience": 2, "lr": 0.05, "warmup_steps": 1})
     result = train(config, tiny_events, tmp_path, progress=False)
     val = result.metrics["val_loss"]
-    assert result.best_val_loss == min(val)
-    assert result.best_epoch == int(np.argmin(val)) + 1
-    if result.stopped_early:
-        assert result.epochs_run < 30 and result.epochs_run - result.best_epoch == 1
+    assert result.stopped_early
+    assert result.epochs_run < 30 and result.epochs_run - result.best_epoch == 2
+    assert result.best_val_loss == min(val) and result.best_epoch == int(np.argmin(val)) + 1
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert best["epoch"] == result.best_epoch and last["epoch"] == result.epochs_run and last["stopped_early"]
+    again = train(config, tiny_events, tmp_path, resume=True, progress=False)  # nothing left to do
+    assert again.epochs_run == result.epochs_run and again.metrics["val_loss"] == val
 
 
 def test_causal_objective_trains_and_samples_decodable_events(tiny_events, tmp_path):
     result = train(TINY.replace(train={"objective": "causal", "epochs": 1}), tiny_events, tmp_path, progress=False)
     assert np.isfinite(result.best_val_loss)
-    model, tokenizer, _ = load_model(tmp_path)
+    model, tokenizer, _ = ModelDir(tmp_path).load()
     tokens, lengths = model.sample(8, max_tokens=20, generator=torch.Generator().manual_seed(0))
     jagged = ak.unflatten(tokens[tokens != 0].numpy(), lengths.numpy())
     decoded = tokenizer.decode(jagged, specials="drop")

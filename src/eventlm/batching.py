@@ -21,37 +21,16 @@ exactly 0 (not NaN).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 
+from eventlm.config import MaskingConfig
 from eventlm.tokenize.base import PAD, SpecialTokens
 
 #: Targets that the loss ignores (``torch.nn.functional.cross_entropy``'s default ``ignore_index``).
 IGNORE = -100
-
-MASKING_MODES = ("one", "k", "fraction")
-
-
-@dataclass(frozen=True)
-class MaskingConfig:
-    """How many tokens of each event are hidden per step."""
-
-    mode: str = "one"  # "one" | "k" | "fraction"
-    k: int = 1  # mode "k": mask min(k, n_maskable) tokens
-    fraction: float = 0.15  # mode "fraction": mask max(1, round(fraction * n_maskable)) tokens
-    mask_met: bool = False  # whether the trailing MET tokens may be masked
-
-    def __post_init__(self):
-        if self.mode not in MASKING_MODES:
-            raise ValueError(f"masking mode {self.mode!r}: choose from {MASKING_MODES}")
-        if self.k < 1:
-            raise ValueError(f"masking k must be >= 1, got {self.k}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"masking fraction must be in (0, 1], got {self.fraction}")
-
 
 # ----------------------------------------------------------------------------------------------------
 # jagged storage
@@ -211,11 +190,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         if self.pad_replicas:
             return -(-n_batches // self.num_replicas)
         return len(range(self.rank, n_batches, self.num_replicas))
-
-
-def fixed_batches(n: int, batch_size: int) -> list[np.ndarray]:
-    """Consecutive batches in input order (scoring)."""
-    return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eventlm.atomic import write_json
+
 #: Survival probabilities at which each class stores its score quantile (dense in the upper tail).
 SURVIVAL_GRID = np.concatenate([np.linspace(1.0, 0.2, 17), [0.15, 0.1, 0.07, 0.05, 0.03, 0.02]])
 #: Above this survival probability's quantile the tail is exponential.
@@ -117,11 +119,7 @@ class ScoreCalibration:
                    tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid)
 
     def save(self, path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> ScoreCalibration:

@@ -39,12 +39,31 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventlm.batching import MaskingConfig
-
 try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+MASKING_MODES = ("one", "k", "fraction")
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """How many tokens of each event are hidden per step."""
+
+    mode: str = "one"  # "one" | "k" | "fraction"
+    k: int = 1  # mode "k": mask min(k, n_maskable) tokens
+    fraction: float = 0.15  # mode "fraction": mask max(1, round(fraction * n_maskable)) tokens
+    mask_met: bool = False  # whether the trailing MET tokens may be masked
+
+    def __post_init__(self):
+        if self.mode not in MASKING_MODES:
+            raise ValueError(f"masking mode {self.mode!r}: choose from {MASKING_MODES}")
+        if self.k < 1:
+            raise ValueError(f"masking k must be >= 1, got {self.k}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"masking fraction must be in (0, 1], got {self.fraction}")
 
 
 @dataclass(frozen=True)
@@ -168,9 +187,10 @@ def load_config(path) -> RunConfig:
 
 
 def save_config(config: RunConfig, path) -> Path:
-    path = Path(path)
-    path.write_text(dumps_toml(config.to_dict()))
-    return path
+    """Write ``config`` as TOML (atomically; :func:`load_config` reads it back)."""
+    from eventlm.atomic import write_text
+
+    return write_text(path, dumps_toml(config.to_dict()))
 
 
 def dumps_toml(data: dict) -> str:

@@ -47,3 +47,7 @@ def one_line(message, limit: int = 400) -> str:
     """``message`` on one line (whitespace runs collapsed), cut to about ``limit`` characters."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class MissingExtraError(EventlmError, ModuleNotFoundError):
+    """A feature needs an optional dependency that is not installed (names the extra to install)."""

@@ -63,10 +63,6 @@ class Kind(enum.IntEnum):
     MUON = 3
     PHOTON = 4
 
-    @property
-    def is_lepton(self) -> bool:
-        return self in (Kind.ELECTRON, Kind.MUON)
-
 
 #: Dark Machines object codes -> (kind, charge).
 DARKMACHINES_CODES: dict[str, tuple[Kind, int]] = {
@@ -86,15 +82,16 @@ def make_particles(
     kind, charge, pt, eta, phi, E, counts
 ) -> ak.Array:
     """Build the jagged particle array from flat per-particle arrays and per-event counts."""
+    columns = {"kind": (kind, np.int8), "charge": (charge, np.int8), "pt": (pt, np.float32),
+               "eta": (eta, np.float32), "phi": (phi, np.float32), "E": (E, np.float32)}
+    return jagged_records(columns, counts, with_name=PARTICLE_RECORD)
+
+
+def jagged_records(columns: dict, counts, *, with_name: str | None = None) -> ak.Array:
+    """A jagged array of records from flat columns (``{name: (values, dtype)}``) and per-event
+    counts; a column whose length is not the sum of the counts is a one-line ``ValueError``."""
     counts = np.asarray(counts, dtype=np.int64)
-    flat = {
-        "kind": np.asarray(kind, dtype=np.int8),
-        "charge": np.asarray(charge, dtype=np.int8),
-        "pt": np.asarray(pt, dtype=np.float32),
-        "eta": np.asarray(eta, dtype=np.float32),
-        "phi": np.asarray(phi, dtype=np.float32),
-        "E": np.asarray(E, dtype=np.float32),
-    }
+    flat = {name: np.asarray(values, dtype=dtype) for name, (values, dtype) in columns.items()}
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     if len(counts) and counts.min() < 0:
@@ -103,7 +100,7 @@ def make_particles(
     for name, values in flat.items():
         if len(values) != n:
             raise ValueError(f"particle field {name!r} has {len(values)} entries, counts sum to {n}")
-    record = ak.zip(flat, with_name=PARTICLE_RECORD)
+    record = ak.zip(flat, with_name=with_name)
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record.layout), behavior=record.behavior)
 
 

@@ -40,7 +40,6 @@ the symbolic batch and sequence sizes; the legacy TorchScript exporter bakes in 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -51,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventlm._version import __version__
+from eventlm.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ class ScoringGraph(nn.Module):
 
 def scoring_graph(model_dir, which: str = "best") -> tuple[ScoringGraph, object, dict]:
     """``(ScoringGraph in eval mode, tokenizer, checkpoint)`` of a model directory."""
-    from eventlm.train import load_model
+    from eventlm.modeldir import ModelDir
 
-    model, tokenizer, ckpt = load_model(model_dir, which=which)
+    model, tokenizer, ckpt = ModelDir(model_dir).load(which=which)
     special = tokenizer.special
     mask_met = bool(ckpt["run_config"]["masking"]["mask_met"])
     tail = 0 if mask_met else tokenizer.n_met_tokens
@@ -170,14 +170,13 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
     sample[2, 2:] = 0
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             graph, (sample,), dynamo=True, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_shapes={"token_ids": {0: batch, 1: tokens}}, opset_version=OPSET, verbose=False,
         )
-    program.save(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
     info = preprocess_info(tokenizer, ckpt, model_dir)
     if reference_events is not None and n_reference:
         ref = reference_events[:n_reference]
@@ -191,9 +190,7 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
             "nll_mean": mean.numpy().tolist(),
             "n_terms": n_terms.numpy().tolist(),
         }
-    tmp = preprocess.with_name(preprocess.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(preprocess)
+    write_json(preprocess, info)
     log.info("wrote %s and %s (%s objective)", path, preprocess, ckpt["objective"])
     return {"onnx": path, "preprocess": preprocess, "objective": ckpt["objective"]}
 

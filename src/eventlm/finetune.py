@@ -50,6 +50,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from eventlm.atomic import atomic_path
+from eventlm.runtime import torch_threads
+from eventlm.score import LazyModel
 from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
@@ -119,9 +122,10 @@ def _batches(ids: np.ndarray, mask: np.ndarray, index: np.ndarray, device):
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from eventlm.analysis.metrics import auc
 
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+    y = np.asarray(y).astype(bool)
+    return auc(s[~y], s[y]) if 0 < y.sum() < len(y) else float("nan")
 
 
 @dataclass
@@ -159,9 +163,9 @@ def _predict_arrays(classifier, ids, mask, batch_size=1024) -> np.ndarray:
 
 
 def _load_events(source, what: str):
-    from eventlm.train import load_background
+    from eventlm.io import as_events
 
-    events = load_background(source)
+    events = as_events(source)
     if len(events) == 0:
         raise FinetuneError(f"no {what} events in {source}")
     return events
@@ -198,9 +202,7 @@ def finetune(
     ``max_signal`` / ``max_background``: a seeded random subset of that many labelled events.
     ``out_dir``: write the classifier directory there (None: keep it in memory only).
     """
-    from eventlm.train import cpu_threads
-
-    with cpu_threads(threads if not str(device).startswith("cuda") else 0):
+    with torch_threads(threads, device):
         return _finetune(model_dir, signal, background, out_dir, freeze=freeze, epochs=epochs, seed=seed,
                          max_signal=max_signal, max_background=max_background, scratch=scratch, name=name,
                          exclude_test=exclude_test, lr=lr, validation=validation, progress=progress, device=device)
@@ -210,7 +212,7 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
               name, exclude_test, lr, validation, progress, device) -> FinetuneResult:
     from eventlm._version import __version__
     from eventlm.model import EventTransformer
-    from eventlm.train import load_model, load_split
+    from eventlm.modeldir import ModelDir, load_split
 
     t0 = time.perf_counter()
     model_dir = Path(model_dir)
@@ -222,7 +224,7 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
         raise FinetuneError(f"epochs must be >= 1, got {epochs}")
     if scratch and freeze:
         raise FinetuneError("a model trained from scratch cannot have a frozen backbone")
-    backbone, tokenizer, ckpt = load_model(model_dir, device=device)
+    backbone, tokenizer, ckpt = ModelDir(model_dir).load(device=device)
     objective = ckpt["objective"]
     torch.manual_seed(seed)
     if scratch:
@@ -393,9 +395,8 @@ def save_classifier(result: FinetuneResult, out_dir) -> Path:
         "tokenizer_fingerprint": result.tokenizer.fingerprint(),
         "eventlm_version": result.info["eventlm_version"],
     }
-    tmp = out_dir / (WEIGHTS + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out_dir / WEIGHTS)
+    with atomic_path(out_dir / WEIGHTS) as tmp:
+        torch.save(payload, tmp)
     info = dict(result.info)
     info["history"] = result.history
     (out_dir / MARKER).write_text(json.dumps(info, indent=1))  # last: the marker means "complete"
@@ -429,7 +430,7 @@ def load_classifier(model_dir, device="cpu") -> tuple[EventClassifier, object, d
     return classifier.to(device).eval(), tokenizer, info
 
 
-class ClassifierScorer:
+class ClassifierScorer(LazyModel):
     """``eventlm score`` for a classifier directory: one float32 column ``score_<name>`` per event.
 
     Same interface as :class:`eventlm.score.Scorer` (lazy, picklable; ``tokenizer``,
@@ -452,20 +453,9 @@ class ClassifierScorer:
                                     f"no {WEIGHTS} or tokenizer.json")
         return cls(model_dir, device, **kwargs)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_loaded"] = None
-        return state
-
-    def _load(self):
-        if self._loaded is None:
-            classifier, tokenizer, info = load_classifier(self.model_dir, self.device)
-            self._loaded = {"classifier": classifier, "tokenizer": tokenizer, "info": info}
-        return self._loaded
-
-    @property
-    def tokenizer(self):
-        return self._load()["tokenizer"]
+    def _read(self) -> dict:
+        classifier, tokenizer, info = load_classifier(self.model_dir, self.device)
+        return {"classifier": classifier, "tokenizer": tokenizer, "info": info}
 
     @property
     def objective(self) -> str:
@@ -481,12 +471,10 @@ class ClassifierScorer:
 
     def score(self, events: ak.Array, *, return_tokens: bool = False) -> dict:
         """``{score_<name>: P(signal)}`` for every event of ``events``, in order."""
-        from eventlm.train import cpu_threads
-
         if return_tokens:
             raise FinetuneError(f"{self.model_dir} is a classifier: it has no token confusion matrices")
         state = self._load()
-        with cpu_threads(self.threads if not self.device.startswith("cuda") else 0):
+        with torch_threads(self.threads, self.device):
             scores = predict(state["classifier"], state["tokenizer"], state["classifier"].objective, events,
                              batch_size=self.batch_events)
         return {self.column: scores}

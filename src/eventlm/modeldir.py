@@ -31,12 +31,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import warnings
 import zipfile
 from pathlib import Path
 
+from eventlm.atomic import atomic_path, write_json
 from eventlm.errors import CheckpointMismatchError, MissingModelFileError, ModelDirError
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,20 @@ log = logging.getLogger(__name__)
 BEST = "best.pt"
 LAST = "checkpoint.pt"
 TOKENIZER = "tokenizer.json"
+CONFIG = "config.toml"
+SPLIT = "split.json"
+METRICS = "metrics.json"
+#: The three parts of the background a model directory records (``split.json``).
+SPLITS = ("train", "validation", "test")
 #: Keys every eventlm checkpoint holds.
 CHECKPOINT_KEYS = ("model", "model_config", "run_config", "objective")
 
-__all__ = ["ModelDir", "check_device", "read_checkpoint", "tokenizer_fingerprint"]
+__all__ = ["SPLITS", "ModelDir", "check_device", "load_split", "read_checkpoint", "tokenizer_fingerprint"]
+
+
+def load_split(model_dir) -> dict:
+    """Event ids of the train / validation / test background of a model directory (``split.json``)."""
+    return ModelDir(model_dir).split()
 
 
 def check_device(device) -> str:
@@ -135,6 +145,23 @@ class ModelDir:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER
 
+    def split(self) -> dict:
+        """``{"train", "validation", "test"}`` -> the background event ids of each (int64 arrays)."""
+        import numpy as np
+
+        path = self.path / SPLIT
+        if not path.exists():
+            raise MissingModelFileError(f"{self.path} is not a model directory: no {SPLIT}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return {name: np.asarray(data[name], dtype=np.int64) for name in SPLITS}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ModelDirError(f"{path}: not a split file ({one_line_reason(err)})") from None
+
+    def metrics(self) -> dict:
+        """The training history (``metrics.json``: losses per epoch, learning rate, throughput)."""
+        return json.loads((self.path / METRICS).read_text(encoding="utf-8"))
+
     def checkpoint(self, which: str = "best") -> dict:
         """The checkpoint dict, tensors on the CPU (read once, then cached)."""
         path = self.weights_path(which)
@@ -143,20 +170,15 @@ class ModelDir:
             self._checkpoints[key] = read_checkpoint(path, map_location="cpu")
         return self._checkpoints[key]
 
-    # ---- writing (for train.py to delegate to) -------------------------------------------------
+    # ---- writing (train.py writes every file through these) ------------------------------------
     def write_checkpoint(self, state: dict, which: str = "last") -> Path:
         """Write ``state`` as ``checkpoint.pt`` (``which="last"``) or ``best.pt``, atomically (a
         temporary file renamed into place: a crash never leaves half a checkpoint)."""
         import torch
 
-        self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / (LAST if which == "last" else BEST)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         self._checkpoints.pop(path.name, None)
         return path
 
@@ -164,6 +186,28 @@ class ModelDir:
         """Save ``tokenizer`` as ``tokenizer.json`` (plus its weights) in the directory."""
         self.path.mkdir(parents=True, exist_ok=True)
         return tokenizer.save(self.tokenizer_path)
+
+    def write_config(self, config) -> Path:
+        """The run config as ``config.toml`` (``eventlm train --config`` reads it back)."""
+        from eventlm.config import save_config
+
+        return save_config(config, self.path / CONFIG)
+
+    def write_split(self, event_ids, positions: dict, *, seed: int, fractions: dict) -> Path:
+        """``split.json``: the seed, fractions, event count and the event ids of every split
+        (``positions``: split name -> input positions). Where the ids are not unique the input
+        positions are recorded too."""
+        import numpy as np
+
+        payload = {"seed": seed, "fractions": fractions, "n_events": len(event_ids),
+                   **{s: np.asarray(event_ids)[positions[s]].tolist() for s in SPLITS}}
+        if len(np.unique(event_ids)) != len(event_ids):
+            log.warning("event ids are not unique: split.json also records input positions")
+            payload["index"] = {s: np.asarray(positions[s]).tolist() for s in SPLITS}
+        return write_json(self.path / SPLIT, payload)
+
+    def write_metrics(self, metrics: dict) -> Path:
+        return write_json(self.path / METRICS, metrics)
 
     # ---- checks --------------------------------------------------------------------------------
     def check(self, device="cpu", which: str = "best") -> ModelDir:

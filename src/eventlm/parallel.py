@@ -29,12 +29,9 @@ _WORKER_SCORER = None  # the Scorer of this worker process
 
 
 def _start_worker(model_dir: str, device: str, which: str, batch_events, warmup) -> None:
-    import torch
-
     from eventlm.score import Scorer
 
     global _WORKER_SCORER
-    torch.set_num_threads(1)
     _WORKER_SCORER = Scorer(model_dir, device, which=which, batch_events=batch_events, threads=1)
     _WORKER_SCORER.model  # load now, not on the first piece  # noqa: B018
     if warmup is not None:  # first-call costs (compiled tokenizer kernels, torch's first ops) now too

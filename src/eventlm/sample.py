@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from eventlm.atomic import atomic_path
+from eventlm.runtime import torch_threads
 from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ class SamplingTable:
     def from_events(cls, tokenizer, events: ak.Array, n_quantiles: int = N_QUANTILES) -> SamplingTable:
         """Quantiles of ``events`` (the training background) in the bins of ``tokenizer``'s tokens."""
         lut = _require_lut(tokenizer)
-        from eventlm.tokenize.lut import N_CATEGORIES, tokens_to_flat
+        from eventlm.tokenize.particles import N_CATEGORIES, tokens_to_flat
 
         tokens = lut.encode(events)
         source = lut.particle_order(events)  # input index of the particle behind each particle token
@@ -133,7 +135,7 @@ class SamplingTable:
         pt = ak.to_numpy(ak.flatten(p.pt)).astype(np.float64)[take]
         eta = ak.to_numpy(ak.flatten(p.eta)).astype(np.float64)[take]
         # phi in the tokenizer's frame (measured from the leading object for phi_reference="leading")
-        from eventlm.tokenize.lut import rotate_phi
+        from eventlm.tokenize.particles import rotate_phi
 
         reference = lut.phi_references(events)
         phi = rotate_phi(ak.to_numpy(ak.flatten(p.phi)).astype(np.float64)[take],
@@ -177,11 +179,10 @@ class SamplingTable:
 
     def save(self, path) -> Path:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, pt=self.pt, mass=self.mass, abseta=self.abseta, phi=self.phi, met=self.met,
-                            met_phi=self.met_phi, fingerprint=np.array(self.fingerprint),
-                            n_events=np.array(self.n_events))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, pt=self.pt, mass=self.mass, abseta=self.abseta, phi=self.phi,
+                                met=self.met, met_phi=self.met_phi, fingerprint=np.array(self.fingerprint),
+                                n_events=np.array(self.n_events))
         return path
 
     @classmethod
@@ -198,7 +199,7 @@ class SamplingTable:
 
 def _representatives(lut) -> dict[str, np.ndarray]:
     """The tokenizer's own value of every bin (through ``decode``), finite."""
-    from eventlm.tokenize.lut import phi_centers
+    from eventlm.tokenize.particles import phi_centers
 
     out = {"pt": np.asarray(lut.pt_centers, dtype=np.float64),
            "abseta": np.asarray(lut.eta_centers, dtype=np.float64),
@@ -237,14 +238,14 @@ def _inverse_cdf(table: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def load_causal_model(model_dir, device="cpu"):
     """``(model, tokenizer, checkpoint)`` of a causal model directory; :class:`ModelKindError` otherwise."""
-    from eventlm.train import load_model
+    from eventlm.modeldir import ModelDir
 
     model_dir = Path(model_dir)
     if (model_dir / "classifier.json").exists():
         raise ModelKindError(f"{model_dir} is a fine-tuned classifier (eventlm finetune), not a generative model")
     if not (model_dir / "tokenizer.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a model directory: no tokenizer.json")
-    model, tokenizer, ckpt = load_model(model_dir, device=device)
+    model, tokenizer, ckpt = ModelDir(model_dir).load(device=device)
     if ckpt.get("objective") != "causal" or not model.config.causal:
         raise ModelKindError(
             f"{model_dir}: trained with the {ckpt.get('objective')!r} objective; sampling needs a causal model "
@@ -256,9 +257,10 @@ def load_causal_model(model_dir, device="cpu"):
 
 def _training_events(model_dir: Path, reference) -> ak.Array:
     """The reference events, restricted to the model's training split when split.json names them."""
-    from eventlm.train import load_background, load_split
+    from eventlm.io import as_events
+    from eventlm.modeldir import load_split
 
-    events = load_background(reference)
+    events = as_events(reference)
     if (model_dir / "split.json").exists():
         train_ids = load_split(model_dir)["train"]
         keep = np.isin(ak.to_numpy(events.event_id), train_ids)
@@ -432,7 +434,7 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
                   first_id: int = 0, process: str = PROCESS) -> ak.Array:
     """Events in the event model from content tokens (see the module docstring for the values)."""
     from eventlm.events import energy_from_pt_eta, make_events, make_particles
-    from eventlm.tokenize.lut import _CAT_CHARGE, _CAT_KIND
+    from eventlm.tokenize.particles import _CAT_CHARGE, _CAT_KIND
 
     lut = _require_lut(tokenizer)
     flat = np.asarray(flat, dtype=np.int64)
@@ -478,9 +480,9 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
     if getattr(lut, "phi_reference", "absolute") == "leading":
         # the tokens fix the angles to the leading object only: turn every event by a uniform angle
         # (the physics is invariant under it), so the detector phi of generated events is uniform
-        from eventlm.tokenize.lut import rotate_phi
+        from eventlm.tokenize.particles import rotate_phi
 
-        from eventlm.tokenize.lut import phi_bin
+        from eventlm.tokenize.particles import phi_bin
 
         phi = phi.astype(np.float64)
         if n:  # the leading object is the reference itself: at phi 0 where its token says so
@@ -507,11 +509,9 @@ def sample_events(model_dir, n_events: int, *, seed: int = 0, temperature: float
                   reference=None, device="cpu", first_id: int = 0, progress: bool = False,
                   threads: int = 1) -> ak.Array:
     """``n_events`` generated events of the causal model in ``model_dir`` (the event model)."""
-    from eventlm.train import cpu_threads
-
     model, tokenizer, _ = load_causal_model(model_dir, device=device)
     table = load_sampling_table(model_dir, tokenizer, reference)
-    with cpu_threads(threads if not str(device).startswith("cuda") else 0):
+    with torch_threads(threads, device):
         flat, counts = sample_tokens(model, tokenizer, n_events, seed=seed, temperature=temperature, top_k=top_k,
                                      progress=progress)
     return decode_tokens(flat, counts, tokenizer, table, seed=seed, first_id=first_id)

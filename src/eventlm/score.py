@@ -52,6 +52,7 @@ from torch.nn import functional as F
 from eventlm.batching import _offsets, jagged_to_flat, maskable_positions, pad
 from eventlm.calibration import FILENAME as CALIBRATION_FILE
 from eventlm.calibration import Multiplicity, ScoreCalibration
+from eventlm.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,31 @@ SCORE_COLUMNS = (
 EVENT_SCORES = ("anomaly_score", "anomaly_score_calibrated", "anomaly_score_mean", "anomaly_score_sum")
 
 
-class Scorer:
+class LazyModel:
+    """A model directory read on first use, in the process that uses it: pickling (to coffea or dask
+    workers) sends the directory and the settings, never the weights. Subclasses define ``_read``."""
+
+    _loaded: dict | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_loaded"] = None
+        return state
+
+    def _load(self) -> dict:
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
+
+    def _read(self) -> dict:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self):
+        return self._load()["tokenizer"]
+
+
+class Scorer(LazyModel):
     """A trained model directory, loaded on first use; ``score(events)`` returns the score columns.
 
     Cheap to construct and to pickle (the model is dropped on pickling and reloaded lazily in the
@@ -100,38 +125,27 @@ class Scorer:
         ModelDir(model_dir).check(device=device, which=kwargs.get("which", "best"))
         return cls(model_dir, device, **kwargs)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_loaded"] = None
-        return state
+    def _read(self) -> dict:
+        from eventlm.modeldir import ModelDir
 
-    def _load(self):
-        if self._loaded is None:
-            from eventlm.modeldir import ModelDir
-
-            model, tokenizer, ckpt = ModelDir(self.model_dir).load(which=self.which, device=self.device)
-            run = ckpt["run_config"]
-            self._loaded = {
-                "model": model,
-                "tokenizer": tokenizer,
-                "objective": ckpt["objective"],
-                "mask_met": bool(run["masking"]["mask_met"]),
-                "batch_events": self.batch_events or int(run["train"].get("score_batch_events", 64)),
-                "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
-                "processes": list(ckpt.get("processes", [])),
-                "multiplicity": Multiplicity(ckpt["multiplicity"]) if ckpt.get("multiplicity") else None,
-                "calibration": _load_calibration(self.model_dir),
-                "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
-            }
-        return self._loaded
+        model, tokenizer, ckpt = ModelDir(self.model_dir).load(which=self.which, device=self.device)
+        run = ckpt["run_config"]
+        return {
+            "model": model,
+            "tokenizer": tokenizer,
+            "objective": ckpt["objective"],
+            "mask_met": bool(run["masking"]["mask_met"]),
+            "batch_events": self.batch_events or int(run["train"].get("score_batch_events", 64)),
+            "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
+            "processes": list(ckpt.get("processes", [])),
+            "multiplicity": Multiplicity(ckpt["multiplicity"]) if ckpt.get("multiplicity") else None,
+            "calibration": _load_calibration(self.model_dir),
+            "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
+        }
 
     @property
     def model(self):
         return self._load()["model"]
-
-    @property
-    def tokenizer(self):
-        return self._load()["tokenizer"]
 
     @property
     def objective(self) -> str:
@@ -155,10 +169,8 @@ class Scorer:
 
     def score_tokens(self, tokens, *, return_tokens: bool = False) -> dict:
         """:meth:`score` on jagged token ids (awkward, lists, or ``(flat, offsets)``)."""
-        from eventlm.train import cpu_threads
-
         state = self._load()
-        with torch.no_grad(), cpu_threads(state["threads"] if not self.device.startswith("cuda") else 0):
+        with torch.no_grad(), torch_threads(state["threads"], self.device):
             return self._score_tokens(tokens, return_tokens)
 
     def _score_tokens(self, tokens, return_tokens: bool) -> dict:

@@ -3,15 +3,18 @@
 ::
 
     from eventlm.config import RunConfig
-    from eventlm.train import train, load_split
+    from eventlm.modeldir import load_split
+    from eventlm.train import train
 
     result = train(RunConfig(), ["data/background.csv.gz"], "runs/lut")
     test_ids = load_split("runs/lut")["test"]          # held-out background event ids
 
-The model directory (docs/architecture.md): ``checkpoint.pt`` (the last epoch: model, optimizer,
-scheduler and RNG states, model and run config, tokenizer params, seed, package version, split,
-metrics), ``best.pt`` (the weights of the best validation epoch, same metadata, no optimizer),
-``tokenizer.json``, ``config.toml``, ``split.json``, ``metrics.json`` and ``loss.png``.
+The model directory (docs/architecture.md), every file written through
+:class:`eventlm.modeldir.ModelDir`: ``checkpoint.pt`` (the last epoch: model, optimizer, scheduler
+and RNG states, model and run config, tokenizer params, seed, package version, split, metrics),
+``best.pt`` (the weights of the best validation epoch, same metadata, no optimizer),
+``tokenizer.json``, ``config.toml``, ``split.json`` and ``metrics.json``; ``eventlm train`` adds
+``loss.png`` and ``calibration.json``.
 
 One seed drives everything: the split (numpy generator keyed ``(seed, 1)``), the sampler's order
 (``(seed, epoch)``), the masking (a hash of ``(seed, epoch, event, position)``), the model's
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -46,15 +48,17 @@ from torch.nn import functional as F
 from eventlm._version import __version__
 from eventlm.batching import BucketBatchSampler, Collator, TokenDataset, make_loader
 from eventlm.calibration import Multiplicity
-from eventlm.config import RunConfig, save_config
+from eventlm.config import RunConfig
 from eventlm.errors import CheckpointMismatchError
+from eventlm.io import as_events
 from eventlm.model import EventTransformer, ModelConfig
+from eventlm.modeldir import LAST, SPLITS, ModelDir, read_checkpoint
+from eventlm.runtime import resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
 
 #: The masking "epoch" key of the validation set: fixed, so the validation loss compares across epochs.
 VALIDATION_EPOCH = 1_000_003
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -97,23 +101,6 @@ def split_indices(n: int, fractions, seed: int) -> dict[str, np.ndarray]:
     cuts = np.cumsum([n_train, n_val])
     parts = np.split(perm, cuts)
     return {name: np.sort(part) for name, part in zip(SPLITS, parts)}
-
-
-def load_split(model_dir) -> dict[str, np.ndarray]:
-    """Event ids of the train / validation / test background of a model directory (``split.json``)."""
-    data = json.loads((Path(model_dir) / "split.json").read_text())
-    return {name: np.asarray(data[name], dtype=np.int64) for name in SPLITS}
-
-
-def load_background(background, max_events: int | None = None):
-    """An event array from paths (read through :mod:`eventlm.io`) or an event array."""
-    import awkward as ak
-
-    if isinstance(background, ak.Array):
-        return background if not max_events else background[:max_events]
-    from eventlm.io import read_events
-
-    return read_events(background, max_events=max_events or None)
 
 
 def unigram_entropy(flat_targets: np.ndarray) -> float:
@@ -169,16 +156,6 @@ def init_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(device: str, dist: Dist) -> torch.device:
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but torch sees no CUDA device")
-        if dist.world > 1:
-            torch.cuda.set_device(dist.local_rank)
-            return torch.device("cuda", dist.local_rank)
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------------------------------
 # model, schedule, checkpoints
 
@@ -215,36 +192,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A checkpoint file as a dict (see :func:`eventlm.modeldir.read_checkpoint`: one-line errors)."""
-    from eventlm.modeldir import read_checkpoint
-
-    return read_checkpoint(path, map_location=map_location)
-
-
-def load_model(model_dir, *, which: str = "best", device="cpu"):
-    """``(model in eval mode, tokenizer, checkpoint dict)`` of a model directory.
-
-    ``which``: ``"best"`` (the best validation epoch, falling back to the last) or ``"last"``.
-    The directory is checked whole first (:class:`eventlm.modeldir.ModelDir`).
-    """
-    from eventlm.modeldir import ModelDir
-
-    return ModelDir(model_dir).load(which=which, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -284,22 +231,6 @@ def _fingerprint(event_ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(event_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def cpu_threads(n: int):
-    """Run with ``n`` torch intra-op threads (``n <= 0``: leave torch's setting), then restore it.
-
-    The model is small: one thread per process is faster than several, and on a shared machine
-    several threads per process slow everything down (OpenMP spinning).
-    """
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(
     config: RunConfig,
     background,
@@ -314,94 +245,170 @@ def train(
     ``resume``: continue from ``out_dir/checkpoint.pt`` (its run config is used; the given one is
     ignored except ``device``). ``stop_after_epochs``: return after that many epochs of this call
     (the checkpoint is written, ``resume=True`` continues), e.g. for time-limited batch slots.
+    The loss curve is drawn by ``eventlm train`` (:func:`eventlm.plotting.training.plot_loss` on
+    ``result.metrics``), not here: training needs no plotting library.
     """
-    with cpu_threads(config.train.threads if not config.device.startswith("cuda") else 0):
+    with torch_threads(config.train.threads, config.device):
         return _train(config, background, out_dir, resume=resume, progress=progress,
                       stop_after_epochs=stop_after_epochs)
 
 
-def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) -> TrainResult:
-    t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    dist = init_distributed(config.device)
-    ckpt = None
-    if resume and (out_dir / "checkpoint.pt").exists():
-        ckpt = load_checkpoint(out_dir / "checkpoint.pt")
-        config = RunConfig.from_dict(ckpt["run_config"]).replace(device=config.device)
-        log.info("resuming %s after epoch %d", out_dir, ckpt["epoch"])
-    elif resume:
-        log.info("no checkpoint in %s: starting a new run", out_dir)
-    device = resolve_device(config.device, dist)
-    tc = config.train
-    seed = config.seed
-    seed_everything(seed)
+@dataclass
+class _Data:
+    """The tokenized training and validation sets of a run, and what the checkpoint records of them."""
 
-    # ---- data and split ------------------------------------------------------------------------
-    events = load_background(background, tc.max_events)
+    tokenizer: object
+    train: TokenDataset
+    validation: TokenDataset
+    split_ids: dict
+    fingerprint: str
+    processes: list
+
+
+def _resumed(md: ModelDir, config: RunConfig, resume: bool):
+    """``(checkpoint or None, run config)``: a resumed run takes its run config from the checkpoint."""
+    if resume and (md.path / LAST).exists():
+        ckpt = read_checkpoint(md.path / LAST)
+        log.info("resuming %s after epoch %d", md.path, ckpt["epoch"])
+        return ckpt, RunConfig.from_dict(ckpt["run_config"]).replace(device=config.device)
+    if resume:
+        log.info("no checkpoint in %s: starting a new run", md.path)
+    return None, config
+
+
+def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist, device, progress: bool) -> _Data:
+    """Read and split the background, write ``config.toml`` and ``split.json``, fit (rank 0, new
+    run) or read the tokenizer, and tokenize the training and validation events."""
+    events = as_events(background, config.train.max_events)
     event_ids = np.asarray(events.event_id, dtype=np.int64)
-    split = split_indices(len(events), (config.split.train, config.split.validation, config.split.test), seed)
+    split = split_indices(len(events), (config.split.train, config.split.validation, config.split.test),
+                          config.seed)
     split_ids = {name: event_ids[split[name]] for name in SPLITS}
-    if ckpt is not None:
-        if ckpt["data_fingerprint"] != _fingerprint(event_ids) or any(
-            not torch.equal(torch.from_numpy(split_ids[s]), ckpt["split"][s]) for s in SPLITS
-        ):
-            raise CheckpointMismatchError(f"{out_dir}: the background events differ from the interrupted run's")
+    fingerprint = _fingerprint(event_ids)
+    if ckpt is not None and (ckpt["data_fingerprint"] != fingerprint or any(
+            not torch.equal(torch.from_numpy(split_ids[s]), ckpt["split"][s]) for s in SPLITS)):
+        raise CheckpointMismatchError(f"{md.path}: the background events differ from the interrupted run's")
     if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / "config.toml")
-        payload = {"seed": seed, "fractions": asdict(config.split), "n_events": len(events),
-                   **{s: split_ids[s].tolist() for s in SPLITS}}
-        if len(np.unique(event_ids)) != len(event_ids):
-            log.warning("event ids are not unique: split.json also records input positions")
-            payload["index"] = {s: split[s].tolist() for s in SPLITS}
-        _write_json(payload, out_dir / "split.json")
-
-    # ---- tokenizer (fitted on the training events only, by rank 0) -----------------------------
+        md.path.mkdir(parents=True, exist_ok=True)
+        md.write_config(config)
+        md.write_split(event_ids, split, seed=config.seed, fractions=asdict(config.split))
     from eventlm.tokenize import load_tokenizer
 
     if ckpt is None and dist.is_main:
         tokenizer = _fit_tokenizer(config, events[split["train"]], str(device), progress)
-        tokenizer.save(out_dir / "tokenizer.json")
+        md.write_tokenizer(tokenizer)
     dist.barrier()
     if ckpt is not None or not dist.is_main:
-        tokenizer = load_tokenizer(out_dir / "tokenizer.json")
-    train_ds = TokenDataset(tokenizer.encode(events[split["train"]]))
-    val_ds = TokenDataset(tokenizer.encode(events[split["validation"]]))
-    processes = sorted(set(np.asarray(events.process[split["train"]]).tolist()))
-    del events
+        tokenizer = load_tokenizer(md.tokenizer_path)
+    return _Data(
+        tokenizer=tokenizer,
+        train=TokenDataset(tokenizer.encode(events[split["train"]])),
+        validation=TokenDataset(tokenizer.encode(events[split["validation"]])),
+        split_ids=split_ids,
+        fingerprint=fingerprint,
+        processes=sorted(set(np.asarray(events.process[split["train"]]).tolist())),
+    )
 
-    special = tokenizer.special
+
+def _checkpoint_meta(config: RunConfig, model: EventTransformer, data: _Data) -> dict:
+    """What every checkpoint of the run carries besides its weights: configs, tokenizer, seed,
+    package version, split, data fingerprint and the object-count term of the masked score."""
+    tokenizer = data.tokenizer
+    return {
+        "model_config": model.config.to_dict(),
+        "run_config": config.to_dict(),
+        "tokenizer": {"kind": tokenizer.kind, "params": tokenizer.get_params()},
+        "seed": config.seed,
+        "eventlm_version": __version__,
+        "split": {s: torch.from_numpy(data.split_ids[s]) for s in SPLITS},
+        "data_fingerprint": data.fingerprint,
+        "objective": config.train.objective,
+        "n_met_tokens": tokenizer.n_met_tokens,
+        "processes": data.processes,
+        # the object-count term of the masked score (eventlm.calibration.Multiplicity)
+        "multiplicity": Multiplicity.fit(np.maximum(data.train.lengths - tokenizer.n_met_tokens, 0),
+                                         int(data.train.lengths.max(initial=0))).to_list(),
+    }
+
+
+@dataclass
+class _Progress:
+    """Where the loop stands: restored from a checkpoint on resume."""
+
+    metrics: dict
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val: float = math.inf
+    since_best: int = 0
+    stopped_early: bool = False
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "metrics": self.metrics, "best_epoch": self.best_epoch,
+                "best_val_loss": self.best_val, "epochs_since_best": self.since_best,
+                "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> _Progress:
+        return cls(metrics=ckpt["metrics"], epoch=ckpt["epoch"], best_epoch=ckpt["best_epoch"],
+                   best_val=ckpt["best_val_loss"], since_best=ckpt["epochs_since_best"],
+                   stopped_early=ckpt["stopped_early"])
+
+    def record(self, *, train_loss: float, val_loss: float, lr: float, tokens_per_s: float,
+               events_per_s: float, patience: int) -> bool:
+        """Append one finished epoch; returns whether it is the best so far."""
+        self.epoch += 1
+        m = self.metrics
+        m["epoch"].append(self.epoch)
+        m["train_loss"].append(train_loss)
+        m["val_loss"].append(val_loss)
+        m["lr"].append(lr)
+        m["tokens_per_s"].append(tokens_per_s)
+        m["events_per_s"].append(events_per_s)
+        improved = val_loss < self.best_val
+        if improved:
+            self.best_epoch, self.best_val, self.since_best = self.epoch, val_loss, 0
+        else:
+            self.since_best += 1
+            self.stopped_early = self.since_best >= patience
+        m["best_epoch"] = self.best_epoch
+        return improved
+
+
+def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) -> TrainResult:
+    t_start = time.perf_counter()
+    md = ModelDir(out_dir)
+    dist = init_distributed(config.device)
+    ckpt, config = _resumed(md, config, resume)
+    device = resolve_device(config.device, local_rank=dist.local_rank if dist.world > 1 else None)
+    tc, seed = config.train, config.seed
+    seed_everything(seed)
+    data = _prepare_data(config, background, md, ckpt, dist, device, progress)
+    special = data.tokenizer.special
     collator = Collator(special, objective=tc.objective, masking=config.masking,
-                        n_met_tokens=tokenizer.n_met_tokens, seed=seed)
-    entropy = unigram_entropy(target_tokens(train_ds, tc.objective, tokenizer.n_met_tokens,
+                        n_met_tokens=data.tokenizer.n_met_tokens, seed=seed)
+    entropy = unigram_entropy(target_tokens(data.train, tc.objective, data.tokenizer.n_met_tokens,
                                             config.masking.mask_met, special.eos))
-    train_sampler = BucketBatchSampler(train_ds.lengths, tc.batch_size, seed=seed, bucket_batches=tc.bucket_batches,
+    train_sampler = BucketBatchSampler(data.train.lengths, tc.batch_size, seed=seed, bucket_batches=tc.bucket_batches,
                                        num_replicas=dist.world, rank=dist.rank, pad_replicas=True)
-    val_sampler = BucketBatchSampler(val_ds.lengths, tc.batch_size, seed=seed, shuffle=False,
+    val_sampler = BucketBatchSampler(data.validation.lengths, tc.batch_size, seed=seed, shuffle=False,
                                      bucket_batches=tc.bucket_batches, num_replicas=dist.world, rank=dist.rank,
                                      pad_replicas=False)
     val_sampler.set_epoch(VALIDATION_EPOCH)
 
-    # ---- model and optimizer -------------------------------------------------------------------
     torch.manual_seed(seed)
-    model = build_model(config, tokenizer.vocab_size).to(device)
+    model = build_model(config, data.tokenizer.vocab_size).to(device)
     optimizer = model.configure_optimizer(tc.lr, tc.weight_decay, device_type=device.type)
     total_steps = max(1, tc.epochs * len(train_sampler))
-    min_ratio = tc.min_lr / tc.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, tc.warmup_steps, min_ratio)
+        optimizer, lambda step: lr_factor(step, total_steps, tc.warmup_steps, tc.min_lr / tc.lr)
     )
-    metrics = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "step_loss": [],
-               "tokens_per_s": [], "events_per_s": [], "unigram_entropy": entropy}
-    start_epoch, best_epoch, best_val, since_best, stopped_early = 0, 0, math.inf, 0, False
+    state = _Progress(metrics={"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "step_loss": [],
+                               "tokens_per_s": [], "events_per_s": [], "unigram_entropy": entropy})
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        metrics = ckpt["metrics"]
-        start_epoch = ckpt["epoch"]
-        best_epoch, best_val = ckpt["best_epoch"], ckpt["best_val_loss"]
-        since_best, stopped_early = ckpt["epochs_since_best"], ckpt["stopped_early"]
+        state = _Progress.from_checkpoint(ckpt)
         set_rng_state(ckpt["rng"])
     net = model
     if dist.world > 1:
@@ -410,103 +417,77 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) 
         )
     if dist.is_main:
         log.info("model: %d parameters, %s; %d train / %d validation events; unigram entropy %.3f nats",
-                 model.num_params(), model.config, len(train_ds), len(val_ds), entropy)
+                 model.num_params(), model.config, len(data.train), len(data.validation), entropy)
+    meta = _checkpoint_meta(config, model, data)
 
-    meta = {
-        "model_config": model.config.to_dict(),
-        "run_config": config.to_dict(),
-        "tokenizer": {"kind": tokenizer.kind, "params": tokenizer.get_params()},
-        "seed": seed,
-        "eventlm_version": __version__,
-        "split": {s: torch.from_numpy(split_ids[s]) for s in SPLITS},
-        "data_fingerprint": _fingerprint(event_ids),
-        "objective": tc.objective,
-        "n_met_tokens": tokenizer.n_met_tokens,
-        "processes": processes,
-        # the object-count term of the masked score (eventlm.calibration.Multiplicity)
-        "multiplicity": Multiplicity.fit(np.maximum(train_ds.lengths - tokenizer.n_met_tokens, 0),
-                                         int(train_ds.lengths.max(initial=0))).to_list(),
-    }
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-    epoch = start_epoch
     epochs_this_call = 0
-    while epoch < tc.epochs and not stopped_early:
+    while state.epoch < tc.epochs and not state.stopped_early:
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             break
-        train_sampler.set_epoch(epoch)
-        loader = make_loader(train_ds, collator, train_sampler, num_workers=tc.num_workers,
-                             seed=seed * 1_000_003 + epoch, pin_memory=device.type == "cuda")
-        model.train()
-        loss_sum, n_sum, tokens, n_events = 0.0, 0, 0, 0
+        train_sampler.set_epoch(state.epoch)
+        loader = make_loader(data.train, collator, train_sampler, num_workers=tc.num_workers,
+                             seed=seed * 1_000_003 + state.epoch, pin_memory=device.type == "cuda")
+        bar = _progress(len(train_sampler), f"epoch {state.epoch + 1}/{tc.epochs}", progress and dist.is_main)
         t0 = time.perf_counter()
-        bar = _progress(len(train_sampler), f"epoch {epoch + 1}/{tc.epochs}", progress and dist.is_main)
-        for batch in loader:
-            batch = batch.to(device)
-            where = batch.targets >= 0
-            with amp:
-                logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
-            n = int(where.sum())
-            loss = F.cross_entropy(logits.float(), batch.targets[where]) if n else logits.sum() * 0.0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            value = float(loss.detach())
-            if n:  # a batch of events without particles has no target (loss 0): not a point on the curve
-                metrics["step_loss"].append(value)
-            loss_sum += value * n
-            n_sum += n
-            tokens += int(batch.padding_mask.sum())
-            n_events += len(batch.lengths)
-            if bar is not None:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
+        sums = _train_epoch(net, model, loader, optimizer, scheduler, device, tc.grad_clip, state.metrics, bar)
         elapsed = time.perf_counter() - t0
-        loss_sum, n_sum, tokens, n_events = dist.sum([loss_sum, n_sum, tokens, n_events], device)
-        val_loss = evaluate(model, val_ds, collator, val_sampler, device, dist)
-        epoch += 1
+        loss_sum, n_sum, tokens, n_events = dist.sum(sums, device)
+        val_loss = evaluate(model, data.validation, collator, val_sampler, device, dist)
         epochs_this_call += 1
-        metrics["epoch"].append(epoch)
-        metrics["train_loss"].append(loss_sum / max(n_sum, 1))
-        metrics["val_loss"].append(val_loss)
-        metrics["lr"].append(scheduler.get_last_lr()[0])
-        metrics["tokens_per_s"].append(tokens / elapsed)
-        metrics["events_per_s"].append(n_events / elapsed)
-        improved = val_loss < best_val
-        if improved:
-            best_epoch, best_val, since_best = epoch, val_loss, 0
-        else:
-            since_best += 1
-            stopped_early = since_best >= tc.patience
-        metrics["best_epoch"] = best_epoch
+        improved = state.record(train_loss=loss_sum / max(n_sum, 1), val_loss=val_loss,
+                                lr=scheduler.get_last_lr()[0], tokens_per_s=tokens / elapsed,
+                                events_per_s=n_events / elapsed, patience=tc.patience)
         if dist.is_main:
-            log.info("epoch %d: train %.4f, validation %.4f (unigram %.4f), %.0f events/s%s", epoch,
-                     metrics["train_loss"][-1], val_loss, entropy, metrics["events_per_s"][-1],
+            log.info("epoch %d: train %.4f, validation %.4f (unigram %.4f), %.0f events/s%s", state.epoch,
+                     state.metrics["train_loss"][-1], val_loss, entropy, state.metrics["events_per_s"][-1],
                      " (best)" if improved else "")
-            state = {**meta, "model": model.state_dict(), "epoch": epoch, "metrics": metrics,
-                     "best_epoch": best_epoch, "best_val_loss": best_val, "epochs_since_best": since_best,
-                     "stopped_early": stopped_early}
+            weights = {**meta, "model": model.state_dict(), **state.state()}
             if improved:
-                _atomic_save(state, out_dir / "best.pt")
-            _atomic_save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "rng": rng_state()}, out_dir / "checkpoint.pt")
-            _write_json(metrics, out_dir / "metrics.json")
+                md.write_checkpoint(weights, which="best")
+            md.write_checkpoint({**weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                 "rng": rng_state()}, which="last")
+            md.write_metrics(state.metrics)
         dist.barrier()
 
-    finished = epoch >= tc.epochs or stopped_early
-    if dist.is_main and finished and metrics["epoch"]:
-        from eventlm.plotting.training import plot_loss
+    return TrainResult(out_dir=md.path, epochs_run=state.epoch, best_epoch=state.best_epoch,
+                       best_val_loss=state.best_val, stopped_early=state.stopped_early, metrics=state.metrics,
+                       seconds=time.perf_counter() - t_start)
 
-        plot_loss(metrics, out_dir / "loss.png")
-    dist.barrier()
-    return TrainResult(out_dir=out_dir, epochs_run=epoch, best_epoch=best_epoch, best_val_loss=best_val,
-                       stopped_early=stopped_early, metrics=metrics, seconds=time.perf_counter() - t_start)
+
+def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: float, metrics: dict, bar) -> list:
+    """One pass over ``loader``: ``[loss sum, targets, tokens, events]`` of this rank (the step
+    losses are appended to ``metrics["step_loss"]``)."""
+    model.train()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    loss_sum, n_sum, tokens, n_events = 0.0, 0, 0, 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        batch = batch.to(device)
+        where = batch.targets >= 0
+        with amp:
+            logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
+        n = int(where.sum())
+        loss = F.cross_entropy(logits.float(), batch.targets[where]) if n else logits.sum() * 0.0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.detach())
+        if n:  # a batch of events without particles has no target (loss 0): not a point on the curve
+            metrics["step_loss"].append(value)
+        loss_sum += value * n
+        n_sum += n
+        tokens += int(batch.padding_mask.sum())
+        n_events += len(batch.lengths)
+        if bar is not None:
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return [loss_sum, n_sum, tokens, n_events]
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@
 - ``threshold``: the CR threshold (Youden's J or a fixed background efficiency), SR yields, Z_A
 - ``metrics``: ROC, AUC, signal efficiency at fixed background efficiency, SIC, bootstrap errors
 - ``baselines``: isolation forest, dense autoencoder, Deep SVDD
-- ``runner``: ``eventlm analyze`` end to end; ``demo``: ``eventlm demo``
+- ``runner``: ``eventlm analyze`` end to end (``inputs``, ``execution``, ``report``: its steps); ``demo``: ``eventlm demo``
 
 Heavy pieces (coffea, torch) are imported lazily: ``from eventlm.analysis import AnomalyProcessor``.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from eventlm.analysis.regions import Region
 
-__all__ = ["AnomalyProcessor", "EventlmNanoAODSchema", "Region", "load_config", "run_analysis"]
+__all__ = ["AnomalyProcessor", "EventlmNanoAODSchema", "Region", "load_analysis_config", "run_analysis"]
 
 
 def __getattr__(name):
@@ -24,10 +24,10 @@ def __getattr__(name):
         from eventlm.analysis import processor
 
         return getattr(processor, name)
-    if name == "load_config":
-        from eventlm.analysis.config import load_config
+    if name == "load_analysis_config":
+        from eventlm.analysis.config import load_analysis_config
 
-        return load_config
+        return load_analysis_config
     if name == "run_analysis":
         from eventlm.analysis.runner import run_analysis
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eventlm.analysis.features import Standardizer
+from eventlm.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -77,33 +78,17 @@ class IsolationForestBaseline(Baseline):
         return -self.model.score_samples(x)
 
 
-class _one_thread:
-    """Run torch on one thread: these networks are tiny, and on a busy machine extra intra-op threads
-    spin against other processes (measured: 20 AE epochs on 40k events take minutes instead of ~30 s)."""
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
-
-
 class _TorchBaseline(Baseline):
     def __init__(self, seed: int = 0, settings: TrainSettings | None = None):
         super().__init__(seed)
         self.settings = settings or TrainSettings()
 
     def fit(self, x: np.ndarray) -> Baseline:
-        with _one_thread():
+        with torch_threads(1):
             return super().fit(x)
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        with _one_thread():
+        with torch_threads(1):
             return super().score(x)
 
     def _network(self, n_in: int):  # pragma: no cover (abstract)

@@ -104,7 +104,9 @@ class PlotConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class ExecutorConfig:
+    """The ``[run]`` section: which coffea executor runs the processor, and with how many workers."""
+
     executor: str = "iterative"  # iterative | futures | dask
     workers: int = 2
     chunksize: int = 25_000
@@ -121,12 +123,17 @@ class AnalysisConfig:
     baselines: BaselinesConfig = BaselinesConfig()
     histograms: HistogramsConfig = HistogramsConfig()
     plot: PlotConfig = PlotConfig()
-    run: RunConfig = RunConfig()
+    run: ExecutorConfig = ExecutorConfig()
     path: Path | None = None  # the file it was read from
 
     @property
     def title(self) -> str:
         return self.study.title or ", ".join(self.inputs.signals) or self.study.name
+
+    @property
+    def lumi_scale(self) -> float:
+        """The factor from the weights' luminosity to the study's (``lumi / weights_lumi``)."""
+        return self.study.lumi / self.study.weights_lumi
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -148,7 +155,7 @@ class AnalysisConfig:
 _SECTIONS = {
     "study": StudyConfig, "inputs": InputsConfig, "threshold": ThresholdConfig,
     "metrics": MetricsConfig, "baselines": BaselinesConfig, "histograms": HistogramsConfig,
-    "plot": PlotConfig, "run": RunConfig,
+    "plot": PlotConfig, "run": ExecutorConfig,
 }
 
 
@@ -282,7 +289,7 @@ def _validate_types(config: AnalysisConfig, source: str) -> None:
         fail("histograms", "score_range", config.histograms.score_range, "[low, high] with low < high")
 
 
-def load_config(path) -> AnalysisConfig:
+def load_analysis_config(path) -> AnalysisConfig:
     """Read an analysis TOML file (relative paths resolve against its directory)."""
     path = Path(path)
     try:

@@ -111,14 +111,17 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     import torch
 
     from eventlm.analysis.baselines import TrainSettings, fit_baselines
-    from eventlm.analysis.config import load_config
+    from eventlm.analysis.config import load_analysis_config
     from eventlm.analysis.features import fixed_features
-    from eventlm.analysis.runner import rescale_to_full, run_analysis
+    from eventlm.analysis.inputs import rescale_to_full
+    from eventlm.analysis.runner import run_analysis
     from eventlm.config import RunConfig
     from eventlm.io import read_events
     from eventlm.analysis.validation import ValidationSettings, run_validation
     from eventlm.score import Scorer, calibrate, plot_token_confusion
-    from eventlm.train import load_split, train
+    from eventlm.modeldir import load_split
+    from eventlm.plotting.training import plot_loss
+    from eventlm.train import train
 
     settings = settings or (DemoSettings.quick() if quick else DemoSettings.full())
     out_dir = Path(out_dir)
@@ -146,6 +149,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     all_background = background
     model_dir = out_dir / "model"
     result = train(config, background, model_dir, progress=True)
+    plot_loss(result.metrics, model_dir / "loss.png")
     calibrate(model_dir, background)
     seconds["train"] = time.perf_counter() - t0
     print(f"      {len(background)} background events, {result.epochs_run} epoch(s), best validation loss "
@@ -174,7 +178,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     # 3. baselines --------------------------------------------------------------------------------
     _step(3, n_steps, "fitting the baselines on the background training split")
     t0 = time.perf_counter()
-    study0 = load_config(analysis_dir / f"{STUDIES[0]}.toml")
+    study0 = load_analysis_config(analysis_dir / f"{STUDIES[0]}.toml")
     bc = study0.baselines
     if len(train_events) > settings.baseline_train_events:
         rng = np.random.default_rng([study0.study.seed, 11])
@@ -190,7 +194,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     t0 = time.perf_counter()
     studies = {}
     for name in STUDIES:
-        cfg = load_config(analysis_dir / f"{name}.toml").with_overrides(
+        cfg = load_analysis_config(analysis_dir / f"{name}.toml").with_overrides(
             inputs={"background": (scored["background"],), "signals": {name: (scored[name],)},
                     "background_events": "all", "max_events": None},
             metrics={"n_bootstrap": settings.n_bootstrap},

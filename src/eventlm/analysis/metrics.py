@@ -93,18 +93,17 @@ def efficiency_at(roc: RocCurve, eff_b_target: float, *, n_background: int) -> f
     return float(np.interp(eff_b_target, roc.eff_b, roc.eff_s))
 
 
-def sic_curve(roc: RocCurve) -> tuple[np.ndarray, np.ndarray]:
-    """``(eff_s, eff_s / sqrt(eff_b))`` for the points with at least one background event passing."""
-    keep = roc.n_b >= 1
+def sic_curve(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENTS):
+    """``(eff_s, eff_s / sqrt(eff_b))`` at the thresholds that keep at least ``min_background_events``
+    background events (below that the significance improvement is noise)."""
+    keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
     return roc.eff_s[keep], roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
 
 
 def max_sic(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENTS) -> float | None:
     """The largest SIC among thresholds that keep at least ``min_background_events`` background events."""
-    keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
-    if not keep.any():
-        return None
-    return float(np.max(roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])))
+    _, sic = sic_curve(roc, min_background_events)
+    return float(sic.max()) if len(sic) else None
 
 
 def _point_metrics(scores_b, scores_s, w_b, w_s, working_points) -> dict[str, float | None]:

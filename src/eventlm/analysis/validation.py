@@ -105,7 +105,7 @@ def run_validation(model_dir, background: ak.Array, signals: dict[str, ak.Array]
     from eventlm.analysis.metrics import auc, roc_curve
     from eventlm.analysis.regions import Region
     from eventlm.analysis.study import closure, compare, comparison_table, references
-    from eventlm.train import load_split
+    from eventlm.modeldir import load_split
 
     t0 = time.perf_counter()
     out = Path(out_dir)

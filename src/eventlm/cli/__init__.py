@@ -58,6 +58,23 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def add_on_error(parser: argparse.ArgumentParser) -> None:
+    """``--on-error raise|skip``: what a bad line or entry of an input does."""
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="bad lines/entries: stop with an error (default) or skip them (counted and reported)")
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def warn_skipped(logger: str, report, what: str = "") -> None:
+    """Log (warning) how many bad lines/entries ``--on-error skip`` left out, and the first five."""
+    if report.n_skipped:
+        first = "; ".join(str(report).splitlines()[:5]) + (" ..." if report.n_skipped > 5 else "")
+        logging.getLogger(logger).warning("skipped %d bad lines/entries%s: %s", report.n_skipped, what, first)
+
+
 def check_inputs(paths) -> list[Path]:
     """The input files, checked before any work starts: they exist, are files, can be read, have a
     known suffix. Raises :class:`eventlm.errors.EventFormatError` naming the first bad one."""

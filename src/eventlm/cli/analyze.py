@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import add_no_progress
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -22,19 +24,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes for futures/dask ([run] workers)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventlm.analysis.config import load_config
+    from eventlm.extras import require_extra
+
+    require_extra("analysis", "eventlm analyze")
+    from eventlm.analysis.config import load_analysis_config
     from eventlm.analysis.runner import run_analysis
     from eventlm.cli import positive_int
 
     if args.workers is not None:
         positive_int(str(args.workers))
 
-    config = load_config(args.config)
+    config = load_analysis_config(args.config)
     run_overrides = {}
     if args.executor:
         run_overrides["executor"] = args.executor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import positive_int
+from eventlm.cli import add_on_error, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -16,8 +16,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("input", metavar="IN", help="input file (.csv, .csv.gz, .root, .parquet)")
     p.add_argument("output", metavar="OUT", help="output file; the format follows its suffix")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad lines/entries: stop with an error (default) or skip and report them")
+    add_on_error(p)
     p.add_argument("--step-size", type=positive_int, default=100_000, metavar="N", help="events per chunk")
     from eventlm.cli.reader_options import add_arguments
 

@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from eventlm.extras import require_extra
+
+    require_extra("analysis", "eventlm demo")
     from eventlm.analysis.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings.full()

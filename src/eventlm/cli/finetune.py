@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import add_no_progress
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -28,7 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-background", type=int, metavar="N", help="use N background events (a seeded subset)")
     p.add_argument("--name", metavar="NAME", help="score column score_NAME (default: the name of DIR)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

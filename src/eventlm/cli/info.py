@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import add_on_error
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,8 +15,7 @@ def add_parser(subparsers) -> None:
         "summed weights, and the object multiplicities per type. Streams, so any size works.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .csv.gz, .root or .parquet files")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad lines/entries: stop with an error (default) or skip and count them")
+    add_on_error(p)
     from eventlm.cli.reader_options import add_arguments
 
     add_arguments(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from eventlm.cli import add_no_progress
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,7 +27,7 @@ def add_parser(subparsers) -> None:
                    help="the training background: (re)build MODEL/sampling.npz from its training split")
     p.add_argument("--first-id", type=int, default=0, metavar="ID", help="event id of the first event (default 0)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

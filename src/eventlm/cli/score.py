@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import positive_int
+from eventlm.cli import add_no_progress, add_on_error, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -23,16 +23,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="scoring processes, each with one torch thread (default 1; see eventlm.parallel)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad lines/entries: stop with an error (default) or skip them (counted in the log)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from eventlm.cli import check_inputs, check_output
+    from eventlm.cli import check_inputs, check_output, warn_skipped
     from eventlm.modeldir import check_device
     from eventlm.parallel import score_files_parallel
     from eventlm.score import Scorer
@@ -41,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     check_output(args.output, formats=("root", "parquet"), inputs=args.inputs)
     if args.confusion:
+        from eventlm.extras import require_extra
+
+        require_extra("plots", "--confusion")
         check_output_png(args.confusion)
     check_device(args.device)
     Scorer.load(args.model, device=args.device)  # the model directory, checked whole
@@ -50,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
                                    step_size=args.step_size, device=args.device, confusion=args.confusion,
                                    progress=not args.no_progress, on_error=args.on_error, report=report)
-    if report.n_skipped:
-        logging.getLogger("eventlm.score").warning(
-            "skipped %d bad lines/entries (not scored, not written): %s", report.n_skipped,
-            "; ".join(str(report).splitlines()[:5]) + (" ..." if report.n_skipped > 5 else ""))
+    warn_skipped("eventlm.score", report, " (not scored, not written)")
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
         summary["seconds"], summary["events_per_s"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import positive_int
+from eventlm.cli import add_on_error, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -32,8 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-events", type=positive_int, default=None, metavar="N", help="read at most N events per file")
     p.add_argument("--top", type=positive_int, default=10, metavar="K", help="list the K most frequent tokens")
     p.add_argument("--epochs", type=positive_int, default=10, help="training epochs with --fit vqvae/graph")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad lines/entries: stop with an error (default) or skip and count them")
+    add_on_error(p)
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import positive_int
+from eventlm.cli import add_no_progress, add_on_error, positive_int
 
 #: The smallest value of the numeric run-config keys (``(section, key) -> (minimum, strict)``).
 RANGES = {
@@ -39,9 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="the one seed of the run")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad lines/entries: stop with an error (default) or skip them (counted in the log)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from eventlm.cli import check_inputs
+    from eventlm.cli import check_inputs, warn_skipped
     from eventlm.config import RunConfig, load_config
     from eventlm.errors import ConfigError
     from eventlm.modeldir import check_device
@@ -81,16 +80,22 @@ def run(args: argparse.Namespace) -> int:
         from eventlm.io import read_events
 
         background, report = read_events(args.background, on_error="skip", return_report=True)
-        if report.n_skipped:
-            logging.getLogger("eventlm.train").warning(
-                "skipped %d bad lines/entries of the background: %s", report.n_skipped,
-                "; ".join(str(report).splitlines()[:5]) + (" ..." if report.n_skipped > 5 else ""))
+        warn_skipped("eventlm.train", report, " of the background")
     result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from eventlm.score import calibrate
 
     calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
+    from eventlm.extras import EXTRAS, available
+
+    if result.metrics["epoch"] and all(available(m) for m in EXTRAS["plots"]):
+        from eventlm.plotting.training import plot_loss
+
+        plot_loss(result.metrics, result.out_dir / "loss.png")
+    elif result.metrics["epoch"]:
+        logging.getLogger("eventlm.train").info(
+            "loss.png not drawn: matplotlib and mplhep are not installed (pip install 'eventlm[plots]')")
     logging.getLogger("eventlm.train").info(
         "wrote %s: %d epochs, best validation loss %.4f at epoch %d (unigram entropy %.4f), %.0f s",
         result.out_dir, result.epochs_run, result.best_val_loss, result.best_epoch,

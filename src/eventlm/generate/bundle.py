@@ -107,15 +107,13 @@ def compare(signal: ak.Array, background: ak.Array) -> dict:
 
     The AUCs are unweighted (the bundled background is an unweighted draw from the physical mixture).
     """
-    from sklearn.metrics import roc_auc_score
-
     from eventlm.analysis.features import variables_of
+    from eventlm.analysis.metrics import auc
 
     s, b = variables_of(signal), variables_of(background)
-    label = np.r_[np.zeros(len(background)), np.ones(len(signal))]
     out = {"delta_mean_n_particles": float(np.mean(s["n_particles"]) - np.mean(b["n_particles"]))}
     for k in ("ht", "met", "n_particles", "lead_jet_pt"):
-        out[f"auc_{k}"] = float(roc_auc_score(label, np.r_[b[k], s[k]]))
+        out[f"auc_{k}"] = auc(np.asarray(b[k]), np.asarray(s[k]))
     return out
 
 

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 import awkward as ak
 import numpy as np
 
-from eventlm.events import Kind, energy_from_pt_eta, make_particles
+from eventlm.events import Kind, energy_from_pt_eta, jagged_records, make_particles
 
 #: |PDG id| of particles that leave no trace: neutrinos, the lightest neutralino, the gravitino and
 #: Pythia's dark-matter fermion Xd (PDG 52, of the ``ttbar_S200_inv`` signal).
@@ -105,18 +105,10 @@ class DetectorParams:
 
 def truth_record(pid, status, px, py, pz, E, mother_pid, counts) -> ak.Array:
     """The detector input from flat per-particle columns and per-event counts."""
-    flat = ak.zip(
-        {
-            "pid": np.asarray(pid, dtype=np.int64),
-            "status": np.asarray(status, dtype=np.int64),
-            "px": np.asarray(px, dtype=np.float64),
-            "py": np.asarray(py, dtype=np.float64),
-            "pz": np.asarray(pz, dtype=np.float64),
-            "E": np.asarray(E, dtype=np.float64),
-            "mother_pid": np.asarray(mother_pid, dtype=np.int64),
-        }
-    )
-    return ak.unflatten(flat, np.asarray(counts, dtype=np.int64))
+    columns = {"pid": (pid, np.int64), "status": (status, np.int64), "px": (px, np.float64),
+               "py": (py, np.float64), "pz": (pz, np.float64), "E": (E, np.float64),
+               "mother_pid": (mother_pid, np.int64)}
+    return jagged_records(columns, counts)
 
 
 # ----------------------------------------------------------------------------------------------------

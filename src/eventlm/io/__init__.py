@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
 
+from eventlm.atomic import commit, temporary_path
 from eventlm.errors import EventFormatError
 from eventlm.events import EVENT_FIELDS, empty_events
 
@@ -61,10 +61,10 @@ log = logging.getLogger(__name__)
 
 #: Events per chunk yielded by :func:`iter_events` unless told otherwise.
 DEFAULT_STEP_SIZE = 100_000
-FORMATS = ("csv", "root", "parquet")
 
 __all__ = [
     "DEFAULT_STEP_SIZE",
+    "as_events",
     "EventWriter",
     "ReadReport",
     "Skipped",
@@ -249,10 +249,6 @@ def read_events(
 # writing
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 class EventWriter:
     """Write events chunk by chunk to one file (CSV, ROOT or Parquet by suffix), atomically.
 
@@ -265,7 +261,7 @@ class EventWriter:
         self.path = Path(path)
         self.format = detect_format(self.path)
         self.n_events = 0
-        self._tmp = _temporary_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._closed = False
         self._extra_names: list[str] | None = None  # fixed by the first chunk
         if self.format == "csv":
@@ -310,9 +306,7 @@ class EventWriter:
         self._closed = True
         try:
             self._sink.close()
-            if self.path.exists():  # an overwritten file keeps its permissions
-                os.chmod(self._tmp, self.path.stat().st_mode & 0o7777)
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
@@ -337,6 +331,14 @@ class EventWriter:
             self.close()
         else:
             self.abort()
+
+
+def as_events(source, max_events: int | None = None) -> ak.Array:
+    """An event array from ``source``: paths (read with :func:`read_events`) or an event array
+    (returned as it is, cut to ``max_events`` when given)."""
+    if isinstance(source, ak.Array):
+        return source if not max_events else source[:max_events]
+    return read_events(source, max_events=max_events or None)
 
 
 def write_events(events: ak.Array, path, extra_columns: dict | None = None) -> Path:

@@ -46,7 +46,7 @@ from eventlm.io.selection import (
     SUSPICIOUS_REJECTS,
     Cut,
     _plain,
-    _reject_dask,
+    nanoevents_fields,
     nanoevents_process,
     warn_once,
     candidates,
@@ -367,10 +367,8 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     The same mapping and selection as :func:`eventlm.io.read_events` on the file, so the events are
     identical. Warnings about missing collections are given once per process and kind of input.
     """
-    _reject_dask(events)
     options = options or NanoAODOptions()
-    names = set(events.fields)
-    fields = {c: set(events[c].fields) for c in (*COLLECTIONS, "MET", "PuppiMET", "Rho") if c in names}
+    names, fields = nanoevents_fields(events, (*COLLECTIONS, "MET", "PuppiMET", "Rho"))
     top = {b for b in ("event", "genWeight") if b in names}
     plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)),
                  info=warn_once(("nanoaod", fields, options), logging.INFO))

@@ -44,7 +44,7 @@ from eventlm.events import Kind
 from eventlm.io.selection import (
     Cut,
     _plain,
-    _reject_dask,
+    nanoevents_fields,
     build_events,
     candidates,
     constant_like,
@@ -351,15 +351,10 @@ def _link_index(link: ak.Array) -> ak.Array:
 
 
 def from_nanoevents(events, options: PHYSLITEOptions | None = None) -> ak.Array:
-    """The event model from coffea ``PHYSLITESchema`` events (eager or virtual mode).
-
-    The same mapping and selection as :func:`eventlm.io.read_events` on the file, so the events are
-    identical. Warnings about missing collections are given once per process and kind of input.
-    """
-    _reject_dask(events)
+    """The event model from coffea ``PHYSLITESchema`` events, eager or virtual: what
+    :func:`eventlm.io.nanoaod.from_nanoevents` is for NanoAOD (the file's mapping and selection)."""
     options = options or PHYSLITEOptions()
-    names = set(events.fields)
-    fields = {c: set(events[c].fields) for c in (*OBJECTS, "EventInfo", "MET_Core_MET") if c in names}
+    names, fields = nanoevents_fields(events, (*OBJECTS, "EventInfo", "MET_Core_MET"))
     candidates_ = sorted(n for n in names if n.startswith("BTagging_AntiKt4EMPFlow"))
     container = "BTagging_AntiKt4EMPFlow" if "BTagging_AntiKt4EMPFlow" in names else (
         candidates_[0] if candidates_ else None)

@@ -365,10 +365,3 @@ def flat_contents(jagged: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         return (offsets - offsets[0] if offsets[0] else offsets), values
     counts = ak.to_numpy(ak.num(jagged, axis=1))
     return np.concatenate([[0], np.cumsum(counts)]), ak.to_numpy(ak.flatten(jagged, axis=1))
-
-
-def coffea_schema():
-    """coffea's ``NanoAODSchema`` for eventlm ntuples (:class:`eventlm.io.schema.EventlmNanoAODSchema`)."""
-    from eventlm.io.schema import EventlmNanoAODSchema
-
-    return EventlmNanoAODSchema

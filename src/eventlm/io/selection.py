@@ -25,6 +25,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.events import energy_from_pt_eta, make_events
+from eventlm.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Cut:
 
 def candidates(pt, eta, phi, mass, charge, kind) -> ak.Array:
     """Jagged candidates with coffea's four-vector behaviour (``delta_r``, ``nearest``)."""
-    from coffea.nanoevents.methods import candidate
+    candidate = require("coffea.nanoevents.methods.candidate", "nanoaod", "reading NanoAOD or PHYSLITE")
 
     pt = ak.values_astype(pt, np.float32)
     return ak.zip(
@@ -77,7 +78,7 @@ def object_mask(objects: ak.Array, cut: Cut, requirements: dict | None = None, *
     n)`` is called for a requirement that rejects all of the ``n >= SUSPICIOUS_REJECTS`` objects
     that pass the kinematic cuts.
     """
-    from coffea.analysis_tools import PackedSelection
+    PackedSelection = require("coffea.analysis_tools", "nanoaod", "reading NanoAOD or PHYSLITE").PackedSelection
 
     counts = ak.num(objects.pt, axis=1)
     selection = PackedSelection("uint64")
@@ -248,8 +249,12 @@ def nanoevents_process(events) -> str:
     return "unknown"
 
 
-def _reject_dask(events) -> None:
+def nanoevents_fields(events, collections) -> tuple[set, dict]:
+    """``(top-level names, {collection: its fields})`` of eager or virtual NanoEvents, for the
+    ``collections`` they have; dask-backed events are refused (map over their partitions instead)."""
     if type(events).__module__.startswith("dask_awkward"):
         raise TypeError("from_nanoevents takes eager or virtual NanoEvents (NanoEventsFactory.from_root("
                         "..., mode='eager' or 'virtual')); for dask, map it over the partitions "
                         "(dask_awkward.map_partitions)")
+    names = set(events.fields)
+    return names, {c: set(events[c].fields) for c in collections if c in names}

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from eventlm.analysis.metrics import sic_curve
 from eventlm.plotting import PlotLabel, add_label, figure
 
 #: Background colours (the ATLAS-ish palette of mplhep's default cycle), one per process (by name).
@@ -203,9 +204,8 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
     with figure(path) as (fig, ax):
         ymax = 1.0
         for i, (name, roc) in enumerate(curves.items()):
-            keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
-            sic = roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
-            ax.plot(roc.eff_s[keep], sic, label=name, **_method_style(i))
+            eff_s, sic = sic_curve(roc, min_background_events)
+            ax.plot(eff_s, sic, label=name, **_method_style(i))
             if len(sic):
                 ymax = max(ymax, float(sic.max()))
         ax.axhline(1.0, color="grey", linestyle=":", label="random")

@@ -15,7 +15,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.events import Kind
-from eventlm.plotting import PlotLabel, add_label, figure
+from eventlm.plotting import PlotLabel, figure, finish
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,7 @@ def plot_variable(samples: dict[str, ak.Array], variable: Variable, path, *, lab
             ax.set_ylim(1e-4, 2.0)
         else:
             ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
-        add_label(ax, label)
-        if note:
-            ax.text(0.03, 0.96, note, transform=ax.transAxes, fontsize=13, va="top")
-        ax.legend(fontsize=12, loc="upper right", frameon=False)
+        finish(ax, label, note=note, note_xy=(0.03, 0.96))
 
 
 def plot_generator_validation(samples: dict[str, ak.Array], outdir, *, prefix: str = "generator_",

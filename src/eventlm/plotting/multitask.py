@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from eventlm.plotting import PlotLabel, add_label, atlas_style
+from eventlm.plotting import PlotLabel, add_label, figure, finish
 
 #: Colours (Petroff's colour-blind-safe sequence), one per curve.
 COLORS = ("#3f90da", "#bd1f01", "#ffa90e", "#832db6", "#94a4a2")
@@ -33,12 +32,17 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
 
     Under- and overflow go to the first and last bin. Error bars: Poisson errors of the counts.
     """
+    bins = np.asarray(bins, dtype=np.float64)
+    with figure(path, figsize=(8, 7.5), nrows=2, ncols=1, sharex=True,
+                gridspec_kw={"height_ratios": (3, 1), "hspace": 0.06}) as (fig, (ax, rax)):
+        _draw_ratio(ax, rax, samples, bins, xlabel=xlabel, logy=logy, note=note, label=label,
+                    ratio_range=ratio_range)
+    return Path(path)
+
+
+def _draw_ratio(ax, rax, samples, bins, *, xlabel, logy, note, label, ratio_range) -> None:
     import mplhep as hep
 
-    atlas_style()
-    bins = np.asarray(bins, dtype=np.float64)
-    fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True,
-                                  gridspec_kw={"height_ratios": (3, 1), "hspace": 0.06})
     names = list(samples)
     ref, ref_err = _normalized(samples[names[0]], bins)
     centers = 0.5 * (bins[1:] + bins[:-1])
@@ -64,13 +68,7 @@ def plot_ratio(samples: dict, bins, path, *, xlabel: str, logy: bool = False, no
         ax.set_ylim(max(positive.min() * 0.3, 1e-6) if len(positive) else 1e-5, 60.0 * max(ref.max(), 1e-6))
     else:
         ax.set_ylim(0, ax.get_ylim()[1] * 1.4)
-    add_label(ax, label)
-    if note:
-        ax.text(0.04, 0.86, note, transform=ax.transAxes, fontsize=13, va="top")
-    ax.legend(fontsize=12, loc="upper right", frameon=False)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    finish(ax, label, note=note)
 
 
 def plot_transfer(rows: list[dict], path, *, signal: str, label: PlotLabel = PlotLabel(),
@@ -79,8 +77,12 @@ def plot_transfer(rows: list[dict], path, *, signal: str, label: PlotLabel = Plo
 
     ``rows``: dicts with ``method``, ``n_signal``, ``auc_mean``, ``auc_std``.
     """
-    atlas_style()
-    fig, ax = plt.subplots(figsize=(8, 6))
+    with figure(path) as (fig, ax):
+        _draw_transfer(ax, rows, signal=signal, label=label, note=note)
+    return Path(path)
+
+
+def _draw_transfer(ax, rows, *, signal, label, note) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for i, method in enumerate(methods):
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n_signal"])
@@ -96,6 +98,3 @@ def plot_transfer(rows: list[dict], path, *, signal: str, label: PlotLabel = Plo
     add_label(ax, label)
     ax.set_xlim(min(r["n_signal"] for r in rows) * 0.7, max(r["n_signal"] for r in rows) * 1.6)
     ax.legend(fontsize=12, loc="lower right", frameon=False, title=note or signal, title_fontsize=12)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)

@@ -13,14 +13,6 @@ from eventlm.plotting import PlotLabel, add_label, figure
 DEFAULT_LABEL = PlotLabel(text="Internal")
 
 
-def token_counts(tokens, n_ids: int) -> np.ndarray:
-    """Occurrences of every id 0..n_ids-1 in a jagged token array."""
-    import awkward as ak
-
-    flat = ak.to_numpy(ak.flatten(tokens, axis=None)).astype(np.int64)
-    return np.bincount(flat, minlength=n_ids)[:n_ids]
-
-
 def plot_token_frequency(
     counts: dict[str, np.ndarray],
     path,
@@ -70,7 +62,7 @@ def plot_resolution(arrays: dict[str, np.ndarray], out_dir, *, prefix: str = "re
                     label: PlotLabel = DEFAULT_LABEL) -> list[Path]:
     """Decoded vs input pT, eta, phi (2D, log colour) for a learned tokenizer; one PNG per variable.
 
-    ``arrays``: :meth:`eventlm.tokenize.vqvae.LearnedTokenizer.resolution_arrays`.
+    ``arrays``: :meth:`eventlm.tokenize.learned.LearnedTokenizer.resolution_arrays`.
     """
     from matplotlib.colors import LogNorm
 

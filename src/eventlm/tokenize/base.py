@@ -28,6 +28,7 @@ from typing import ClassVar
 import awkward as ak
 
 from eventlm._version import __version__
+from eventlm.atomic import write_json
 from eventlm.errors import CheckpointMismatchError
 
 PAD = 0
@@ -143,10 +144,7 @@ class Tokenizer(abc.ABC):
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"kind": self.kind, "eventlm_version": __version__, "params": self.get_params()}
         self._save_tensors(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, payload)
 
     def _save_tensors(self, path: Path) -> None:  # overridden by learned tokenizers
         pass

@@ -8,7 +8,7 @@ whose edges join each particle to its ``k`` nearest neighbours in (eta, phi) (it
     h_i   <- LayerNorm(h_i + W_o concat_h sum_j softmax_j(e_ij^h) W_v h_j), then a feed-forward block
 
 with edge features ``x_ij = (Delta eta, Delta phi, Delta R, log pT_j / pT_i)``. The node embeddings are
-projected to a latent, quantized by the shared :class:`~eventlm.tokenize.vqvae.VectorQuantizer`, and a
+projected to a latent, quantized by the shared :class:`~eventlm.tokenize.learned.VectorQuantizer`, and a
 per-token MLP decoder reconstructs from the code alone the particle (category, pT, eta, phi) *and* its
 context in the event (the event's log HT and multiplicity, and the Delta R to the particle's nearest
 neighbour). Trained self-supervised on background, each token therefore carries event context.
@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventlm.tokenize.base import register
-from eventlm.tokenize.lut import FlatParticles
-from eventlm.tokenize.vqvae import (
+from eventlm.tokenize.particles import FlatParticles
+from eventlm.tokenize.learned import (
     N_PARTICLE_FEATURES,
     LearnedTokenizer,
     VectorQuantizer,

@@ -119,7 +119,9 @@ class CSVSink:
         self.path = path
         raw = open(path, "wb")
         if gz:
-            self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+            # no name and no time in the gzip header: the same events give the same bytes, whatever
+            # the (temporary) file name and the hour
+            self._fh = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0)
             self._raw = raw
         else:
             self._fh = raw
