@@ -28,6 +28,14 @@ FILES = tuple(MANIFEST["files"])
 SIGNAL_FILES = tuple(f"{p}.csv.gz" for p in SIGNALS if f"{p}.csv.gz" in FILES)
 
 
+def test_every_signal_card_of_the_suite_is_bundled():
+    """data/ holds one file per signal process of the validation suite (issue 10: >= 6 signals, >= 3
+    of them with the background's object count)."""
+    assert set(SIGNAL_FILES) == {f"{p}.csv.gz" for p in SIGNALS}
+    assert len(SIGNALS) >= 6
+    assert sum(PROCESSES[p].background_multiplicity for p in SIGNALS) >= 3
+
+
 @pytest.fixture(scope="module")
 def manifest():
     return json.loads((DATA_DIR / "MANIFEST.json").read_text())
