@@ -48,26 +48,35 @@ def synthetic_events(n_particles: int, seed: int = 0) -> ak.Array:
 
 
 def python_loop_encode(events, tok) -> list[list[int]]:
-    """The baseline: one event at a time, one particle at a time, with ``bisect`` for the bins."""
+    """The baseline: one event at a time, one particle at a time, with ``bisect`` for the bins and
+    phi measured from the leading object as the default table does (``phi_reference="leading"``)."""
     pt_edges, eta_edges, met_edges = tok.pt_edges.tolist(), tok.eta_edges.tolist(), tok.met.edges.tolist()
     n_pt, n_eta, n_phi = tok.n_pt, tok.n_eta, tok.n_phi
     first_met = tok.n_particle_tokens + 1
     cat_table = _CAT_TABLE.tolist()
+    leading = tok.phi_reference == "leading"
+
+    def rotated(phi, reference):  # phi measured from the reference, wrapped into [-pi, pi)
+        return (phi - reference + math.pi) % (2 * math.pi) - math.pi if leading else phi
+
     out = []
     for event in ak.to_list(events[["met", "met_phi", "particles"]]):
         parts = []
         for i, p in enumerate(event["particles"]):
             cat = cat_table[p["kind"]][p["charge"] + 1]
             parts.append((cat, -p["pt"], i, p))
+        # the leading object (the first of the highest pT, before truncation), else the MET
+        reference = max(event["particles"], key=lambda p: p["pt"])["phi"] if parts else event["met_phi"]
         parts.sort()
         tokens = []
         for cat, _, _, p in parts[: tok.max_particles]:
             cpt = bisect.bisect_right(pt_edges, p["pt"]) + 1
             ceta = bisect.bisect_right(eta_edges, abs(p["eta"])) + 1
-            cphi = min(int((p["phi"] + math.pi) * n_phi / (2 * math.pi)), n_phi - 1) + 1
+            cphi = min(int((rotated(p["phi"], reference) + math.pi) * (n_phi / (2 * math.pi))), n_phi - 1) + 1
             tokens.append((cat - 1) * n_pt * n_eta * n_phi + (cpt - 1) * n_eta * n_phi + (ceta - 1) * n_phi + cphi)
         tokens.append(first_met + bisect.bisect_right(met_edges, event["met"]))
-        cmphi = min(int((event["met_phi"] + math.pi) * tok.n_met_phi / (2 * math.pi)), tok.n_met_phi - 1) + 1
+        met_phi = rotated(event["met_phi"], reference)
+        cmphi = min(int((met_phi + math.pi) * (tok.n_met_phi / (2 * math.pi))), tok.n_met_phi - 1) + 1
         tokens.append(first_met + tok.n_met + cmphi - 1)
         out.append(tokens)
     return out

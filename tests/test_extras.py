@@ -90,3 +90,20 @@ def test_require_names_the_extra_and_keeps_real_import_errors():
         require("no_such_package_xyz", "plots", "drawing figures")
     assert require("json", "plots", "x").dumps([1]) == "[1]"
     require_extra("analysis", "eventlm analyze")  # installed here: no error
+
+
+def test_module_boundaries_hold_in_a_fresh_interpreter(tmp_path):
+    """Reading a run config imports no torch; scoring and the analysis never import the training loop."""
+    code = textwrap.dedent(f"""
+        import sys
+        from eventlm.config import RunConfig, load_config, save_config
+        save_config(RunConfig(), {str(tmp_path / "run.toml")!r})
+        assert load_config({str(tmp_path / "run.toml")!r}) == RunConfig()
+        assert "torch" not in sys.modules
+        import eventlm.score, eventlm.parallel, eventlm.export, eventlm.analysis.processor, eventlm.analysis.runner
+        assert "eventlm.train" not in sys.modules, "score/analysis imported the training loop"
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "ok"

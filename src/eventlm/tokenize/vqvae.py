@@ -14,16 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from eventlm.tokenize import learned
 from eventlm.tokenize.base import register
-from eventlm.tokenize.learned import (
-    N_PARTICLE_FEATURES,
-    LearnedTokenizer,
-    VectorQuantizer,
-    event_context,
-    mlp,
-    particle_features,
-    reconstruction_loss,
-)
+from eventlm.tokenize.learned import LearnedTokenizer
 from eventlm.tokenize.particles import FlatParticles
 
 
@@ -32,9 +25,9 @@ class ParticleVQVAE(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, hidden: int, latent_dim: int, codebook_size: int, beta: float):
         super().__init__()
-        self.encoder = mlp(n_in, hidden, latent_dim, depth=3)
-        self.vq = VectorQuantizer(codebook_size, latent_dim, beta)
-        self.decoder = mlp(latent_dim, hidden, n_out, depth=3)
+        self.encoder = learned.mlp(n_in, hidden, latent_dim, depth=3)
+        self.vq = learned.VectorQuantizer(codebook_size, latent_dim, beta)
+        self.decoder = learned.mlp(latent_dim, hidden, n_out, depth=3)
 
     def forward(self, x: torch.Tensor):
         z = self.encoder(x)  # (M, latent)
@@ -54,12 +47,13 @@ class VQVAETokenizer(LearnedTokenizer):
         self.context = bool(context)
 
     def _build_model(self) -> nn.Module:
-        n_in = N_PARTICLE_FEATURES + (2 if self.context else 0)
-        return ParticleVQVAE(n_in, N_PARTICLE_FEATURES, self.hidden, self.latent_dim, self.codebook_size, self.beta)
+        n_in = learned.N_PARTICLE_FEATURES + (2 if self.context else 0)
+        return ParticleVQVAE(n_in, learned.N_PARTICLE_FEATURES, self.hidden, self.latent_dim, self.codebook_size,
+                             self.beta)
 
     def _prepare(self, flat: FlatParticles) -> dict:
-        target = particle_features(flat, self.logpt_mean, self.logpt_std)
-        x = np.concatenate([target, event_context(flat)], axis=1) if self.context else target
+        target = learned.particle_features(flat, self.logpt_mean, self.logpt_std)
+        x = np.concatenate([target, learned.event_context(flat)], axis=1) if self.context else target
         device = self.torch_device
         return {"x": torch.from_numpy(x).to(device), "target": torch.from_numpy(target).to(device),
                 "event": np.repeat(np.arange(len(flat.counts)), flat.counts)}
@@ -73,5 +67,5 @@ class VQVAETokenizer(LearnedTokenizer):
     def _forward(self, data: dict, items: np.ndarray, with_loss: bool = True):
         index = torch.from_numpy(np.asarray(items)).to(data["x"].device)
         out, idx, vq_loss, z = self.model(data["x"][index])
-        recon = reconstruction_loss(out, data["target"][index]) if with_loss else None
+        recon = learned.reconstruction_loss(out, data["target"][index]) if with_loss else None
         return recon, vq_loss, idx, z
