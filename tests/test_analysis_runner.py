@@ -46,8 +46,13 @@ def test_analyze_writes_every_output(study, capsys):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     m = metrics["metrics"]["tttt_H500"]
-    assert set(m) == {"eventlm", "isolation_forest", "deep_svdd"}
+    assert set(m) == {"eventlm", "isolation_forest", "deep_svdd", "object count alone", "HT alone"}
     assert 0.6 < m["eventlm"]["values"]["auc"] < 0.9  # the toy scores are shifted by one sigma
+    # beside every score its length-matched AUC (n/a here: too few toy events per object count,
+    # see test_references_and_length_matched_auc_beside_every_score), the object count and HT alone
+    assert all("length_matched_auc" in v["values"] for v in m.values())
+    results = (out / "results.md").read_text()
+    assert "length-matched AUC" in results and "*object count alone*" in results and "*HT alone*" in results
     sr = metrics["yields"]["tttt_H500"]["SR"]
     assert sr["b"] <= sr["b_total"] and sr["z_asimov"] is not None
     with open(out / "hists.pkl", "rb") as f:
@@ -63,6 +68,36 @@ def test_analyze_writes_every_output(study, capsys):
     # a second run into the same directory replaces the skims, it does not add to them
     assert main(["analyze", str(config), "--out", str(out), "--no-progress", "--no-baselines"]) == 0
     assert len(read_events(sorted((out / "scored" / "background").glob("*.root")))) == 800
+
+
+def test_references_and_length_matched_auc_beside_every_score(tmp_path):
+    """A score that only counts objects gets a length-matched AUC of 0.5 however well it separates
+    pooled; one that sees something else keeps its AUC inside the classes."""
+    from eventlm.analysis.config import load_analysis_config
+    from eventlm.analysis.runner import analyse_columns
+
+    path = tmp_path / "toy.toml"
+    path.write_text(config_text("background_efficiency"))
+    config = load_analysis_config(path).with_overrides(baselines={"names": ()})
+    rng = np.random.default_rng(4)
+    n_b, n_s = rng.integers(4, 9, 20_000), rng.integers(6, 11, 5_000)  # the signal has more objects
+    ht_b, ht_s = rng.normal(500, 100, len(n_b)), rng.normal(600, 100, len(n_s))
+    columns, references = {}, {}
+    for name, n, ht, shift in (("background", n_b, ht_b, 0.0), ("tttt_H500", n_s, ht_s, 1.0)):
+        counting = n + rng.normal(0, 0.1, len(n))  # sees the object count only
+        columns[name] = {"event": np.arange(len(n)), "weight": np.ones(len(n)), "anomaly_score": counting,
+                         "anomaly_score_calibrated": rng.normal(shift, 1.0, len(n)),  # sees something else
+                         "in_CR": n <= 5, "in_SR": n >= 6}
+        references[name] = {"object count": n.astype(float), "HT": ht}
+    _, _, metrics, _ = analyse_columns(config, columns, None, references)
+    m = metrics["tttt_H500"]
+    assert {"eventlm", "eventlm, calibrated", "object count alone", "HT alone"} <= set(m)
+    assert m["eventlm"].values["auc"] > 0.75 and abs(m["eventlm"].values["length_matched_auc"] - 0.5) < 0.03
+    assert m["object count alone"].values["length_matched_auc"] == pytest.approx(0.5)
+    calibrated = m["eventlm, calibrated"].values
+    assert calibrated["length_matched_auc"] == pytest.approx(calibrated["auc"], abs=0.03) and calibrated["auc"] > 0.7
+    assert m["HT alone"].values["auc"] == pytest.approx(0.76, abs=0.02)  # two unit-width normals 1 sigma apart
+    assert m["eventlm"].errors["length_matched_auc"] > 0
 
 
 def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):

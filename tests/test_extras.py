@@ -106,4 +106,4 @@ def test_module_boundaries_hold_in_a_fresh_interpreter(tmp_path):
     """)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip() == "ok"
+    assert run.stdout.strip().splitlines()[-1] == "ok"  # (some coffea versions print on import)

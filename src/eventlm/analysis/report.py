@@ -61,15 +61,21 @@ def results_table(config: AnalysisConfig, thresholds, yields, metrics, notes=())
     region = "all test events" if config.metrics.region == "all" else f"region {config.metrics.region}"
     for signal, per_method in metrics.items():
         lines += [f"### {signal}: figures of merit ({region}; ± = std. dev. of {config.metrics.n_bootstrap} bootstrap resamplings)", ""]
-        head = ["Method", "ROC-AUC"] + [f"eff_S @ eff_B={wp:g}" for wp in wps] + ["SIC max"]
+        matched = any("length_matched_auc" in m.values for m in per_method.values())
+        head = (["Method", "ROC-AUC"] + (["length-matched AUC"] if matched else [])
+                + [f"eff_S @ eff_B={wp:g}" for wp in wps] + ["SIC max"])
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method, m in per_method.items():
             name = method_label(method, config)
-            row = [name, m.format("auc")] + [m.format(f"eff_s@{wp:g}") for wp in wps] + [m.format("sic_max", 2)]
+            name = f"*{name}*" if method.endswith(" alone") else name  # the one-number references
+            row = ([name, m.format("auc")] + ([m.format("length_matched_auc")] if matched else [])
+                   + [m.format(f"eff_s@{wp:g}") for wp in wps] + [m.format("sic_max", 2)])
             lines.append("| " + " | ".join(row) + " |")
         n_b = next(iter(per_method.values())).n_background if per_method else 0
         n_s = next(iter(per_method.values())).n_signal if per_method else 0
-        lines += ["", f"{n_b} background and {n_s} signal events (unweighted).", ""]
+        lines += ["", f"{n_b} background and {n_s} signal events (unweighted)."
+                  + (" Length-matched AUC: the AUC inside classes of equal object count, averaged over "
+                     "them (0.5 for the object count itself)." if matched else ""), ""]
     t = config.threshold
     lines += [f"### Threshold ({t.method}, chosen in {t.control_region}) applied in {t.signal_region}, "
               f"L = {config.study.lumi:g} fb⁻¹", ""]

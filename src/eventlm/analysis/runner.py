@@ -69,12 +69,19 @@ def _injected_weights(config, w_b_cr: np.ndarray, w_s_cr: np.ndarray) -> np.ndar
 
 
 def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndarray]],
-                    baseline_scores: dict[str, dict[str, np.ndarray]] | None = None):
+                    baseline_scores: dict[str, dict[str, np.ndarray]] | None = None,
+                    references: dict[str, dict[str, np.ndarray]] | None = None):
     """Threshold, SR yields and metrics from per-event columns (see :func:`columns_of`).
 
     ``baseline_scores[method][dataset]`` are aligned with ``columns[dataset]`` (sorted by event id).
+    ``references[dataset]``: :func:`eventlm.analysis.study.references` of the same events (object
+    count, HT); with them the object count and HT alone are compared beside every score, and every
+    method gets its length-matched AUC (``length_matched_auc``: inside classes of equal object count,
+    :func:`eventlm.analysis.study.stratified_auc`).
     Returns ``(thresholds, yields, metrics, rocs)``, each keyed by signal.
     """
+    from eventlm.analysis.study import stratified_auc
+
     t = config.threshold
     lumi = config.lumi_scale
     bkg = columns[BACKGROUND]
@@ -111,15 +118,24 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
             methods[f"{EVENTLM}, {label}"] = (bkg[column], sig[column])
         for name, by_dataset in (baseline_scores or {}).items():
             methods[name] = (by_dataset[BACKGROUND], by_dataset[signal])
+        for label in (references or {}).get(BACKGROUND, {}):
+            methods[f"{label} alone"] = (references[BACKGROUND][label], references[signal][label])
         metrics[signal], rocs[signal] = {}, {}
         for name, (sb, ss) in methods.items():
             if mb.sum() == 0 or ms.sum() == 0:
                 continue
-            metrics[signal][name] = evaluate(
+            m = evaluate(
                 sb[mb], ss[ms], bkg["weight"][mb], sig["weight"][ms],
                 working_points=config.metrics.working_points, n_bootstrap=config.metrics.n_bootstrap,
                 seed=config.study.seed,
             )
+            if references:
+                n_b, n_s = references[BACKGROUND]["object count"], references[signal]["object count"]
+                value, error, _ = stratified_auc(sb[mb], ss[ms], n_b[mb], n_s[ms], bkg["weight"][mb],
+                                                 sig["weight"][ms], n_bootstrap=max(config.metrics.n_bootstrap // 2, 2),
+                                                 seed=config.study.seed)
+                m.values["length_matched_auc"], m.errors["length_matched_auc"] = value, error
+            metrics[signal][name] = m
             rocs[signal][name] = roc_curve(sb[mb], ss[ms], bkg["weight"][mb], sig["weight"][ms])
     return thresholds, yields, metrics, rocs
 
@@ -186,7 +202,10 @@ def run_analysis(
         log.info("[%s] baselines: %s", config.study.name, ", ".join(config.baselines.names))
         baseline_scores, fitted = baseline_scores_for(config, prepared, columns, fitted_baselines)
     log.info("[%s] threshold, yields and metrics", config.study.name)
-    thresholds, yields, metrics, rocs = analyse_columns(config, columns, baseline_scores)
+    from eventlm.analysis.study import references
+
+    refs = {ds: references(events) for ds, events in prepared.events.items()}
+    thresholds, yields, metrics, rocs = analyse_columns(config, columns, baseline_scores, refs)
     table = results_table(config, thresholds, yields, metrics, prepared.notes)
     files = {}
     files["hists_pkl"], files["hists_root"] = write_hists(output, out_dir)

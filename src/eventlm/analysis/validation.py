@@ -44,9 +44,15 @@ SCORE_LABELS = {
 
 @dataclass(frozen=True)
 class ValidationSettings:
+    """How the comparison is made (never how the default model is trained: that is its RunConfig)."""
+
+    #: training epochs of the autoencoder and Deep SVDD baselines
     baseline_epochs: int = 20
+    #: training-split events the baselines are fitted on (a seeded subsample where there are more)
     baseline_events: int = 40_000
+    #: bootstrap resamplings behind every error
     n_bootstrap: int = 100
+    #: the seed of the subsamples, the bootstrap and the supervised classifier
     seed: int = 1234
 
 

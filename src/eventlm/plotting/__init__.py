@@ -21,6 +21,7 @@ from eventlm.extras import require
 matplotlib = require("matplotlib", "plots", "drawing figures")
 hep = require("mplhep", "plots", "drawing figures in ATLAS style")
 Figure = require("matplotlib.figure", "plots", "drawing figures").Figure
+FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plots", "drawing figures").FigureCanvasAgg
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def figure(path=None, *, figsize=(8, 6), **subplot_kw):
     registered with pyplot, so there is nothing to close and nothing left behind."""
     with atlas_style():
         fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)  # its own Agg canvas (older matplotlib cannot save a bare Figure "tight")
         ax = fig.subplots(**subplot_kw)
         yield fig, ax
         if path is not None:
