@@ -30,7 +30,7 @@ from types import ModuleType
 
 from eventlm.errors import MissingExtraError
 
-__all__ = ["EXTRAS", "available", "require", "require_extra"]
+__all__ = ["EXTRAS", "available", "missing_of", "require", "require_extra"]
 
 #: The importable packages each extra installs (``pip install 'eventlm[<extra>]'``).
 EXTRAS = {
@@ -59,10 +59,15 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
 def require_extra(extra: str, purpose: str) -> None:
     """Check that every package of ``extra`` is installed, before any work starts; else a
     :class:`MissingExtraError` naming the missing packages and the extra."""
-    missing = [m for m in EXTRAS[extra] if not available(m)]
+    missing = missing_of(extra)
     if missing:
         raise MissingExtraError(f"{purpose} needs {', '.join(missing)}, not installed: pip install 'eventlm[{extra}]'",
                                 name=missing[0])
+
+
+def missing_of(extra: str) -> list[str]:
+    """The packages of ``extra`` that are not installed (empty: the extra is there)."""
+    return [m for m in EXTRAS[extra] if not available(m)]
 
 
 def available(module: str) -> bool:

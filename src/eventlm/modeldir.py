@@ -158,10 +158,6 @@ class ModelDir:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ModelDirError(f"{path}: not a split file ({one_line_reason(err)})") from None
 
-    def metrics(self) -> dict:
-        """The training history (``metrics.json``: losses per epoch, learning rate, throughput)."""
-        return json.loads((self.path / METRICS).read_text(encoding="utf-8"))
-
     def checkpoint(self, which: str = "best") -> dict:
         """The checkpoint dict, tensors on the CPU (read once, then cached)."""
         path = self.weights_path(which)

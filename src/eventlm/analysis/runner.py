@@ -80,7 +80,7 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
     :func:`eventlm.analysis.study.stratified_auc`).
     Returns ``(thresholds, yields, metrics, rocs)``, each keyed by signal.
     """
-    from eventlm.analysis.study import stratified_auc
+    from eventlm.analysis.study import measure
 
     t = config.threshold
     lumi = config.lumi_scale
@@ -124,17 +124,17 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         for name, (sb, ss) in methods.items():
             if mb.sum() == 0 or ms.sum() == 0:
                 continue
-            m = evaluate(
-                sb[mb], ss[ms], bkg["weight"][mb], sig["weight"][ms],
-                working_points=config.metrics.working_points, n_bootstrap=config.metrics.n_bootstrap,
-                seed=config.study.seed,
-            )
+            settings = {"working_points": config.metrics.working_points, "n_bootstrap": config.metrics.n_bootstrap,
+                        "seed": config.study.seed}
+            w_b, w_s = bkg["weight"][mb], sig["weight"][ms]
             if references:
                 n_b, n_s = references[BACKGROUND]["object count"], references[signal]["object count"]
-                value, error, _ = stratified_auc(sb[mb], ss[ms], n_b[mb], n_s[ms], bkg["weight"][mb],
-                                                 sig["weight"][ms], n_bootstrap=max(config.metrics.n_bootstrap // 2, 2),
-                                                 seed=config.study.seed)
-                m.values["length_matched_auc"], m.errors["length_matched_auc"] = value, error
+                result = measure(sb[mb], ss[ms], n_b[mb], n_s[ms], w_b, w_s, **settings)
+                m = result.metrics
+                m.values["length_matched_auc"] = result.stratified
+                m.errors["length_matched_auc"] = result.stratified_error
+            else:
+                m = evaluate(sb[mb], ss[ms], w_b, w_s, **settings)
             metrics[signal][name] = m
             rocs[signal][name] = roc_curve(sb[mb], ss[ms], bkg["weight"][mb], sig["weight"][ms])
     return thresholds, yields, metrics, rocs

@@ -116,10 +116,20 @@ def compare(signal: str, methods: Mapping[str, tuple], n_b, n_s, weights_b=None,
     for name, entry in methods.items():
         sb, ss = entry[0], entry[1]
         nb, ns, wb, ws = (entry[2:6] if len(entry) == 6 else (n_b, n_s, weights_b, weights_s))
-        m = evaluate(sb, ss, wb, ws, working_points=WORKING_POINTS, n_bootstrap=n_bootstrap, seed=seed)
-        st, st_err, frac = stratified_auc(sb, ss, nb, ns, wb, ws, n_bootstrap=max(n_bootstrap // 2, 2), seed=seed)
-        out.methods[name] = MethodResult(m, st, st_err, frac, (kinds or {}).get(name, "method"))
+        out.methods[name] = measure(sb, ss, nb, ns, wb, ws, n_bootstrap=n_bootstrap, seed=seed,
+                                    kind=(kinds or {}).get(name, "method"))
     return out
+
+
+def measure(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None, *, working_points=WORKING_POINTS,
+            n_bootstrap: int = 100, seed: int = 0, kind: str = "method") -> MethodResult:
+    """One method on one signal: the pooled figures of merit and the length-matched AUC (with half as
+    many bootstrap resamplings: it is an average over classes, each resampled)."""
+    m = evaluate(scores_b, scores_s, weights_b, weights_s, working_points=working_points,
+                 n_bootstrap=n_bootstrap, seed=seed)
+    st, st_err, frac = stratified_auc(scores_b, scores_s, n_b, n_s, weights_b, weights_s,
+                                      n_bootstrap=max(n_bootstrap // 2, 2), seed=seed)
+    return MethodResult(m, st, st_err, frac, kind)
 
 
 def _fmt(value, error=None, digits=3) -> str:

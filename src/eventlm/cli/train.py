@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.score import calibrate
 
     calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
-    from eventlm.extras import EXTRAS, available
+    from eventlm.extras import missing_of
 
-    if result.metrics["epoch"] and all(available(m) for m in EXTRAS["plots"]):
+    if result.metrics["epoch"] and not missing_of("plots"):
         from eventlm.plotting.training import plot_loss
 
         plot_loss(result.metrics, result.out_dir / "loss.png")
