@@ -114,8 +114,13 @@ def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):
     columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
     thr, yields, metrics, _ = analyse_columns(config, columns)
     assert thr["tttt_H500"].eff_b <= 0.05
+    # the luminosity enters once, when the samples are normalised: the histograms carry it too
+    assert output["background"]["score"][{"region": "SR"}].sum(flow=True).value == pytest.approx(
+        yields["tttt_H500"]["SR"].b_total)
     bigger = config.with_overrides(study={"lumi": 4 * 139.0})
-    _, yields4, _, _ = analyse_columns(bigger, columns)
+    prepared4 = prepare_inputs(bigger, tmp_path / "4", None)
+    output4 = run_processor(bigger, prepared4.ntuples, None, progress=False, skim_dir=tmp_path / "4" / "skims")
+    _, yields4, _, _ = analyse_columns(bigger, {ds: skim_columns(prepared4, output4, ds) for ds in prepared4.ntuples})
     sr, sr4 = yields["tttt_H500"]["SR"], yields4["tttt_H500"]["SR"]
     assert sr4.b == pytest.approx(4 * sr.b) and sr4.s_over_sqrt_b == pytest.approx(2 * sr.s_over_sqrt_b)
     # the CR signal is injected at 2 % of the CR background yield

@@ -6,6 +6,7 @@ Relative paths in the file are resolved against the file's directory. Every tabl
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -31,10 +32,51 @@ class AnalysisConfigError(EventlmError, ValueError):
 class StudyConfig:
     name: str = "study"
     title: str = ""  # plot and table title; defaults to the signal name
-    lumi: float = 139.0  # fb^-1: every yield is scaled to it
-    weights_lumi: float = 1.0  # fb^-1 the stored event weights correspond to
+    lumi: float = 139.0  # fb^-1: every yield, histogram and figure is at this luminosity
+    #: fb^-1 the stored event weights of a sample without a cross section correspond to (the Dark
+    #: Machines CSV: data/MANIFEST.json); such weights are multiplied by lumi / weights_lumi
+    weights_lumi: float = 1.0
     model: Path | None = None  # model directory; None: read an existing anomaly_score branch
     seed: int = 0
+    #: a golden JSON of certified (run, luminosity block) ranges applied to data samples (coffea's
+    #: LumiMask); None: no mask
+    lumi_mask: Path | None = None
+
+
+#: What a sample is: simulated background or signal, or collision data.
+ROLES = ("background", "signal", "data")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """One ``[samples.<name>]`` table: files of one simulated process (or of data) and how to normalise
+    them (docs/analysis.md, "Samples and their normalisation").
+
+    A simulated event with a ``cross_section`` weighs ``cross_section * k_factor * lumi * w / sum_w``
+    (pb x fb^-1, times 1000), ``w`` its generator weight and ``sum_w`` the sum of the generator weights
+    of the whole sample: ``sum_weights`` when given, else NanoAOD's ``Runs`` tree (``genEventSumw``) or
+    the PHYSLITE bookkeeping of every file, else the sum over every event read (the results say which).
+    Without a cross section the stored weights are kept, scaled by ``lumi / weights_lumi``. A data event
+    weighs 1.
+    """
+
+    name: str
+    files: tuple[Path, ...] = ()
+    role: str = "background"
+    process: str = ""  # process label (histograms, legends); default: the sample name
+    cross_section: float | None = None  # pb
+    k_factor: float = 1.0
+    sum_weights: float | None = None  # the sample's sum of generator weights, when known better
+    #: not a config key: the older [inputs] background keeps each event's stored process label
+    keep_labels: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.process or self.name
+
+    @property
+    def is_mc(self) -> bool:
+        return self.role != "data"
 
 
 @dataclass(frozen=True)
@@ -97,8 +139,10 @@ class HistogramsConfig:
 
 @dataclass(frozen=True)
 class PlotConfig:
-    experiment: str = "ATLAS"
-    label: str = "Internal"  # mplhep prepends "Simulation" (simulated events)
+    #: the experiment whose samples these are ("ATLAS", "CMS", ...); "" (the default) claims none
+    experiment: str = ""
+    #: the text after it ("Internal"; mplhep writes "Simulation" before it for simulated events)
+    label: str = "Simulation"
     com: float = 13.0  # TeV
     roc_style: str = "rejection"  # or "standard"
 
@@ -117,6 +161,7 @@ class ExecutorConfig:
 class AnalysisConfig:
     study: StudyConfig = StudyConfig()
     inputs: InputsConfig = InputsConfig()
+    samples: tuple[SampleConfig, ...] = ()  # [samples.<name>]; () with [inputs] background / signals
     regions: tuple[Region, ...] = ()
     threshold: ThresholdConfig = ThresholdConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -128,12 +173,30 @@ class AnalysisConfig:
 
     @property
     def title(self) -> str:
-        return self.study.title or ", ".join(self.inputs.signals) or self.study.name
+        return self.study.title or ", ".join(self.signals) or self.study.name
 
     @property
-    def lumi_scale(self) -> float:
-        """The factor from the weights' luminosity to the study's (``lumi / weights_lumi``)."""
-        return self.study.lumi / self.study.weights_lumi
+    def all_samples(self) -> tuple[SampleConfig, ...]:
+        """The samples of the study: ``[samples.*]``, or those of the older ``[inputs] background`` and
+        ``[inputs.signals]`` (one background sample keeping its files' process labels and stored weights,
+        one signal sample per name, labelled with that name)."""
+        if self.samples:
+            return self.samples
+        out = []
+        if self.inputs.background:
+            out.append(SampleConfig("background", self.inputs.background, role="background", keep_labels=True))
+        for name, paths in self.inputs.signals.items():
+            out.append(SampleConfig(name, paths, role="signal", process=name))
+        return tuple(out)
+
+    @property
+    def signals(self) -> list[str]:
+        """The signal process labels, in config order (one dataset and one set of metrics each)."""
+        return list(dict.fromkeys(s.label for s in self.all_samples if s.role == "signal"))
+
+    @property
+    def has_data(self) -> bool:
+        return any(s.role == "data" for s in self.all_samples)
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -169,7 +232,7 @@ def _paths(value, base: Path, where: str) -> tuple[Path, ...]:
 
 def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>") -> AnalysisConfig:
     """Build and validate an :class:`AnalysisConfig` from a parsed TOML document."""
-    unknown = set(data) - set(_SECTIONS) - {"regions"}
+    unknown = set(data) - set(_SECTIONS) - {"regions", "samples"}
     if unknown:
         raise AnalysisConfigError(f"{source}: unknown tables {sorted(unknown)}")
     sections = {}
@@ -181,6 +244,8 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
             raise AnalysisConfigError(f"{source}: [{name}] has unknown keys {sorted(bad)} (known: {sorted(known)})")
         if name == "study" and table.get("model") is not None:
             table["model"] = _paths(table["model"], base, f"{source}: [study] model")[0]
+        if name == "study" and table.get("lumi_mask") is not None:
+            table["lumi_mask"] = _paths(table["lumi_mask"], base, f"{source}: [study] lumi_mask")[0]
         if name == "inputs":
             if "background" in table:
                 table["background"] = _paths(table["background"], base, f"{source}: [inputs] background")
@@ -198,9 +263,59 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
             r.validate(set(VARIABLES))
     except SelectionError as err:
         raise AnalysisConfigError(f"{source}: {err}") from None
-    config = AnalysisConfig(regions=regions, **sections)
+    samples = _samples(data.get("samples", {}), base, source)
+    if samples and (sections["inputs"].background or sections["inputs"].signals):
+        raise AnalysisConfigError(f"{source}: give the inputs either as [samples.*] or as [inputs] background "
+                                  "and [inputs.signals], not both")
+    config = AnalysisConfig(regions=regions, samples=samples, **sections)
     _validate(config, source)
     return config
+
+
+def _samples(table, base: Path, source: str) -> tuple[SampleConfig, ...]:
+    """The ``[samples.<name>]`` tables, checked key by key."""
+    if not isinstance(table, dict):
+        raise AnalysisConfigError(f"{source}: [samples] must hold tables [samples.<name>]")
+    known = {f.name for f in fields(SampleConfig)} - {"name", "keep_labels"}
+    out = []
+    for name, entry in table.items():
+        where = f"{source}: [samples.{name}]"
+        if not isinstance(entry, dict):
+            raise AnalysisConfigError(f"{where} must be a table (files = [...], role = ..., cross_section = ...)")
+        bad = set(entry) - known
+        if bad:
+            raise AnalysisConfigError(f"{where} has unknown keys {sorted(bad)} (known: {sorted(known)})")
+        if "files" not in entry:
+            raise AnalysisConfigError(f"{where}: files is missing")
+        values = dict(entry, files=_paths(entry["files"], base, f"{where} files"))
+        if not values["files"]:
+            raise AnalysisConfigError(f"{where}: files is empty")
+        role = values.get("role", "background")
+        if role not in ROLES:
+            raise AnalysisConfigError(f"{where}: role = {role!r} must be one of {', '.join(ROLES)}")
+        if not isinstance(values.get("process", ""), str):
+            raise AnalysisConfigError(f"{where}: process must be a string")
+        for key, positive in (("cross_section", True), ("k_factor", True), ("sum_weights", False)):
+            v = values.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                    (v <= 0 if positive else v == 0):
+                raise AnalysisConfigError(f"{where}: {key} = {v!r} must be a {'positive' if positive else 'non-zero'} number")
+            values[key] = float(v)
+        if role == "data" and any(k in values for k in ("cross_section", "k_factor", "sum_weights")):
+            raise AnalysisConfigError(f"{where}: a data sample has no cross_section, k_factor or sum_weights "
+                                      "(its events weigh 1)")
+        out.append(SampleConfig(name=name, **values))
+    for s in out:
+        if s.role != "data" and s.label in ("background", "data"):
+            raise AnalysisConfigError(f"{source}: [samples.{s.name}] process {s.label!r} is reserved for the "
+                                      "dataset names: choose another process label")
+    labels = {}
+    for s in out:  # one process label is one role: a label both signal and background would be drawn twice
+        if labels.setdefault(s.label, s.role) != s.role:
+            raise AnalysisConfigError(f"{source}: process {s.label!r} is both {labels[s.label]} and {s.role}")
+    return tuple(out)
 
 
 def _validate(config: AnalysisConfig, source: str) -> None:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from eventlm.analysis.config import AnalysisConfig
-from eventlm.analysis.inputs import BACKGROUND
+from eventlm.analysis.inputs import BACKGROUND, DATA
 from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: P
     return per-event columns through the accumulator instead (or as well)."""
     from eventlm.analysis.processor import AnomalyProcessor
 
-    known = [BACKGROUND, *config.inputs.signals]
+    known = [BACKGROUND, DATA, *(s.label for s in config.all_samples)]
     proc = AnomalyProcessor(
         config.regions,
         model=model_dir,

@@ -17,6 +17,8 @@ from eventlm.analysis.config import AnalysisConfig
 log = logging.getLogger(__name__)
 
 BACKGROUND = "background"
+#: The dataset of the collision-data samples (weight 1; drawn as points, never stacked).
+DATA = "data"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Prepared:
     ntuples: dict[str, Path]
     train_background: ak.Array | None  # the model's training split (for the baselines)
     notes: list[str] = field(default_factory=list)
+    normalisation: list = field(default_factory=list)  # a Normalisation per sample
 
 
 def _sorted_by_id(events: ak.Array) -> ak.Array:
@@ -35,7 +38,8 @@ def _sorted_by_id(events: ak.Array) -> ak.Array:
 
 
 def rescale_to_full(events: ak.Array, full: ak.Array) -> ak.Array:
-    """Scale weights per process so each keeps the total weight it has in ``full``."""
+    """Scale weights per process so each keeps the total weight it has in ``full`` (a process whose
+    kept weights do not sum to a positive number is left as it is: no factor would be defined)."""
     proc = np.asarray(ak.to_list(events.process), dtype=object)
     proc_full = np.asarray(ak.to_list(full.process), dtype=object)
     w = ak.to_numpy(events.weight).astype(np.float64)
@@ -49,21 +53,121 @@ def rescale_to_full(events: ak.Array, full: ak.Array) -> ak.Array:
     return ak.with_field(events, out, "weight")
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """How one sample's weights were set (``metrics.json`` ``samples``, a line of ``results.md``)."""
+
+    sample: str
+    role: str
+    process: str
+    files: int
+    events: int  # events read
+    sum_weights_read: float  # sum of the stored (generator) weights of the events read
+    cross_section: float | None = None  # pb
+    k_factor: float = 1.0
+    sum_weights: float | None = None  # the denominator: the sample's sum of generator weights
+    sum_weights_source: str = ""  # where it came from (a record in the files, the config, the events read)
+    scale: float = 1.0  # the factor each stored weight was multiplied by
+    lumi_fb: float = 0.0
+
+    def describe(self) -> str:
+        if self.role == "data":
+            return f"{self.sample} (data, {self.files} file(s), {self.events} events): weight 1"
+        if self.cross_section is None:
+            return (f"{self.sample} ({self.role}, {self.files} file(s), {self.events} events): stored weights "
+                    f"× {self.scale:.6g} (lumi / weights_lumi)")
+        return (f"{self.sample} ({self.role} '{self.process}', {self.files} file(s), {self.events} events): "
+                f"σ = {self.cross_section:g} pb × k = {self.k_factor:g}, Σw = {self.sum_weights:.6g} from "
+                f"{self.sum_weights_source}; w → σ·k·L·w/Σw at L = {self.lumi_fb:g} fb⁻¹")
+
+
+def sample_sum_of_weights(sample, events: ak.Array) -> tuple[float, str]:
+    """The denominator Σw of ``sample``: ``sum_weights`` of the config, else the record of every one of
+    its files (:func:`eventlm.io.bookkeeping.sum_of_weights`), else the sum over the events read."""
+    from eventlm.io.bookkeeping import sum_of_weights
+
+    if sample.sum_weights is not None:
+        return sample.sum_weights, "the config (sum_weights)"
+    records = [sum_of_weights(p) for p in sample.files]
+    if records and all(r is not None for r in records):
+        sources = sorted({r[1] for r in records})
+        return float(sum(r[0] for r in records)), " and ".join(sources)
+    read = float(np.sum(ak.to_numpy(events.weight), dtype=np.float64))
+    missing = [p.name for p, r in zip(sample.files, records) if r is None]
+    return read, f"the {len(events)} events read (no record in {', '.join(missing)})"
+
+
+def normalise(sample, events: ak.Array, config: AnalysisConfig) -> tuple[ak.Array, Normalisation]:
+    """``events`` of one sample with their weights at the study luminosity (see
+    :class:`eventlm.analysis.config.SampleConfig`) and process label, and how it was done."""
+    study = config.study
+    w = ak.to_numpy(events.weight).astype(np.float64)
+    info = dict(sample=sample.name, role=sample.role, process=sample.label, files=len(sample.files),
+                events=len(events), sum_weights_read=float(w.sum()), lumi_fb=study.lumi)
+    if sample.role == "data":
+        weights, norm = np.ones(len(w)), Normalisation(**info, sum_weights_source="data", scale=1.0)
+    elif sample.cross_section is None:
+        scale = study.lumi / study.weights_lumi
+        weights = w * scale
+        norm = Normalisation(**info, sum_weights_source=f"stored weights at {study.weights_lumi:g} fb⁻¹", scale=scale)
+    else:
+        sum_w, source = sample_sum_of_weights(sample, events)
+        if not (np.isfinite(sum_w) and sum_w > 0):
+            raise ValueError(f"[samples.{sample.name}]: the sum of generator weights from {source} is {sum_w:g}; "
+                             "a normalisation needs a positive one (set sum_weights)")
+        # pb x fb^-1 = 1000 events
+        scale = sample.cross_section * sample.k_factor * study.lumi * 1000.0 / sum_w
+        weights = w * scale
+        norm = Normalisation(**info, cross_section=sample.cross_section, k_factor=sample.k_factor,
+                             sum_weights=sum_w, sum_weights_source=source, scale=scale)
+    events = ak.with_field(events, weights, "weight")
+    if not sample.keep_labels:
+        events = ak.with_field(events, ak.Array([sample.label] * len(events)), "process")
+    return events, norm
+
+
+def _check_unique_ids(events: ak.Array, dataset: str) -> None:
+    ids = ak.to_numpy(events.event_id)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"dataset {dataset}: event number {int(unique[counts > 1][0])} occurs {int(counts.max())} "
+                         "times (samples of one role must not share event numbers: the analysis tells events "
+                         "apart by them)")
+
+
 def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None, *,
                    need_train: bool = True) -> Prepared:
-    """Read the inputs, keep the background test split, write one ntuple per dataset."""
+    """Read and normalise every sample, keep the background test split, write one ntuple per dataset
+    (``background``, one per signal process, ``data``)."""
     from eventlm.io import read_events, write_events
 
     inputs = config.inputs
-    if not inputs.background:
-        raise ValueError(f"{config.path}: [inputs] background is empty")
-    if not inputs.signals:
-        raise ValueError(f"{config.path}: [inputs.signals] is empty")
+    samples = config.all_samples
+    if not any(s.role == "background" for s in samples):
+        raise ValueError(f"{config.path}: no background sample")
+    if not any(s.role == "signal" for s in samples):
+        raise ValueError(f"{config.path}: no signal sample")
     ntuple_dir = out_dir / "ntuples"
     ntuple_dir.mkdir(parents=True, exist_ok=True)
-    notes = []
-    log.info("reading background: %s", ", ".join(p.name for p in inputs.background))
-    background = read_events(list(inputs.background), max_events=inputs.max_events)
+    notes, norms = [], []
+    by_dataset: dict[str, list[ak.Array]] = {}
+    for sample in samples:
+        log.info("reading %s %s: %s", sample.role, sample.name, ", ".join(p.name for p in sample.files))
+        events = read_events(list(sample.files), max_events=inputs.max_events)
+        if sample.role == "data" and config.study.lumi_mask is not None:
+            from eventlm.analysis.lumimask import apply_lumi_mask
+
+            events, note = apply_lumi_mask(events, config.study.lumi_mask, sample.name)
+            notes.append(note)
+        events, norm = normalise(sample, events, config)
+        norms.append(norm)
+        dataset = {"background": BACKGROUND, "data": DATA}.get(sample.role, sample.label)
+        by_dataset.setdefault(dataset, []).append(events)
+    notes += [f"normalisation: {n.describe()}" for n in norms]
+    merged = {ds: parts[0] if len(parts) == 1 else ak.concatenate(parts) for ds, parts in by_dataset.items()}
+    for ds, ev in merged.items():
+        _check_unique_ids(ev, ds)
+    background = merged[BACKGROUND]
     ids = ak.to_numpy(background.event_id)
     train = None
     split_file = model_dir / "split.json" if model_dir is not None else None
@@ -75,7 +179,8 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
         if inputs.background_events == "test":
             test = background[np.isin(ids, split["test"])]
             if len(test) == 0:
-                raise ValueError(f"none of the background events is in the test split of {model_dir}")
+                raise ValueError(f"none of the background events is in the test split of {model_dir} (a "
+                                 "background the model never saw: set [inputs] background_events = \"all\")")
             notes.append(
                 f"background: the {len(test)} events of the model's test split ({len(background)} read; weights "
                 "scaled per process to keep each process's total weight)"
@@ -90,15 +195,17 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
         train = background[np.sort(half)]
         notes.append("baselines: trained on a seeded half of the analysed background (no model split)")
     events = {BACKGROUND: _sorted_by_id(background)}
-    for name, paths in inputs.signals.items():
-        log.info("reading signal %s: %s", name, ", ".join(p.name for p in paths))
-        events[name] = _sorted_by_id(read_events(list(paths), max_events=inputs.max_events))
+    for name in config.signals:
+        events[name] = _sorted_by_id(merged[name])
+    if DATA in merged:
+        events[DATA] = _sorted_by_id(merged[DATA])
     ntuples = {}
     for name, ev in events.items():
         path = ntuple_dir / f"{name}.root"
         write_events(ev, path)
         ntuples[name] = path
-    return Prepared(events=events, ntuples=ntuples, train_background=train, notes=notes)
+    return Prepared(events=events, ntuples=ntuples, train_background=train, notes=notes,
+                    normalisation=norms)
 
 
 def skim_columns(prepared: Prepared, output: dict, dataset: str) -> dict[str, np.ndarray]:

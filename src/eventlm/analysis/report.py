@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,21 +120,23 @@ def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, 
     from eventlm.plotting.analysis import label_for, plot_roc, plot_sic, plot_stack
 
     label = label_for(config.plot.experiment, config.plot.label, config.plot.com, config.study.lumi)
-    lumi = config.lumi_scale
+    label = replace(label, data=config.has_data)
     paths = []
     merged = {}
     for ds, content in output.items():  # one hist per name, over every dataset (process axis tells them apart)
         for name, h in content.items():
             if isinstance(h, hist.Hist):
                 merged[name] = h if name not in merged else merged[name] + h
-    signals = list(config.inputs.signals)
+    signals = config.signals
+    data = [s.label for s in config.all_samples if s.role == "data"]
     t = config.threshold
     for signal in signals:
         thr = thresholds[signal].value if signal in thresholds else None
         for region in (t.control_region, t.signal_region):
             path = out_dir / f"score_{region}_{signal}.png"
             plot_stack(merged["score"], path, region=region, signals=[signal], threshold=thr, label=label,
-                       title=config.title, lumi_scale=lumi, xlabel=SCORE_LABELS[config.threshold.score])
+                       region_text=config.region(region).describe(),
+                       title=config.title, xlabel=SCORE_LABELS[config.threshold.score], data=data)
             paths.append(path)
     from eventlm.analysis.features import VARIABLES
 
@@ -141,7 +144,8 @@ def make_plots(config: AnalysisConfig, output: dict, thresholds, metrics, rocs, 
         for region in (t.control_region, t.signal_region):
             path = out_dir / f"{var}_{region}.png"
             plot_stack(merged[var], path, region=region, signals=signals, axis=var, xlabel=VARIABLES[var][0],
-                       label=label, title=config.title, lumi_scale=lumi)
+                       region_text=config.region(region).describe(),
+                       label=label, title=config.title, data=data)
             paths.append(path)
     for signal, curves in rocs.items():
         named = {}

@@ -39,7 +39,7 @@ from eventlm.analysis.config import AnalysisConfig
 from eventlm.analysis.features import fixed_features
 from eventlm.analysis.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.execution import run_processor
-from eventlm.analysis.inputs import BACKGROUND, Prepared, prepare_inputs, skim_columns
+from eventlm.analysis.inputs import BACKGROUND, DATA, Prepared, prepare_inputs, skim_columns
 from eventlm.analysis.report import EVENTLM, json_default, make_plots, results_table, write_hists
 from eventlm.analysis.threshold import RegionYields, Threshold, choose_threshold, region_yields
 
@@ -83,10 +83,10 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
     from eventlm.analysis.study import measure
 
     t = config.threshold
-    lumi = config.lumi_scale
     bkg = columns[BACKGROUND]
+    data = columns.get(DATA)
     thresholds, yields, metrics, rocs = {}, {}, {}, {}
-    for signal in config.inputs.signals:
+    for signal in config.signals:
         sig = columns[signal]
         cr_b, cr_s = bkg[f"in_{t.control_region}"], sig[f"in_{t.control_region}"]
         w_s_cr = _injected_weights(config, bkg["weight"][cr_b], sig["weight"][cr_s])
@@ -101,9 +101,9 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         for region in [r.name for r in config.regions]:
             rb, rs = bkg[f"in_{region}"], sig[f"in_{region}"]
             w_s = sig["weight"][rs] if region != t.control_region else w_s_cr
+            observed = data[t.score][data[f"in_{region}"]] if data is not None else None
             yields[signal][region] = region_yields(
-                region, thr.value, bkg[t.score][rb], sig[t.score][rs],
-                bkg["weight"][rb], w_s, lumi_scale=lumi,
+                region, thr.value, bkg[t.score][rb], sig[t.score][rs], bkg["weight"][rb], w_s, data=observed,
             )
         region = config.metrics.region
         mb = bkg[f"in_{region}"] if region != "all" else np.ones(len(bkg["event"]), bool)
@@ -222,7 +222,8 @@ def run_analysis(
         "study": config.study.name,
         "config": str(config.path) if config.path else None,
         "model": str(model_dir) if model_dir else None,
-        "lumi_fb": config.study.lumi,
+        "lumi_fb": config.study.lumi,  # every yield, histogram (hists.root, hists.pkl) and figure
+        "samples": [asdict(n) for n in prepared.normalisation],
         "executor": config.run.executor,
         "seconds": seconds,
         "notes": prepared.notes,

@@ -94,6 +94,8 @@ class RegionYields:
     b: float
     n_s: int  # unweighted events passing
     n_b: int
+    data_total: int | None = None  # collision-data events in the region (None: the study has no data)
+    data: int | None = None  # of them passing the threshold
 
     @property
     def eff_s(self) -> float | None:
@@ -131,8 +133,11 @@ def region_yields(
     weights_s=None,
     *,
     lumi_scale: float = 1.0,
+    data=None,
 ) -> RegionYields:
-    """Yields above ``threshold`` in one region; weights are multiplied by ``lumi_scale``."""
+    """Yields above ``threshold`` in one region; weights are multiplied by ``lumi_scale`` (1 in
+    ``eventlm analyze``: its weights are already at the study luminosity). ``data``: the scores of the
+    collision-data events in the region (counted, not weighted)."""
     scores_b = np.asarray(scores_b, dtype=np.float64)
     scores_s = np.asarray(scores_s, dtype=np.float64)
     w_b = np.ones_like(scores_b) if weights_b is None else np.asarray(weights_b, dtype=np.float64)
@@ -148,4 +153,6 @@ def region_yields(
         b=float(w_b[pass_b].sum() * lumi_scale),
         n_s=int(pass_s.sum()),
         n_b=int(pass_b.sum()),
+        data_total=None if data is None else int(len(data)),
+        data=None if data is None else int(np.count_nonzero(np.asarray(data, dtype=np.float64) >= threshold)),
     )

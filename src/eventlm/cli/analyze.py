@@ -92,9 +92,20 @@ def precheck(config, model, out) -> None:
         from eventlm.modeldir import ModelDir
 
         ModelDir(model_dir).check()
-    datasets = {"background": config.inputs.background, **config.inputs.signals}
-    if not config.inputs.background:
-        raise AnalysisConfigError(f"{source}: [inputs] background lists no file")
+    datasets: dict[str, list] = {}
+    for sample in config.all_samples:
+        name = {"background": "background", "data": "data"}.get(sample.role, sample.label)
+        datasets.setdefault(name, []).extend(sample.files)
+    if not datasets.get("background"):
+        raise AnalysisConfigError(f"{source}: no background sample ([samples.*] with role = \"background\", or "
+                                  "[inputs] background)")
+    if not config.signals:
+        raise AnalysisConfigError(f"{source}: no signal sample ([samples.*] with role = \"signal\", or "
+                                  "[inputs.signals])")
+    if config.study.lumi_mask is not None:
+        from eventlm.analysis.lumimask import load_lumi_mask
+
+        load_lumi_mask(config.study.lumi_mask)
     for name, paths in datasets.items():
         check_inputs(paths)
         if model_dir is None:
@@ -119,7 +130,7 @@ def precheck(config, model, out) -> None:
         raise AnalysisConfigError(f"{source}: the control region {cr.name} ({cr.describe()}) selects no "
                                   "background event: no threshold can be chosen there")
     if config.threshold.method == "youden":
-        for name in config.inputs.signals:
+        for name in config.signals:
             if counts[name][0] == 0:
                 raise AnalysisConfigError(
                     f"{source}: the control region {cr.name} ({cr.describe()}) selects no {name} event, and "

@@ -26,12 +26,20 @@ FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plots", "drawing f
 
 @dataclass(frozen=True)
 class PlotLabel:
-    """What the ATLAS-style label says: ``text`` after the experiment name, sqrt(s) and luminosity."""
+    """What the ATLAS-style label says: the experiment name (bold) and ``text`` in the top left corner,
+    sqrt(s) and the luminosity on the line below it.
 
-    experiment: str = "ATLAS"
-    text: str = "Internal"  # mplhep adds "Simulation" itself (data=False)
+    The default claims no experiment (eventlm's bundled samples are Pythia events through a
+    parametric detector, no experiment's result): a study of an experiment's own samples sets
+    ``experiment = "ATLAS"``, ``text = "Internal"`` (or ``"CMS"``, ...) in its ``[plot]`` table.
+    With an experiment, mplhep writes "Simulation" before ``text`` unless ``data`` is true.
+    """
+
+    experiment: str = ""
+    text: str = "Simulation"
     com: float = 13  # TeV (an int prints as "13 TeV", not "13.0 TeV")
     lumi: float | None = None  # fb^-1
+    data: bool = False  # the figure shows collision data (no "Simulation")
 
 
 @contextlib.contextmanager
@@ -41,18 +49,19 @@ def atlas_style():
         yield
 
 
-def add_label(ax, label: PlotLabel = PlotLabel(), *, loc: int = 0) -> None:
-    """Draw the experiment label with sqrt(s) and luminosity on ``ax``."""
-    kwargs = {"com": label.com, "ax": ax, "loc": loc}
-    if label.lumi is not None:
-        kwargs["lumi"] = label.lumi
-    if label.experiment.upper() == "ATLAS":
-        hep.atlas.label(label.text, data=False, **kwargs)
-    else:
-        hep.label.exp_label(exp=label.experiment, text=label.text, data=False, **kwargs)
+def add_label(ax, label: PlotLabel = PlotLabel(), *, loc: int = 4) -> None:
+    """Draw the label where ATLAS puts it (``loc=4``: the experiment and text in the top left corner of
+    the axes, "sqrt(s) = 13 TeV, 139 fb^-1" on the line below)."""
+    energy = f"√s = {label.com:g} TeV"
+    second = energy if label.lumi is None else f"{energy}, {label.lumi:g} fb$^{{-1}}$"
+    if label.experiment:
+        hep.label.exp_label(exp=label.experiment, text=label.text, data=label.data, ax=ax, loc=loc,
+                            rlabel=second)
+    else:  # no experiment name: the text alone, not bold
+        hep.label.exp_label(exp="", llabel=label.text, ax=ax, loc=loc, rlabel=second)
 
 
-def finish(ax, label: PlotLabel = PlotLabel(), *, note: str | None = None, note_xy=(0.04, 0.86),
+def finish(ax, label: PlotLabel = PlotLabel(), *, note: str | None = None, note_xy=(0.04, 0.80),
            legend_loc: str = "upper right", fontsize: int = 12) -> None:
     """The experiment label, an optional note (a line of text under it) and the legend of ``ax``."""
     add_label(ax, label)

@@ -60,6 +60,40 @@ def _trim_range(edges: np.ndarray, counts: list[np.ndarray]) -> tuple[float, flo
     return float(edges[lo]), float(edges[hi])
 
 
+def _variances_with_flow(h) -> np.ndarray:
+    """Summed squared weights per bin, flow bins added to the edge bins as :func:`_values_with_flow`."""
+    variances = h.variances(flow=True)
+    if variances is None:  # unweighted storage: Poisson
+        return _values_with_flow(h)
+    n = len(h.axes[0])
+    v = np.asarray(variances, dtype=np.float64)
+    if len(v) == n:
+        return v
+    ax = h.axes[0]
+    under = bool(getattr(ax.traits, "underflow", False))
+    over = bool(getattr(ax.traits, "overflow", False))
+    core = v[int(under): int(under) + n].copy()
+    if under:
+        core[0] += v[0]
+    if over:
+        core[-1] += v[-1]
+    return core
+
+
+def events_per_bin_label(edges, xlabel: str) -> str:
+    """``"Events / 2 nats"``, ``"Events / 100 GeV"``; ``"Events"`` for a count (unit-wide integer bins)."""
+    widths = np.diff(np.asarray(edges, dtype=np.float64))
+    if xlabel.startswith("Number of"):
+        return "Events"
+    if len(widths) == 0 or not np.allclose(widths, widths[0], rtol=1e-6):
+        return "Events / bin"
+    unit = ""
+    if xlabel.rstrip().endswith("]") and "[" in xlabel:
+        unit = xlabel.rstrip()[xlabel.rstrip().rindex("[") + 1:-1].strip()
+    width = float(f"{widths[0]:.3g}")
+    return f"Events / {width:g} {unit}".rstrip()
+
+
 def plot_stack(
     h,
     path,
@@ -74,13 +108,19 @@ def plot_stack(
     lumi_scale: float = 1.0,
     signal_scale: float | None = None,
     logy: bool = True,
+    data: Sequence[str] = (),
+    region_text: str = "",
 ) -> None:
-    """Stacked backgrounds per process with the signals overlaid, in one region.
+    """Stacked backgrounds per process with their MC-statistics band, the signals overlaid and the
+    collision data (processes ``data``, summed) as points, in one region.
 
     ``h`` has axes ``process`` (category), ``region`` (category) and ``axis``. Yields are multiplied
-    by ``lumi_scale``. ``signal_scale`` multiplies the signal curves (``None``: scaled so the largest
-    signal's total is the background total, for shape comparison; the legend says by how much).
-    Underflow and overflow are added to the first and last bins; empty backgrounds are left out.
+    by ``lumi_scale`` (1 for ``eventlm analyze``, whose weights are at the study luminosity).
+    ``signal_scale`` multiplies the signal curves (``None``: scaled so the largest signal's total is the
+    background total, for shape comparison; the legend says by how much). ``region_text``: the
+    region's definition, written under its name. Underflow and overflow are added to the first and last
+    bins; empty backgrounds are left out. A bin whose summed background weight is negative (events with
+    negative generator weights) is drawn at 0 and the figure says how many there are.
     """
     import mplhep as hep
 
@@ -89,37 +129,58 @@ def plot_stack(
         raise KeyError(f"region {region!r} not in the histogram (have {list(h.axes['region'])})")
     sub = h[{"region": region}]
     edges = sub.axes[axis].edges
-    backgrounds = [p for p in processes if p not in signals]
+    backgrounds = [p for p in processes if p not in signals and p not in data]
     # one colour per process, fixed by its name (sorted): the same in every region
     # and figure of a study, whatever the stacking order
     colors = {p: _BKG_COLORS[i % len(_BKG_COLORS)] for i, p in enumerate(sorted(backgrounds))}
     bkg = {p: _values_with_flow(sub[{"process": p}]) * lumi_scale for p in backgrounds}
-    bkg = {p: v for p, v in bkg.items() if v.sum() > 0}  # no empty legend entries (e.g. ttbarHiggs in a CR)
+    var = {p: _variances_with_flow(sub[{"process": p}]) * lumi_scale ** 2 for p in backgrounds}
+    bkg = {p: v for p, v in bkg.items() if np.abs(v).sum() > 0}  # no empty legend entries (e.g. ttbarHiggs in a CR)
     bkg = dict(sorted(bkg.items(), key=lambda kv: kv[1].sum()))  # the largest on top of the stack
+    total = np.sum(list(bkg.values()), axis=0) if bkg else np.zeros(len(edges) - 1)
+    error = np.sqrt(np.sum([var[p] for p in bkg], axis=0)) if bkg else np.zeros(len(edges) - 1)
+    negative = int(np.count_nonzero(total < 0))
+    drawn_bkg = {p: np.clip(v, 0, None) for p, v in bkg.items()}  # a stack cannot show a negative layer
     sig = {p: _values_with_flow(sub[{"process": p}]) * lumi_scale for p in signals if p in processes}
-    total_b = sum(v.sum() for v in bkg.values())
+    observed = [_values_with_flow(sub[{"process": p}]) for p in data if p in processes]
+    observed = np.sum(observed, axis=0) if observed else None
+    total_b = float(total.sum())
     if signal_scale is None:
         largest = max((v.sum() for v in sig.values()), default=0.0)
         ratio = total_b / largest if largest > 0 and total_b > 0 else 1.0
         signal_scale = float(10 ** np.floor(np.log10(ratio))) if ratio > 30 else 1.0
     with figure(path) as (fig, ax):
-        if bkg:
+        if drawn_bkg:
             hep.histplot(
-                list(bkg.values()), edges, stack=True, histtype="fill", label=list(bkg.keys()),
-                color=[colors[p] for p in bkg],
+                list(drawn_bkg.values()), edges, stack=True, histtype="fill", label=list(drawn_bkg.keys()),
+                color=[colors[p] for p in drawn_bkg],
                 edgecolor="black", linewidth=0.5, ax=ax,
             )
+            shown = np.clip(total, 0, None)
+            ax.stairs(shown + error, edges, baseline=np.clip(shown - error, 0, None), fill=True, hatch="////",
+                      facecolor="none", edgecolor="#555555", linewidth=0, label="MC stat. unc.")
         for i, (name, values) in enumerate(sig.items()):
             text = name if signal_scale == 1 else f"{name} ($\\times${signal_scale:g})"
             hep.histplot(values * signal_scale, edges, histtype="step", linewidth=2.2,
                          color=_SIG_COLORS[i % len(_SIG_COLORS)],
                          linestyle=_LINESTYLES[i % len(_LINESTYLES)], label=text, ax=ax)
-        lo, hi = _trim_range(edges, list(bkg.values()) + list(sig.values()))
+        if observed is not None:
+            centres = 0.5 * (edges[1:] + edges[:-1])
+            has = observed > 0
+            ax.errorbar(centres[has], observed[has], yerr=np.sqrt(observed[has]), fmt="o", color="black",
+                        markersize=5, label="Data")
+        curves = list(drawn_bkg.values()) + list(sig.values()) + ([observed] if observed is not None else [])
+        lo, hi = _trim_range(edges, curves)
+        if threshold is not None:  # the threshold stays on the figure, whatever the events' range
+            lo, hi = min(lo, threshold - 0.05 * (hi - lo)), max(hi, threshold + 0.05 * (hi - lo))
         ax.set_xlim(lo, hi)
-        ymax = max([np.max(np.sum(list(bkg.values()), axis=0)) if bkg else 0.0]
-                   + [np.max(v * signal_scale) for v in sig.values()] + [1e-9])
+        ymax = max([float(np.max(np.clip(total, 0, None) + error)) if bkg else 0.0]
+                   + [np.max(v * signal_scale) for v in sig.values()]
+                   + ([float(np.max(observed + np.sqrt(observed)))] if observed is not None else []) + [1e-9])
         if logy:
-            drawn = [*bkg.values(), *(v * signal_scale for v in sig.values())]  # as drawn (signal scaled)
+            drawn = [*drawn_bkg.values(), *(v * signal_scale for v in sig.values())]  # as drawn (signal scaled)
+            if observed is not None:
+                drawn.append(observed)
             positive = [v[v > 0].min() for v in drawn if (v > 0).any()]
             ymin = max(min(positive) * 0.5, ymax * 1e-6) if positive else 1e-3
             ax.set_yscale("log")
@@ -129,10 +190,12 @@ def plot_stack(
         if threshold is not None:
             ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=2, label=f"threshold = {threshold:.3g}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("Events / bin")
+        ax.set_ylabel(events_per_bin_label(edges, xlabel))
         add_label(ax, label)
-        lines = [region] + ([title] if title else [])
-        _label_lines(ax, lines, y=0.86)
+        lines = [f"{region}: {region_text}" if region_text else region] + ([title] if title else [])
+        if negative:
+            lines.append(f"{negative} bin(s) with negative summed MC weight drawn at 0")
+        _label_lines(ax, lines, y=0.74)
         ax.legend(loc="upper right", fontsize=12, ncol=1 if len(bkg) + len(sig) < 6 else 2, frameon=False)
 
 
@@ -140,7 +203,7 @@ def _finish_curves(ax, label: PlotLabel, title: str) -> None:
     """Experiment label, the study title and the legend of a ROC or SIC figure."""
     add_label(ax, label)
     if title:
-        _label_lines(ax, [title], y=0.86)
+        _label_lines(ax, [title], y=0.78)
     ax.legend(loc="upper right", fontsize=11, frameon=False)
 
 
@@ -257,7 +320,7 @@ def plot_score_vs_multiplicity(
         ax.set_ylabel(ylabel)
         add_label(ax, label)
         if title:
-            _label_lines(ax, [title], y=0.86)
+            _label_lines(ax, [title], y=0.78)
         ax.legend(loc="upper right", fontsize=10, frameon=False, ncol=2)
 
 

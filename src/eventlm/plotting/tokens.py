@@ -10,7 +10,7 @@ import numpy as np
 from eventlm.plotting import PlotLabel, add_label, figure
 
 #: ``add_label`` draws "Simulation" itself for non-data figures; this keeps it from appearing twice.
-DEFAULT_LABEL = PlotLabel(text="Internal")
+DEFAULT_LABEL = PlotLabel()
 
 
 def plot_token_frequency(
