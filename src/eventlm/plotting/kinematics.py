@@ -86,7 +86,7 @@ def plot_variable(samples: dict[str, ak.Array], variable: Variable, path, *, lab
             ax.set_ylim(1e-4, 2.0)
         else:
             ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
-        finish(ax, label, note=note, note_xy=(0.03, 0.96))
+        finish(ax, label, note=note, note_xy=(0.03, 0.80))
 
 
 def plot_generator_validation(samples: dict[str, ak.Array], outdir, *, prefix: str = "generator_",
