@@ -1,4 +1,4 @@
-"""eventlm: masked-token transformer anomaly detection for LHC events.
+"""eventlm: transformer anomaly detection for LHC events (a causal language model of tokenized events by default, or the masked-token model of the paper).
 
 The pipeline, one module (or sub-package) per step, imports going one way::
 

@@ -29,9 +29,10 @@
   These are exactly the terms of :class:`eventlm.score.Scorer` (``token_nll`` there leaves the
   causal stop term out; ``anomaly_score_sum`` includes it).
 
-- ``preprocess.json``: what the framework needs to tokenize an event the way the model was trained
-  (the tokenizer's kind and fitted parameters, the special ids, the particle order) and a few
-  reference events with their token ids and scores to unit-test a C++ port against.
+- ``preprocess.json``: the whole preprocessing as data (:mod:`eventlm.preprocess`, schema version 2):
+  categories, truncation, phi reference, order, bins, token ids, the selection, the object-count term
+  and the calibration, with reference vectors (edge cases always, the given events too) to unit-test
+  a C++ port against.
 
 torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``, which needs ``onnxscript``) traces
 the symbolic batch and sequence sizes; the legacy TorchScript exporter bakes in the sample's length.
@@ -40,6 +41,7 @@ the symbolic batch and sequence sizes; the legacy TorchScript exporter bakes in 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -49,7 +51,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from eventlm._version import __version__
 from eventlm.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,11 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
                 n_reference: int = 8) -> dict:
     """Write the ONNX scoring graph of ``model_dir`` to ``path`` and its ``preprocess.json``.
 
-    ``preprocess``: the JSON path (default: ``preprocess.json`` beside ``path``). ``reference_events``:
-    events (event model) whose first ``n_reference`` go into the JSON with their token ids and the
-    exported graph's scores. Returns ``{"onnx": path, "preprocess": path, "objective": ...}``.
+    ``preprocess``: the JSON path (default: ``preprocess.json`` beside ``path``; the same path as the
+    graph is refused). The JSON always holds the reference vectors of :func:`eventlm.preprocess.
+    edge_case_events` (token ids, the graph's outputs and eventlm's score columns); ``reference_events``
+    (event model) adds their first ``n_reference``. Returns ``{"onnx": path, "preprocess": path,
+    "objective": ...}``.
     """
     from eventlm.errors import EventlmError
 
@@ -159,6 +162,9 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
         raise EventlmError("ONNX export needs the `onnx` extra: pip install 'eventlm[onnx]'") from None
     path = Path(path)
     preprocess = Path(preprocess) if preprocess is not None else path.with_name("preprocess.json")
+    if preprocess.resolve() == path.resolve():
+        raise EventlmError(f"{path}: the preprocessing JSON and the ONNX graph would be the same file; "
+                           "give --preprocess another path")
     graph, tokenizer, ckpt = scoring_graph(model_dir, which)
     if tokenizer.kind != "lut":
         log.warning("%s: the %s tokenizer is a network of its own; preprocess.json holds its parameters but "
@@ -169,75 +175,116 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
     sample[1, 3:] = 0
     sample[2, 2:] = 0
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
-    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             graph, (sample,), dynamo=True, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_shapes={"token_ids": {0: batch, 1: tokens}}, opset_version=OPSET, verbose=False,
         )
+    info = preprocess_info(tokenizer, ckpt, model_dir)
+    info["reference"] = reference_vectors(model_dir, graph, tokenizer, reference_events, n_reference, which)
     with atomic_path(path) as tmp:
         program.save(str(tmp))
-    info = preprocess_info(tokenizer, ckpt, model_dir)
-    if reference_events is not None and n_reference:
-        ref = reference_events[:n_reference]
-        ids = pad_tokens(tokenizer.encode(ref))
-        with torch.no_grad():
-            total, mean, n_terms, _ = graph(torch.from_numpy(ids.astype(np.float32)))
-        info["reference"] = {
-            "events": [_event_json(ev) for ev in ref.to_list()],
-            "token_ids": ids.tolist(),
-            "nll_sum": total.numpy().tolist(),
-            "nll_mean": mean.numpy().tolist(),
-            "n_terms": n_terms.numpy().tolist(),
-        }
     write_json(preprocess, info)
-    log.info("wrote %s and %s (%s objective)", path, preprocess, ckpt["objective"])
+    log.debug("wrote %s and %s (%s objective)", path, preprocess, ckpt["objective"])
     return {"onnx": path, "preprocess": preprocess, "objective": ckpt["objective"]}
+
+
+def reference_vectors(model_dir, graph, tokenizer, events=None, n_events: int = 8, which: str = "best") -> dict:
+    """Test vectors for a port: the edge cases of :func:`eventlm.preprocess.edge_case_events` and the
+    first ``n_events`` of ``events``, with their token ids, the graph's outputs and eventlm's scores."""
+    import awkward as ak
+
+    from eventlm.preprocess import edge_case_events
+    from eventlm.score import Scorer
+
+    parts, names = [], []
+    edge = edge_case_events(tokenizer)
+    if edge is not None:
+        parts.append(edge[0])
+        names += edge[1]
+    if events is not None and n_events:
+        parts.append(events[:n_events])
+        names += [f"input_{i}" for i in range(len(parts[-1]))]
+    if not parts:
+        return {"names": [], "events": [], "token_ids": []}
+    ref = ak.concatenate(parts) if len(parts) > 1 else parts[0]
+    with _no_truncation_warning():
+        ids = pad_tokens(tokenizer.encode(ref))
+        scores = Scorer.load(model_dir, which=which, threads=1).score(ref)
+    with torch.no_grad():
+        total, mean, n_terms, _ = graph(torch.from_numpy(ids.astype(np.float32)))
+    out = {
+        "names": names,
+        "events": [_event_json(ev) for ev in ref.to_list()],
+        "token_ids": ids.tolist(),
+        "nll_sum": total.numpy().tolist(),
+        "nll_mean": mean.numpy().tolist(),
+        "n_terms": n_terms.numpy().tolist(),
+    }
+    for column in ("anomaly_score", "anomaly_score_calibrated"):
+        if column in scores:
+            out[column] = np.asarray(scores[column], dtype=np.float64).tolist()
+    return out
+
+
+#: Loggers of the exporter's own passes: about a hundred INFO lines per export ("Removed 140 unused
+#: nodes", "Skipping constant folding ..."), none of which concerns the user. Kept at WARNING unless -v.
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo")
 
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """torch 2.13's exporter warns about torchvision ops it cannot register and a deprecated pytree
-    call of its own; neither concerns this graph (and pytest turns warnings into errors)."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    """An export without the exporter's chatter: its INFO logging (unless eventlm runs with debug
+    logging), what it prints, and two warnings of torch 2.13's exporter that do not concern this graph
+    (torchvision ops it cannot register, a deprecated pytree call of its own)."""
+    debug = logging.getLogger("eventlm").getEffectiveLevel() <= logging.DEBUG
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    loggers.append(logging.getLogger("torch.onnx._internal.exporter._registration"))
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR if lg.name.endswith("_registration") else
+                    (lg.level if debug else logging.WARNING))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as printed:
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    if debug and printed.getvalue().strip():
+        log.debug("exporter: %s", printed.getvalue().strip())
+
+
+@contextlib.contextmanager
+def _no_truncation_warning():
+    """The reference events go above max_particles on purpose: no warning for them."""
+    logger = logging.getLogger("eventlm.tokenize.particles")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-            yield
+        yield
     finally:
         logger.setLevel(level)
 
 
 def preprocess_info(tokenizer, ckpt, model_dir) -> dict:
-    """The JSON a C++ framework needs to build ``token_ids`` (see docs/export.md)."""
-    special = tokenizer.special
-    mask_met = bool(ckpt["run_config"]["masking"]["mask_met"])
-    return {
-        "format": "eventlm-onnx-preprocess",
-        "format_version": 1,
-        "eventlm_version": __version__,
-        "model_dir": str(model_dir),
-        "objective": ckpt["objective"],
-        "inputs": {"token_ids": {"dtype": "float32", "shape": ["batch", "tokens"], "pad": special.pad,
-                                 "note": "whole-number token ids stored as float32 (CMSSW's ONNXRuntime "
-                                         "takes float inputs only)"}},
-        "outputs": {
-            "nll_sum": {"dtype": "float32", "shape": ["batch"]},
-            "nll_mean": {"dtype": "float32", "shape": ["batch"]},
-            "n_terms": {"dtype": "float32", "shape": ["batch"]},
-            "token_nll": {"dtype": "float32",
-                          "shape": ["batch", "tokens + 1" if ckpt["objective"] == "causal" else "tokens"]},
-        },
-        "special_ids": {"pad": special.pad, "mask": special.mask, "bos": special.bos, "eos": special.eos},
-        "vocab_size": tokenizer.vocab_size,
-        "n_met_tokens": tokenizer.n_met_tokens,
-        "mask_met": mask_met,
-        "units": "GeV, rad",
-        "tokenizer": {"kind": tokenizer.kind, "params": tokenizer.get_params(),
-                      "fingerprint": tokenizer.fingerprint()},
+    """The JSON a C++ framework needs to build ``token_ids`` and the scores (docs/export.md), without
+    the reference vectors."""
+    from eventlm.preprocess import preprocess_spec
+    from eventlm.score import _load_calibration
+
+    causal = ckpt["objective"] == "causal"
+    inputs = {"token_ids": {"dtype": "float32", "shape": ["batch", "tokens"], "pad": tokenizer.special.pad,
+                            "note": "whole-number token ids stored as float32 (CMSSW's ONNXRuntime "
+                                    "takes float inputs only)"}}
+    outputs = {
+        "nll_sum": {"dtype": "float32", "shape": ["batch"]},
+        "nll_mean": {"dtype": "float32", "shape": ["batch"]},
+        "n_terms": {"dtype": "float32", "shape": ["batch"]},
+        "token_nll": {"dtype": "float32", "shape": ["batch", "tokens + 1" if causal else "tokens"]},
     }
+    return preprocess_spec(tokenizer, ckpt, model_dir, calibration=_load_calibration(Path(model_dir)),
+                           inputs=inputs, outputs=outputs)
 
 
 def _event_json(event: dict) -> dict:

@@ -124,7 +124,7 @@ class PoolScorer:
 
 def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: int = 50_000, device="cpu",
                          confusion=None, progress: bool = False, piece_events: int = PIECE_EVENTS,
-                         on_error: str = "raise", report=None) -> dict:
+                         on_error: str = "raise", report=None, max_events: int | None = None) -> dict:
     """:func:`eventlm.score.score_files` with the scoring on ``workers`` processes (1: in this process).
 
     The summary gains ``workers`` and ``startup_seconds`` (starting the workers, loading the model
@@ -134,16 +134,32 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
     from eventlm.io import read_events
     from eventlm.score import Scorer, score_files
 
-    warmup = read_events(inputs, max_events=64, on_error=on_error)
+    warmup = _quietly(read_events, inputs, max_events=min(64, max_events or 64), on_error=on_error)
     if workers == 1:  # in this process, with the same start-up as a worker's
         t0 = time.perf_counter()
         scorer = Scorer.load(model_dir, device=device)
         scorer.score(warmup)
         startup = time.perf_counter() - t0
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
-                              progress=progress, scorer=scorer, on_error=on_error, report=report)
+                              progress=progress, scorer=scorer, on_error=on_error, report=report,
+                              max_events=max_events)
         return {**summary, "workers": 1, "startup_seconds": startup}
     with PoolScorer(model_dir, workers, device=device, piece_events=piece_events, warmup=warmup) as scorer:
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
-                              progress=progress, scorer=scorer, on_error=on_error, report=report)
+                              progress=progress, scorer=scorer, on_error=on_error, report=report,
+                              max_events=max_events)
     return {**summary, "workers": workers, "startup_seconds": scorer.startup_seconds}
+
+
+def _quietly(function, *args, **kwargs):
+    """``function`` with the readers' log records held back: the warm-up reads the first events of
+    the input, and the scoring reads them again and says the same things (each message once)."""
+    import logging
+
+    logger = logging.getLogger("eventlm.io")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        logger.setLevel(level)

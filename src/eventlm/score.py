@@ -362,54 +362,58 @@ def score_files(
     scorer: Scorer | None = None,
     on_error: str = "raise",
     report=None,
+    max_events: int | None = None,
 ) -> dict:
     """Score every event of ``inputs`` (read in steps of ``step_size``) and write ``output``.
 
     ``on_error="skip"`` leaves bad lines/entries out (recorded in ``report``, an
     :class:`eventlm.io.ReadReport`, and counted in the summary's ``skipped``); every good event is
-    scored once, in input order.
+    scored once, in input order. ``max_events``: the first N events of the inputs (in order) only.
 
     The output (``.root`` ntuple or ``.parquet``, through :class:`eventlm.io.EventWriter`) holds every
     input event once, in input order, with its columns plus the score columns. ``confusion``: a PNG
     path for the token confusion matrices, background (the training processes) and signal (the rest)
-    separately. Returns a summary dict (events, seconds, events/s, output path).
+    separately. ``progress``: a bar with the total on a terminal, one line per file elsewhere
+    (:mod:`eventlm.progress`). Returns a summary dict (events, seconds, events/s, output path).
     """
-    from eventlm.io import EventWriter, iter_events
+    from eventlm.io import EventWriter, ReadReport, _as_paths, iter_events
+    from eventlm.progress import count_events, progress_bar
 
     scorer = scorer or Scorer.load(model_dir, device=device)
     vocab = scorer.tokenizer.vocab_size
     background = set(scorer.background_processes)
     matrices = {"Background": np.zeros((vocab, vocab), dtype=np.int64),
                 "Signal": np.zeros((vocab, vocab), dtype=np.int64)} if confusion else None
+    report = report if report is not None else ReadReport()
+    paths = _as_paths(inputs)
     n_events = 0
     t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="scoring", unit="event", dynamic_ncols=True)
-    with EventWriter(output) as writer:
-        for chunk in iter_events(inputs, step_size=step_size, on_error=on_error, report=report):
-            cols = scorer.score(chunk, return_tokens=matrices is not None)
-            if matrices is not None:
-                is_bkg = np.isin(np.asarray(chunk.process), list(background))
-                true, pred = cols.pop("token_true"), cols.pop("token_pred")
-                for name, sel in (("Background", is_bkg), ("Signal", ~is_bkg)):
-                    matrices[name] += confusion_counts(
-                        ak.to_numpy(ak.flatten(true[sel])), ak.to_numpy(ak.flatten(pred[sel])), vocab
-                    )
-            writer.write(chunk, extra_columns=cols)
-            n_events += len(chunk)
-            if bar is not None:
+    with EventWriter(output) as writer, progress_bar(count_events(paths, max_events) if progress else None,
+                                                     desc="scoring", enabled=progress) as bar:
+        for path in paths:
+            remaining = None if max_events is None else max_events - n_events
+            if remaining is not None and remaining <= 0:
+                break
+            for chunk in iter_events(path, step_size=step_size, max_events=remaining, on_error=on_error,
+                                     report=report):
+                cols = scorer.score(chunk, return_tokens=matrices is not None)
+                if matrices is not None:
+                    is_bkg = np.isin(np.asarray(chunk.process), list(background))
+                    true, pred = cols.pop("token_true"), cols.pop("token_pred")
+                    for name, sel in (("Background", is_bkg), ("Signal", ~is_bkg)):
+                        matrices[name] += confusion_counts(
+                            ak.to_numpy(ak.flatten(true[sel])), ak.to_numpy(ak.flatten(pred[sel])), vocab
+                        )
+                writer.write(chunk, extra_columns=cols)
+                n_events += len(chunk)
                 bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            bar.file_done(path)
     seconds = time.perf_counter() - t0
     if matrices is not None:
         plot_token_confusion(matrices, confusion, scorer.tokenizer)
     return {"output": str(output), "events": n_events, "seconds": seconds,
             "events_per_s": n_events / seconds if seconds else float("nan"),
-            "skipped": report.n_skipped if report is not None else 0}
+            "skipped": report.n_skipped}
 
 
 def plot_token_confusion(matrices: dict, path, tokenizer) -> Path:

@@ -65,7 +65,41 @@ def add_on_error(parser: argparse.ArgumentParser) -> None:
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (without a terminal there is one line per file instead of a bar)")
+
+
+def add_model(parser: argparse.ArgumentParser, help: str = "model directory from `eventlm train`") -> None:
+    """The model directory, the same way in every subcommand: first positional argument ``MODEL`` or
+    ``--model MODEL`` (either; :func:`resolve_model` takes it out of the positionals)."""
+    parser.add_argument("--model", dest="model_option", metavar="MODEL", help=f"{help} (or as the first argument)")
+
+
+def resolve_model(args, positionals: str | None = None) -> None:
+    """Set ``args.model`` from ``--model`` or the first positional argument.
+
+    ``positionals`` names a list attribute (e.g. the input files) whose first entry is the model when
+    ``--model`` is absent; without it the positional ``model`` attribute is used.
+    """
+    from eventlm.errors import EventlmError
+
+    option = getattr(args, "model_option", None)
+    if positionals is None:
+        given = getattr(args, "model", None)
+        if option is not None and given is not None:
+            raise EventlmError(f"the model is given twice ({given} and --model {option})")
+        args.model = option if option is not None else given
+    elif option is not None:
+        args.model = option
+    else:
+        items = list(getattr(args, positionals))
+        if len(items) < 2 or not Path(items[0]).is_dir():
+            raise EventlmError("give the model directory: eventlm "
+                               f"{args.command} MODEL {positionals.upper()}... (or --model MODEL)")
+        args.model = items[0]
+        setattr(args, positionals, items[1:])
+    if args.model is None:
+        raise EventlmError(f"give the model directory: eventlm {args.command} MODEL ... (or --model MODEL)")
 
 
 def warn_skipped(logger: str, report, what: str = "") -> None:
@@ -122,7 +156,8 @@ def check_output(path, formats=("csv", "root", "parquet"), inputs=()) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="eventlm",
-        description="Masked-token transformer anomaly detection for LHC events.",
+        description="Transformer anomaly detection for LHC events: a causal (default) or masked-token "
+        "language model of tokenized events scores how improbable each event is.",
     )
     parser.add_argument("--version", action="version", version=f"eventlm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -141,13 +176,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = _take_verbose(argv)
     args = parser.parse_args(argv)
+    args.verbose = args.verbose or verbose
     previous = _install_sigterm()
     try:
         return _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _take_verbose(argv: list[str]) -> bool:
+    """``-v``/``--verbose`` anywhere on the command line (argparse accepts it only before the
+    subcommand): taken out of ``argv`` (up to a ``--``), True if it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = [i for i in range(end) if argv[i] in ("-v", "--verbose")]
+    for i in reversed(found):
+        del argv[i]
+    return bool(found)
+
+
+class OnceFilter(logging.Filter):
+    """Each log message once per command: a reader that says the same thing for every file chunk, or
+    a file read twice (a warm-up, then the work), says it once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
 
 def _install_sigterm():
@@ -172,6 +236,17 @@ def _run(args) -> int:
     if not args.verbose:  # the cluster's own bookkeeping is not news to the user
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+    filters = [(handler, OnceFilter()) for handler in logging.getLogger().handlers]  # one per handler
+    for handler, once in filters:
+        handler.addFilter(once)
+    try:
+        return _call(args)
+    finally:
+        for handler, once in filters:
+            handler.removeFilter(once)
+
+
+def _call(args) -> int:
     try:
         return int(args.func(args) or 0)
     except EventlmError as err:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_no_progress, add_on_error, positive_int
+from eventlm.cli import add_model, add_no_progress, add_on_error, positive_int
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "score",
         help="score events with a trained model",
-        description="Read INPUT files in steps, score every event with the model in DIR and write OUT "
-        "(.root ntuple or .parquet) with all input columns plus anomaly_score, anomaly_score_max, "
-        "reco_accuracy and token_nll, in input order.",
+        usage="%(prog)s [-h] [MODEL] INPUT [INPUT ...] -o OUT [options]   (or --model MODEL INPUT ...)",
+        description="Read INPUT files in steps, score every event with the model in MODEL and write OUT "
+        "(.root ntuple or .parquet): every input event once, in input order, with its columns plus the "
+        "score columns (eventlm.score.SCORE_COLUMNS; docs/method.md): anomaly_score, "
+        "anomaly_score_calibrated (where the model has a calibration), anomaly_score_mean, "
+        "anomaly_score_sum, anomaly_score_max, reco_accuracy, log_likelihood (causal model), token_nll.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="event files (CSV, ROOT, Parquet)")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory from `eventlm train`")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="event files (CSV, ROOT, Parquet); the first "
+                   "argument is the model directory unless --model is given")
+    add_model(p)
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output .root or .parquet file")
+    p.add_argument("--max-events", type=positive_int, metavar="N", help="score the first N events of the inputs")
     p.add_argument("--step-size", type=positive_int, default=50_000, metavar="N", help="events read per step")
     p.add_argument("--confusion", metavar="PLOT.png", help="also draw token confusion matrices")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
@@ -36,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.parallel import score_files_parallel
     from eventlm.score import Scorer
 
+    from eventlm.cli import resolve_model
+
+    resolve_model(args, "inputs")
     # everything is checked before the first event is read
     check_inputs(args.inputs)
     check_output(args.output, formats=("root", "parquet"), inputs=args.inputs)
@@ -51,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     report = ReadReport()
     summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
                                    step_size=args.step_size, device=args.device, confusion=args.confusion,
-                                   progress=not args.no_progress, on_error=args.on_error, report=report)
+                                   progress=not args.no_progress, on_error=args.on_error, report=report,
+                                   max_events=args.max_events)
     warn_skipped("eventlm.score", report, " (not scored, not written)")
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],
