@@ -2,8 +2,18 @@
 efficiency, significance improvement (SIC), with seeded bootstrap uncertainties.
 
 Conventions (the Dark Machines ones): an event is *selected* when ``score >= threshold``; higher scores
-are more anomalous; efficiencies are weighted (``sum w`` above threshold over ``sum w``) and weights are
-assumed non-negative. ``SIC = eff_S / sqrt(eff_B)``.
+are more anomalous; efficiencies are weighted (``sum w`` above threshold over ``sum w``).
+``SIC = eff_S / sqrt(eff_B)``.
+
+Signed weights (NLO generators: 10-30 % of the events weigh < 0). Every figure is the weighted one,
+with the negative weights entering as they are (no clipping): the ROC curve's cumulative sums, the AUC
+(the trapezoid over them is exactly the weighted Mann-Whitney statistic
+``sum_ij w_i w_j [s_i > b_j] (+ ties / 2) / (W_S W_B)``), the efficiencies, the bootstrap. Such a
+curve need not be monotone, so a working point is found at the *first* threshold (from the top) whose
+background efficiency reaches it. A figure that the weights leave undefined is ``None`` with a
+one-line reason in :attr:`Metrics.undefined`, never a clipped number: a total weight <= 0, fewer than
+``1 / eff_B`` *effective* background events (Kish: ``(sum w)^2 / sum w^2``), an efficiency or an
+AUC outside [0, 1].
 """
 
 from __future__ import annotations
@@ -35,6 +45,13 @@ class RocCurve:
     @property
     def auc(self) -> float:
         return float(np.trapezoid(self.eff_s, self.eff_b))
+
+
+def effective_count(weights) -> float:
+    """Kish's effective number of events ``(sum w)^2 / sum w^2`` (the event count for unit weights)."""
+    w = np.asarray(weights, dtype=np.float64)
+    sum_w2 = float(np.sum(w * w))
+    return float(np.sum(w)) ** 2 / sum_w2 if sum_w2 > 0 else 0.0
 
 
 def _as_weights(scores: np.ndarray, weights) -> np.ndarray:
@@ -82,21 +99,34 @@ def auc(scores_b, scores_s, weights_b=None, weights_s=None) -> float:
     return roc_curve(scores_b, scores_s, weights_b, weights_s).auc
 
 
-def efficiency_at(roc: RocCurve, eff_b_target: float, *, n_background: int) -> float | None:
-    """Signal efficiency at background efficiency ``eff_b_target`` (linear interpolation on the curve).
+def efficiency_at(roc: RocCurve, eff_b_target: float, *, n_background: float) -> float | None:
+    """Signal efficiency at background efficiency ``eff_b_target``: linear interpolation between the
+    last threshold below it and the first (from the top) that reaches it.
 
-    ``None`` ("n/a") when the background sample is too small to reach the target: fewer than one
-    background event would pass (``eff_b_target * n_background < 1``).
+    ``None`` ("n/a") when the background sample is too small to reach the target (fewer than one
+    background event would pass: ``eff_b_target * n_background < 1``, ``n_background`` the effective
+    count with weights), when the curve never reaches it, or when the signal efficiency there lies
+    outside [0, 1] (negative weights).
     """
     if eff_b_target * n_background < 1:
         return None
-    return float(np.interp(eff_b_target, roc.eff_b, roc.eff_s))
+    reached = np.nonzero(roc.eff_b >= eff_b_target)[0]
+    if len(reached) == 0:
+        return None
+    i = int(reached[0])
+    if i == 0:
+        value = float(roc.eff_s[0])
+    else:
+        x0, x1, y0, y1 = roc.eff_b[i - 1], roc.eff_b[i], roc.eff_s[i - 1], roc.eff_s[i]
+        value = float(y1 if x1 == x0 else y0 + (y1 - y0) * (eff_b_target - x0) / (x1 - x0))
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def sic_curve(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENTS):
     """``(eff_s, eff_s / sqrt(eff_b))`` at the thresholds that keep at least ``min_background_events``
     background events (below that the significance improvement is noise)."""
-    keep = (roc.n_b >= min_background_events) & (roc.eff_b > 0)
+    keep = ((roc.n_b >= min_background_events) & (roc.eff_b > 0) & (roc.eff_b <= 1)
+            & (roc.eff_s >= 0) & (roc.eff_s <= 1))  # signed weights can leave [0, 1]: not a point
     return roc.eff_s[keep], roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
 
 
@@ -106,14 +136,32 @@ def max_sic(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENT
     return float(sic.max()) if len(sic) else None
 
 
-def _point_metrics(scores_b, scores_s, w_b, w_s, working_points) -> dict[str, float | None]:
+def _point_metrics(scores_b, scores_s, w_b, w_s, working_points, reasons: dict | None = None) -> dict[str, float | None]:
+    """Every figure of merit at the full sample; ``reasons[key]`` says why a ``None`` is undefined."""
+    reasons = {} if reasons is None else reasons
+    keys = ["auc", *(f"{k}@{wp:g}" for wp in working_points for k in ("eff_s", "sic")), "sic_max"]
+    for name, total in (("background", w_b.sum()), ("signal", w_s.sum())):
+        if not total > 0:
+            for k in keys:
+                reasons[k] = f"the summed {name} weight is {total:.4g} (not positive)"
+            return dict.fromkeys(keys)
     roc = roc_curve(scores_b, scores_s, w_b, w_s)
     out: dict[str, float | None] = {"auc": roc.auc}
+    if not 0.0 <= roc.auc <= 1.0:
+        reasons["auc"] = f"the negative weights put the weighted AUC at {roc.auc:.4f}, outside [0, 1]"
+        out["auc"] = None
+    n_eff = effective_count(w_b)
     for wp in working_points:
-        eff = efficiency_at(roc, wp, n_background=len(scores_b))
+        eff = efficiency_at(roc, wp, n_background=n_eff)
         out[f"eff_s@{wp:g}"] = eff
         out[f"sic@{wp:g}"] = None if eff is None else eff / math.sqrt(wp)
+        if eff is None:
+            why = (f"fewer than 1/eff_B = {1 / wp:g} effective background events ({n_eff:.0f})" if wp * n_eff < 1
+                   else "the weighted signal efficiency there lies outside [0, 1] (negative weights)")
+            reasons[f"eff_s@{wp:g}"] = reasons[f"sic@{wp:g}"] = why
     out["sic_max"] = max_sic(roc)
+    if out["sic_max"] is None:
+        reasons["sic_max"] = f"no threshold keeps {SIC_MIN_BACKGROUND_EVENTS} background events with both efficiencies in (0, 1]"
     return out
 
 
@@ -125,9 +173,11 @@ class Metrics:
     errors: dict[str, float | None] = field(default_factory=dict)
     n_background: int = 0
     n_signal: int = 0
+    #: why a value is None (``"eff_s@0.0001": "fewer than 1/eff_B = 10000 effective background events"``)
+    undefined: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"values": self.values, "errors": self.errors,
+        return {"values": self.values, "errors": self.errors, "undefined": self.undefined,
                 "n_background": self.n_background, "n_signal": self.n_signal}
 
     def format(self, key: str, digits: int = 3) -> str:
@@ -158,7 +208,8 @@ def evaluate(
     scores_s = np.asarray(scores_s, dtype=np.float64)
     w_b = _as_weights(scores_b, weights_b)
     w_s = _as_weights(scores_s, weights_s)
-    values = _point_metrics(scores_b, scores_s, w_b, w_s, working_points)
+    undefined: dict[str, str] = {}
+    values = _point_metrics(scores_b, scores_s, w_b, w_s, working_points, undefined)
     errors: dict[str, float | None] = dict.fromkeys(values)
     if n_bootstrap > 1:
         rng = np.random.default_rng(seed)
@@ -166,14 +217,12 @@ def evaluate(
         for _ in range(n_bootstrap):
             ib = rng.integers(0, len(scores_b), len(scores_b))
             is_ = rng.integers(0, len(scores_s), len(scores_s))
-            try:
-                point = _point_metrics(scores_b[ib], scores_s[is_], w_b[ib], w_s[is_], working_points)
-            except ValueError:  # a resampling with zero total weight
-                continue
+            point = _point_metrics(scores_b[ib], scores_s[is_], w_b[ib], w_s[is_], working_points)
             for k, v in point.items():
                 if v is not None:
                     samples[k].append(v)
         for k, vs in samples.items():
             if values[k] is not None and len(vs) > 1:
                 errors[k] = float(np.std(vs, ddof=1))
-    return Metrics(values=values, errors=errors, n_background=len(scores_b), n_signal=len(scores_s))
+    return Metrics(values=values, errors=errors, n_background=len(scores_b), n_signal=len(scores_s),
+                   undefined={k: v for k, v in undefined.items() if values.get(k) is None})

@@ -74,6 +74,7 @@ def results_table(config: AnalysisConfig, thresholds, yields, metrics, notes=())
             lines.append("| " + " | ".join(row) + " |")
         n_b = next(iter(per_method.values())).n_background if per_method else 0
         n_s = next(iter(per_method.values())).n_signal if per_method else 0
+        lines += [""] + undefined_lines(per_method, config)
         lines += ["", f"{n_b} background and {n_s} signal events (unweighted)."
                   + (" Length-matched AUC: the AUC inside classes of equal object count, averaged over "
                      "them (0.5 for the object count itself)." if matched else ""), ""]
@@ -89,9 +90,31 @@ def results_table(config: AnalysisConfig, thresholds, yields, metrics, notes=())
                    _fmt(y.eff_s), _fmt(y.eff_b), _fmt(y.s_over_sqrt_b, 2), _fmt(y.z_asimov, 2),
                    _fmt(y.z_asimov_before, 2)]
             lines.append("| " + " | ".join(row) + " |")
+    why = {}
+    for signal, per_region in yields.items():
+        for region, y in per_region.items():
+            for key, reason in y.undefined.items():
+                why.setdefault(f"{key} ({region})", reason)
+    if why:
+        lines += [""] + [f"- n/a {key}: {reason}" for key, reason in why.items()]
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def undefined_lines(per_method, config) -> list[str]:
+    """One line per figure left undefined (``n/a``) and why, the methods sharing a reason on one line."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for method, m in per_method.items():
+        for key, reason in m.undefined.items():
+            if key.startswith("sic@"):
+                continue  # follows its eff_s@ (same reason)
+            grouped.setdefault((key, reason), []).append(method_label(method, config))
+    lines = []
+    for (key, reason), methods in grouped.items():
+        who = "every method" if len(methods) == len(per_method) and len(methods) > 1 else ", ".join(methods)
+        lines.append(f"- n/a {key} ({who}): {reason}")
+    return lines
 
 
 def write_hists(output: dict, out_dir: Path) -> tuple[Path, Path]:

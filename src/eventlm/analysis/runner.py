@@ -136,7 +136,8 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
             else:
                 m = evaluate(sb[mb], ss[ms], w_b, w_s, **settings)
             metrics[signal][name] = m
-            rocs[signal][name] = roc_curve(sb[mb], ss[ms], bkg["weight"][mb], sig["weight"][ms])
+            if w_b.sum() > 0 and w_s.sum() > 0:  # else no curve: the metrics say why
+                rocs[signal][name] = roc_curve(sb[mb], ss[ms], w_b, w_s)
     return thresholds, yields, metrics, rocs
 
 

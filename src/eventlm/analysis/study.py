@@ -23,7 +23,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.analysis.features import variables_of
-from eventlm.analysis.metrics import Metrics, auc, evaluate
+from eventlm.analysis.metrics import Metrics, auc, effective_count, evaluate
 
 #: The one-number references every table shows: label -> event variable.
 REFERENCES = {"object count": "n_particles", "HT": "ht"}
@@ -39,10 +39,13 @@ def references(events: ak.Array) -> dict[str, np.ndarray]:
 
 
 def _class_aucs(sb, ss, nb, ns, wb, ws, min_events):
+    """The AUC of every object-count class with ``min_events`` *effective* events of each kind and
+    positive summed weights (with signed weights a class of a few events can sum to <= 0: no AUC)."""
     values, weights = [], []
     for n in np.unique(ns):
         b, s = nb == n, ns == n
-        if b.sum() >= min_events and s.sum() >= min_events:
+        if (b.sum() >= min_events and s.sum() >= min_events and wb[b].sum() > 0 and ws[s].sum() > 0
+                and effective_count(wb[b]) >= min_events and effective_count(ws[s]) >= min_events):
             values.append(auc(sb[b], ss[s], wb[b], ws[s]))
             weights.append(float(ws[s].sum()))
     return values, weights
@@ -52,10 +55,11 @@ def stratified_auc(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None,
                    min_events: int = MIN_CLASS_EVENTS, n_bootstrap: int = 50, seed: int = 0):
     """Length-matched AUC: the AUC within each object-count class, averaged over classes.
 
-    Classes are single object counts with at least ``min_events`` background and signal events; the
-    average is weighted by the signal weight in each class. Returns ``(value, error, fraction)``: the
-    bootstrap standard deviation and the fraction of the signal weight in the classes used; ``value``
-    is None if no class qualifies.
+    Classes are single object counts with at least ``min_events`` effective background and signal
+    events and positive summed weights; the average is weighted by the signal weight in each class.
+    Returns ``(value, error, fraction)``: the bootstrap standard deviation and the fraction of the
+    signal weight in the classes used; ``value`` is None if no class qualifies or if the negative
+    weights put the average outside [0, 1] (:func:`why_no_stratified_auc` says which).
     """
     sb, ss = np.asarray(scores_b, np.float64), np.asarray(scores_s, np.float64)
     nb, ns = np.asarray(n_b), np.asarray(n_s)
@@ -65,6 +69,8 @@ def stratified_auc(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None,
     if not values:
         return None, None, 0.0
     value = float(np.average(values, weights=weights))
+    if not 0.0 <= value <= 1.0:
+        return None, None, 0.0
     fraction = float(np.sum(weights) / ws.sum())
     rng = np.random.default_rng(seed)
     boot = []
@@ -75,6 +81,20 @@ def stratified_auc(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None,
             boot.append(np.average(v, weights=w))
     error = float(np.std(boot, ddof=1)) if len(boot) > 1 else None
     return value, error, fraction
+
+
+def why_no_stratified_auc(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None, *,
+                          min_events: int = MIN_CLASS_EVENTS) -> str:
+    """The one-line reason :func:`stratified_auc` gave ``None``."""
+    sb, ss = np.asarray(scores_b, np.float64), np.asarray(scores_s, np.float64)
+    wb = np.ones(len(sb)) if weights_b is None else np.asarray(weights_b, np.float64)
+    ws = np.ones(len(ss)) if weights_s is None else np.asarray(weights_s, np.float64)
+    values, weights = _class_aucs(sb, ss, np.asarray(n_b), np.asarray(n_s), wb, ws, min_events)
+    if not values:
+        return (f"no object-count class holds {min_events} effective background and signal events with "
+                "positive summed weights")
+    return (f"the negative weights put the class average at {np.average(values, weights=weights):.4f}, "
+            "outside [0, 1]")
 
 
 @dataclass
@@ -129,6 +149,8 @@ def measure(scores_b, scores_s, n_b, n_s, weights_b=None, weights_s=None, *, wor
                  n_bootstrap=n_bootstrap, seed=seed)
     st, st_err, frac = stratified_auc(scores_b, scores_s, n_b, n_s, weights_b, weights_s,
                                       n_bootstrap=max(n_bootstrap // 2, 2), seed=seed)
+    if st is None:
+        m.undefined["length_matched_auc"] = why_no_stratified_auc(scores_b, scores_s, n_b, n_s, weights_b, weights_s)
     return MethodResult(m, st, st_err, frac, kind)
 
 

@@ -60,8 +60,10 @@ def choose_threshold(
         if scores_s is None or len(scores_s) == 0:  # no signal needed: use the background alone
             scores_s, weights_s = scores_b[:1], None
         roc = roc_curve(scores_b, scores_s, weights_b, weights_s)
-        ok = np.nonzero(roc.eff_b <= background_efficiency + 1e-12)[0]
-        i = int(ok[-1])
+        # the last threshold before the background efficiency first exceeds the target (with signed
+        # weights the curve is not monotone: a later dip below the target is not a valid choice)
+        over = np.nonzero(roc.eff_b > background_efficiency + 1e-12)[0]
+        i = int(over[0]) - 1 if len(over) else len(roc.eff_b) - 1
         if i == 0:  # even the highest score exceeds the target: select nothing beyond the maximum
             return Threshold(float(np.nextafter(roc.thresholds[1], np.inf)), method, 0.0, 0.0)
     else:
@@ -69,7 +71,12 @@ def choose_threshold(
             raise ValueError("Youden's J needs signal events in the control region")
         roc = roc_curve(scores_b, scores_s, weights_b, weights_s)
         j = roc.eff_s - roc.eff_b
-        i = int(np.argmax(j[1:]) + 1)  # skip the (0, 0) point at threshold +inf
+        # only points whose efficiencies are efficiencies (signed weights can leave [0, 1])
+        valid = (roc.eff_s >= 0) & (roc.eff_s <= 1) & (roc.eff_b >= 0) & (roc.eff_b <= 1)
+        valid[0] = False  # skip the (0, 0) point at threshold +inf
+        if not valid.any():
+            raise ValueError("no threshold of the control region gives efficiencies in [0, 1] with these weights")
+        i = int(np.argmax(np.where(valid, j, -np.inf)))
     return Threshold(float(roc.thresholds[i]), method, float(roc.eff_b[i]), float(roc.eff_s[i]))
 
 
@@ -99,11 +106,25 @@ class RegionYields:
 
     @property
     def eff_s(self) -> float | None:
-        return self.s / self.s_total if self.s_total > 0 else None
+        """``s / s_total``; None when not an efficiency (total <= 0, or outside [0, 1] with signed weights)."""
+        return _efficiency(self.s, self.s_total)
 
     @property
     def eff_b(self) -> float | None:
-        return self.b / self.b_total if self.b_total > 0 else None
+        return _efficiency(self.b, self.b_total)
+
+    @property
+    def undefined(self) -> dict[str, str]:
+        """Why a figure of this region is ``None``: one line each."""
+        out = {}
+        for key, part, total, what in (("eff_s", self.s, self.s_total, "signal"),
+                                       ("eff_b", self.b, self.b_total, "background")):
+            if _efficiency(part, total) is None:
+                out[key] = (f"the summed {what} weight in {self.region} is {total:.4g}" if total <= 0 else
+                            f"{what} {part:.4g} of {total:.4g} passes: outside [0, 1] (negative weights)")
+        if self.b <= 0:
+            out["z_asimov"] = f"the background above the threshold in {self.region} is {self.b:.4g} (not positive)"
+        return out
 
     @property
     def s_over_sqrt_b(self) -> float | None:
@@ -119,9 +140,16 @@ class RegionYields:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for key in ("eff_s", "eff_b", "s_over_sqrt_b", "z_asimov", "z_asimov_before"):
+        for key in ("eff_s", "eff_b", "s_over_sqrt_b", "z_asimov", "z_asimov_before", "undefined"):
             out[key] = getattr(self, key)
         return out
+
+
+def _efficiency(part: float, total: float) -> float | None:
+    if not total > 0:
+        return None
+    value = part / total
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def region_yields(
