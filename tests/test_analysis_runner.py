@@ -115,7 +115,7 @@ def test_luminosity_scales_yields_and_threshold_methods(study, tmp_path):
     thr, yields, metrics, _ = analyse_columns(config, columns)
     assert thr["tttt_H500"].eff_b <= 0.05
     # the luminosity enters once, when the samples are normalised: the histograms carry it too
-    assert output["background"]["score"][{"region": "SR"}].sum(flow=True).value == pytest.approx(
+    assert output["background"]["n_jets"][{"region": "SR"}].sum(flow=True).value == pytest.approx(
         yields["tttt_H500"]["SR"].b_total)
     bigger = config.with_overrides(study={"lumi": 4 * 139.0})
     prepared4 = prepare_inputs(bigger, tmp_path / "4", None)

@@ -133,7 +133,9 @@ class BaselinesConfig:
 @dataclass(frozen=True)
 class HistogramsConfig:
     score_bins: int = 60
-    score_range: tuple[float, float] = (0.0, 12.0)
+    #: [low, high] of the score histograms; None (the default): fitted to the analysed events' scores
+    #: (their range, rounded outward to a round bin width; the results say which range was used)
+    score_range: tuple[float, float] | None = None
     variables: tuple[str, ...] = ("n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt")
 
 
@@ -399,7 +401,10 @@ def _validate_types(config: AnalysisConfig, source: str) -> None:
         fail("threshold", "signal_injection", t.signal_injection, "'cross_section' or a positive fraction")
     if not all(0 < w < 1 for w in config.metrics.working_points):
         fail("metrics", "working_points", config.metrics.working_points, "background efficiencies in (0, 1)")
-    lo, hi = config.histograms.score_range
+    score_range = config.histograms.score_range
+    if score_range is not None and (len(score_range) != 2 or not all(number(v) for v in score_range)):
+        fail("histograms", "score_range", score_range, "[low, high] (two numbers), or left out to fit the scores")
+    lo, hi = score_range or (0.0, 1.0)
     if not lo < hi:
         fail("histograms", "score_range", config.histograms.score_range, "[low, high] with low < high")
 

@@ -171,7 +171,8 @@ class AnomalyProcessor(processor.ProcessorABC):
     model: a model directory (``eventlm train --out``); ``None``: read the stored score branches.
     score_column: the score the ``score`` histograms show (``anomaly_score``, ``anomaly_score_sum``, ...;
         the NanoEvents spelling ``anomaly.score_sum`` works too).
-    score_bins, score_range: the anomaly-score axis (under/overflow kept).
+    score_bins, score_range: the anomaly-score axis (under/overflow kept); ``score_range=None``: no score
+        histogram here (``eventlm analyze`` then fills it from the skims, over a range fitted to the scores).
     variables: event variables to histogram (names in ``eventlm.analysis.features.VARIABLES``).
     known_processes: process names whose ``process_code`` may appear (used when the file has no table).
     skim_dir: write each chunk's scored events to ``skim_dir/<dataset>/`` (a directory the workers can
@@ -190,7 +191,7 @@ class AnomalyProcessor(processor.ProcessorABC):
         model=None,
         score_column: str = "anomaly_score",
         score_bins: int = 60,
-        score_range: tuple[float, float] = (0.0, 12.0),
+        score_range: tuple[float, float] | None = (0.0, 12.0),
         variables: Sequence[str] = ("n_jets", "n_bjets", "n_leptons", "ht", "met", "lead_jet_pt"),
         known_processes: Sequence[str] = (),
         skim_dir=None,
@@ -201,7 +202,7 @@ class AnomalyProcessor(processor.ProcessorABC):
         self.model = str(model) if model is not None else None
         self.score_column = branch_name(score_column)
         self.score_bins = int(score_bins)
-        self.score_range = (float(score_range[0]), float(score_range[1]))
+        self.score_range = None if score_range is None else (float(score_range[0]), float(score_range[1]))
         unknown = [v for v in variables if v not in VARIABLES]
         if unknown:
             raise ValueError(f"unknown event variables {unknown}")
@@ -268,17 +269,19 @@ class AnomalyProcessor(processor.ProcessorABC):
         masks.update({r.name: r.mask(values) for r in self.regions})
 
         out: dict[str, object] = {}
-        h_score = self._hist("score", "Anomaly score", (self.score_bins, *self.score_range))
+        h_score = self._hist("score", "Anomaly score", (self.score_bins, *self.score_range)) if self.score_range else None
         hists = {v: self._hist(v, VARIABLES[v][0], VARIABLES[v][1]) for v in self.variables}
         for region, mask in masks.items():
             if not mask.any():
                 continue
             proc = names[mask].astype(str)
             w = weight[mask]
-            h_score.fill(process=proc, region=region, score=scores[self.score_column][mask], weight=w)
+            if h_score is not None:
+                h_score.fill(process=proc, region=region, score=scores[self.score_column][mask], weight=w)
             for v, h in hists.items():
                 h.fill(process=proc, region=region, **{v: values[v][mask]}, weight=w)
-        out["score"] = h_score
+        if h_score is not None:
+            out["score"] = h_score
         out.update(hists)
         out["n_events"] = processor.value_accumulator(int, n)
         out["sumw"] = processor.defaultdict_accumulator(float)

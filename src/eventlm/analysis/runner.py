@@ -39,6 +39,7 @@ from eventlm.analysis.config import AnalysisConfig
 from eventlm.analysis.features import fixed_features
 from eventlm.analysis.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.execution import run_processor
+from eventlm.analysis.processor import process_names_of
 from eventlm.analysis.inputs import BACKGROUND, DATA, Prepared, prepare_inputs, skim_columns
 from eventlm.analysis.report import EVENTLM, json_default, make_plots, results_table, write_hists
 from eventlm.analysis.threshold import RegionYields, Threshold, choose_threshold, region_yields
@@ -168,6 +169,48 @@ def baseline_scores_for(config: AnalysisConfig, prepared: Prepared, columns, fit
     return out, fitted
 
 
+def fitted_score_axis(scores, n_bins: int) -> tuple[int, float, float]:
+    """``(bins, low, high)`` covering every finite score: a round bin width (1, 2 or 5 x 10^k) of at
+    least ``(max - min) / n_bins``, the edges on multiples of it (so at most ``n_bins`` bins)."""
+    values = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores]) if scores else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return n_bins, 0.0, float(n_bins)
+    lo, hi = float(values.min()), float(values.max())
+    span = max(hi - lo, 1e-6)
+    raw = span / n_bins
+    exponent = np.floor(np.log10(raw))
+    for step in (1, 2, 5, 10):
+        width = float(step * 10 ** exponent)
+        low, high = np.floor(lo / width) * width, (np.floor(hi / width) + 1) * width
+        bins = int(round((high - low) / width))
+        if bins <= n_bins:
+            return bins, float(low), float(high)
+    return n_bins, lo, lo + n_bins * raw * 1.0001  # pragma: no cover (step 10 always fits)
+
+
+def score_hist_from_columns(config: AnalysisConfig, columns: dict[str, np.ndarray], names: dict[int, str],
+                            axis: tuple[int, float, float]):
+    """The score histogram of one dataset (process x region x score, weighted) from its skim columns,
+    as the processor would have filled it over ``axis``."""
+    import hist
+
+    bins, lo, hi = axis
+    h = hist.Hist(
+        hist.axis.StrCategory([], name="process", label="Process", growth=True),
+        hist.axis.StrCategory(["all", *(r.name for r in config.regions)], name="region", label="Region"),
+        hist.axis.Regular(bins, lo, hi, name="score", label="Anomaly score"),
+        storage=hist.storage.Weight(),
+    )
+    process = np.array([names.get(int(c), f"process_{c}") for c in columns["process_code"]], dtype=object)
+    score, weight = columns[config.threshold.score], columns["weight"]
+    for region in ["all", *(r.name for r in config.regions)]:
+        mask = np.ones(len(score), bool) if region == "all" else columns[f"in_{region}"].astype(bool)
+        if mask.any():
+            h.fill(process=process[mask].astype(str), region=region, score=score[mask], weight=weight[mask])
+    return h
+
+
 def run_analysis(
     config: AnalysisConfig,
     out_dir,
@@ -198,6 +241,13 @@ def run_analysis(
         shutil.rmtree(skim_dir)
     output = run_processor(config, prepared.ntuples, model_dir, progress=progress, skim_dir=skim_dir)
     columns = {ds: skim_columns(prepared, output, ds) for ds in prepared.ntuples}
+    if config.histograms.score_range is None:
+        bins, lo, hi = fitted_score_axis([c[config.threshold.score] for c in columns.values()],
+                                         config.histograms.score_bins)
+        prepared.notes.append(f"score histograms: {bins} bins over [{lo:g}, {hi:g}] (fitted to the scores)")
+        for ds in columns:
+            output[ds]["score"] = score_hist_from_columns(config, columns[ds], process_names_of(output, ds),
+                                                          (bins, lo, hi))
     baseline_scores, fitted = {}, fitted_baselines
     if config.baselines.names:
         log.info("[%s] baselines: %s", config.study.name, ", ".join(config.baselines.names))
