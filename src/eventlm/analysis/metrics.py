@@ -41,6 +41,9 @@ class RocCurve:
     eff_s: np.ndarray
     thresholds: np.ndarray
     n_b: np.ndarray
+    #: effective (Kish) number of background events passing, ``(sum w)^2 / sum w^2`` (``n_b`` for unit
+    #: weights); with signed weights a few events can cancel to a tiny efficiency: this tells
+    n_eff_b: np.ndarray | None = None
 
     @property
     def auc(self) -> float:
@@ -81,6 +84,7 @@ def roc_curve(scores_b, scores_s, weights_b=None, weights_s=None) -> RocCurve:
     cum_s = np.cumsum(np.where(is_sig, w, 0.0))
     cum_b = np.cumsum(np.where(is_sig, 0.0, w))
     cum_nb = np.cumsum(~is_sig)
+    cum_b2 = np.cumsum(np.where(is_sig, 0.0, w * w))
     # the last index of every run of equal scores: a threshold selects all of them or none
     last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
     total_b, total_s = cum_b[-1], cum_s[-1]
@@ -91,6 +95,7 @@ def roc_curve(scores_b, scores_s, weights_b=None, weights_s=None) -> RocCurve:
         eff_s=np.r_[0.0, cum_s[last] / total_s],
         thresholds=np.r_[np.inf, scores[last]],
         n_b=np.r_[0, cum_nb[last]],
+        n_eff_b=np.r_[0.0, np.divide(cum_b[last] ** 2, cum_b2[last], out=np.zeros(len(last)), where=cum_b2[last] > 0)],
     )
 
 
@@ -124,8 +129,9 @@ def efficiency_at(roc: RocCurve, eff_b_target: float, *, n_background: float) ->
 
 def sic_curve(roc: RocCurve, min_background_events: int = SIC_MIN_BACKGROUND_EVENTS):
     """``(eff_s, eff_s / sqrt(eff_b))`` at the thresholds that keep at least ``min_background_events``
-    background events (below that the significance improvement is noise)."""
-    keep = ((roc.n_b >= min_background_events) & (roc.eff_b > 0) & (roc.eff_b <= 1)
+    effective background events (below that the significance improvement is noise)."""
+    n_b = roc.n_eff_b if roc.n_eff_b is not None else roc.n_b
+    keep = ((n_b >= min_background_events - 1e-9) & (roc.eff_b > 0) & (roc.eff_b <= 1)
             & (roc.eff_s >= 0) & (roc.eff_s <= 1))  # signed weights can leave [0, 1]: not a point
     return roc.eff_s[keep], roc.eff_s[keep] / np.sqrt(roc.eff_b[keep])
 
@@ -161,7 +167,8 @@ def _point_metrics(scores_b, scores_s, w_b, w_s, working_points, reasons: dict |
             reasons[f"eff_s@{wp:g}"] = reasons[f"sic@{wp:g}"] = why
     out["sic_max"] = max_sic(roc)
     if out["sic_max"] is None:
-        reasons["sic_max"] = f"no threshold keeps {SIC_MIN_BACKGROUND_EVENTS} background events with both efficiencies in (0, 1]"
+        reasons["sic_max"] = (f"no threshold keeps {SIC_MIN_BACKGROUND_EVENTS} effective background events with both "
+                              "efficiencies in (0, 1]")
     return out
 
 

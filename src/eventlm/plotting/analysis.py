@@ -179,10 +179,10 @@ def plot_stack(
                    + ([float(np.max(observed + np.sqrt(observed)))] if observed is not None else []) + [1e-9])
         if logy:
             drawn = [*drawn_bkg.values(), *(v * signal_scale for v in sig.values())]  # as drawn (signal scaled)
-            if observed is not None:
-                drawn.append(observed)
             positive = [v[v > 0].min() for v in drawn if (v > 0).any()]
             ymin = max(min(positive) * 0.5, ymax * 1e-6) if positive else 1e-3
+            if observed is not None and (observed > 0).any():  # every data point on the figure
+                ymin = min(ymin, 0.5)
             ax.set_yscale("log")
             ax.set_ylim(ymin, ymax * 10 ** (0.6 * np.log10(max(ymax / ymin, 10))))
         else:
@@ -204,7 +204,8 @@ def _finish_curves(ax, label: PlotLabel, title: str) -> None:
     add_label(ax, label)
     if title:
         _label_lines(ax, [title], y=0.78)
-    ax.legend(loc="upper right", fontsize=11, frameon=False)
+    # below the label lines of the top left corner, so a long legend never runs into them
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.84), fontsize=10, frameon=False)
 
 
 def _method_style(i: int) -> dict:
@@ -273,7 +274,7 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
                 ymax = max(ymax, float(sic.max()))
         ax.axhline(1.0, color="grey", linestyle=":", label="random")
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, ymax * (1.5 + 0.1 * max(0, len(curves) - 4)))  # room for the legend
+        ax.set_ylim(0, ymax * (1.9 + 0.12 * max(0, len(curves) - 3)))  # room for the label and the legend
         ax.set_xlabel("Signal efficiency")
         ax.set_ylabel("SIC = $\\epsilon_S\\,/\\,\\epsilon_B^{1/2}$")
         _finish_curves(ax, label, title)
