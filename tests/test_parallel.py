@@ -76,3 +76,52 @@ def test_cli_score_workers(model, fixture_path, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["eventlm score: error: argument --workers: must be a positive integer, got 0 "
                                                 "(see eventlm score --help)"]
+
+
+def test_experiment_files_score_the_same_on_two_workers(model, tmp_path):
+    """Regression (issue 24): `score --workers 2` on NanoAOD or PHYSLITE died with `PicklingError:
+    Can't pickle <lambda> ... vector.backends.awkward` (the readers' events carried coffea's behaviour
+    dict). Every real NanoAOD and PHYSLITE file (TTree and RNTuple) in tests/data: two workers give
+    the events, order and scores of one."""
+    import pyarrow.parquet as pq
+
+    from conftest import TEST_DATA
+
+    files = sorted(TEST_DATA.glob("*.root"))
+    assert len(files) >= 14
+    with PoolScorer(model, 2) as pool:  # each step cut in two pieces, one per worker
+        for path in files:
+            one = score_files(model, [path], tmp_path / f"{path.stem}.1.parquet")
+            two = score_files(model, [path], tmp_path / f"{path.stem}.2.parquet", scorer=pool)
+            assert one["events"] == two["events"] > 0, path.name
+            a = pq.read_table(tmp_path / f"{path.stem}.1.parquet").to_pydict()
+            b = pq.read_table(tmp_path / f"{path.stem}.2.parquet").to_pydict()
+            assert list(a) == list(b)
+            for name in a:
+                if name.startswith(("anomaly_score", "reco_accuracy", "token_nll")):
+                    flat = (lambda v: np.concatenate([np.ravel(x) for x in v]) if v and isinstance(v[0], list)
+                            else np.asarray(v, dtype=np.float64))
+                    np.testing.assert_allclose(flat(b[name]), flat(a[name]), rtol=1e-5, atol=1e-6, err_msg=path.name)
+                else:
+                    assert a[name] == b[name], (path.name, name)
+
+
+def test_workers_are_capped_by_the_events_and_the_cores(model, nanoaod_path, tmp_path, caplog):
+    """`--workers 1000` on a 5-event file starts no more processes than events or cores, and says so."""
+    from eventlm.io import write_events
+    from eventlm.parallel import capped_workers, usable_cores
+
+    assert capped_workers(1000, 5, cores=16) == 5 and capped_workers(1000, 500, cores=3) == 3
+    assert capped_workers(2, 500, cores=16) == 2 and capped_workers(4, 0, cores=16) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "--workers 1000: starting 5 worker process(es) (the input holds 5 event(s))",
+        "--workers 1000: starting 3 worker process(es) (3 usable core(s))",
+        "--workers 4: starting 1 worker process(es) (the input holds 0 event(s))"]
+    five = write_events(read_events(nanoaod_path, max_events=5), tmp_path / "five.parquet")
+    run = subprocess.run([sys.executable, "-m", "eventlm", "score", str(five), "--model", str(model),
+                          "-o", str(tmp_path / "s.parquet"), "--workers", "1000", "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    cap = [line for line in run.stderr.splitlines() if "--workers 1000" in line]
+    assert len(cap) == 1 and f"starting {min(5, usable_cores())} worker" in cap[0], run.stderr
+    assert len(read_events(tmp_path / "s.parquet")) == 5

@@ -127,7 +127,10 @@ def make_events(
         if len(values) != n:
             raise ValueError(f"event field {name!r} has {len(values)} entries for {n} events")
     fields["particles"] = with_particle_behavior(particles)
-    return ak.zip(fields, depth_limit=1)
+    # the layout alone: vector's Momentum4D comes from the global ``ak.behavior``, never from a
+    # behaviour dict that a reader's inputs carried along (coffea's candidates hold lambdas, which
+    # cannot be pickled to a worker process: ``score --workers N`` on NanoAOD and PHYSLITE)
+    return ak.Array(ak.zip(fields, depth_limit=1).layout)
 
 
 def string_array(offsets: np.ndarray, chars: np.ndarray) -> ak.Array:

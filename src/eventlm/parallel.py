@@ -14,6 +14,7 @@ costs), before the first step is read; that start-up time is reported apart (``s
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -26,6 +27,29 @@ import numpy as np
 PIECE_EVENTS = 2_000
 
 _WORKER_SCORER = None  # the Scorer of this worker process
+
+log = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def capped_workers(requested: int, n_events: int, cores: int | None = None) -> int:
+    """The worker processes worth starting: at most one per usable core (each worker runs one torch
+    thread) and one per input event (a piece holds at least one event); one line says so when that
+    is fewer than ``requested``. ``n_events``: the input's events, counted at least up to
+    ``min(requested, cores)``."""
+    cores = usable_cores() if cores is None else cores
+    workers = max(1, min(requested, n_events, cores))
+    if workers < requested:
+        why = f"{cores} usable core(s)" if workers == cores else f"the input holds {n_events} event(s)"
+        log.warning("--workers %d: starting %d worker process(es) (%s)", requested, workers, why)
+    return workers
 
 
 def _start_worker(model_dir: str, device: str, which: str, batch_events, warmup) -> None:
@@ -134,7 +158,11 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
     from eventlm.io import read_events
     from eventlm.score import Scorer, score_files
 
-    warmup = _quietly(read_events, inputs, max_events=min(64, max_events or 64), on_error=on_error)
+    # the first events: the warm-up, and the count that caps the workers (never more than the events)
+    count = max(64, min(workers, usable_cores()))
+    first = _quietly(read_events, inputs, max_events=min(count, max_events or count), on_error=on_error)
+    workers = capped_workers(workers, len(first))
+    warmup = first[:64]
     if workers == 1:  # in this process, with the same start-up as a worker's
         t0 = time.perf_counter()
         scorer = Scorer.load(model_dir, device=device)
