@@ -76,6 +76,29 @@ def test_coffea_nanoevents_reads_the_ntuple(ntuple, mode):
     assert ak.all(nano.Particle.pt == events.particles.pt)
     assert ak.all(nano.Particle.kind == events.particles.kind)
     np.testing.assert_array_equal(ak.to_numpy(nano.anomaly.score), extra["anomaly_score"])
+    # four-vector behaviour on the objects (PtEtaPhiECandidate), mass as the event model computes it
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(nano.Particle.mass)),
+                               ak.to_numpy(ak.flatten(events.particles.mass)), rtol=1e-3, atol=1e-2)
+    two = nano.Particle[ak.num(nano.Particle) >= 2]
+    pair = two[:, 0] + two[:, 1]
+    assert ak.all(pair.mass > 0) and ak.all(two[:, 0].delta_r(two[:, 1]) > 0)
+
+
+def test_plain_nanoaodschema_warns_and_has_no_four_vectors_which_the_eventlm_schema_gives(ntuple):
+    """Regression: plain NanoAODSchema gives 16 RuntimeWarnings (CMS cross-references) on an eventlm
+    ntuple and Particle without .mass; EventlmNanoAODSchema, the documented class, gives neither problem."""
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    from eventlm.io.schema import EventlmNanoAODSchema
+
+    path = str(ntuple[0])
+    with pytest.warns(RuntimeWarning, match="cross-reference"):
+        plain = NanoEventsFactory.from_root({path: "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+    assert "mass" not in dir(plain.Particle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nano = NanoEventsFactory.from_root({path: "Events"}, schemaclass=EventlmNanoAODSchema, mode="eager").events()
+        assert ak.all(np.isfinite(nano.Particle.mass))
 
 
 def test_real_root_reads_the_ntuple(ntuple):

@@ -26,6 +26,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """``dir(eventlm)`` lists the lazily imported readers and writers too."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     if name in ("read_events", "iter_events", "write_events"):
         from eventlm import io

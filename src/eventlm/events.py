@@ -55,13 +55,23 @@ PARTICLE_RECORD = "Momentum4D"
 
 
 class Kind(enum.IntEnum):
-    """Reconstructed object type. The one place these integers are defined."""
+    """Reconstructed object type. The one place these integers are defined.
+
+    Compares with awkward and numpy arrays like the int8 ``kind`` field it is stored in:
+    ``events.particles[events.particles.kind == Kind.BJET]``.
+    """
 
     JET = 0
     BJET = 1
     ELECTRON = 2
     MUON = 3
     PHOTON = 4
+
+    @property
+    def dtype(self) -> np.dtype:
+        # awkward's NEP-50 ufunc path takes the dtype of a scalar that has one and otherwise expects
+        # exactly int/float/complex: an IntEnum member was a TypeError in `kind == Kind.BJET`
+        return np.dtype(np.int8)
 
 
 #: Dark Machines object codes -> (kind, charge).

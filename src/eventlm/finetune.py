@@ -287,7 +287,8 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs * steps_per_epoch, desc="finetune", unit="batch", dynamic_ncols=True)
+        bar = tqdm(total=epochs * steps_per_epoch, desc="finetune", unit="batch", dynamic_ncols=True,
+                   disable=None)  # None: no bar off a terminal
     for epoch in range(epochs):
         classifier.train()
         if freeze:

@@ -372,7 +372,7 @@ def sample_tokens(model, tokenizer, n_events: int, *, seed: int = 0, temperature
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_events, desc="sampling", unit="event", dynamic_ncols=True)
+        bar = tqdm(total=n_events, desc="sampling", unit="event", dynamic_ncols=True, disable=None)  # None: not off a terminal
     chunks, counts = [], []
     for start in range(0, n_events, batch_events):
         b = min(batch_events, n_events - start)

@@ -449,6 +449,11 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) 
             md.write_metrics(state.metrics)
         dist.barrier()
 
+    if dist.is_main and state.epoch and state.best_val > entropy:
+        log.warning("%s: the best validation loss %.3f is worse than the unigram baseline %.3f nats (every "
+                    "token predicted by its training frequency alone): the model has not learned the events; "
+                    "its scores and samples mean little (train longer or on more events)",
+                    md.path, state.best_val, entropy)
     return TrainResult(out_dir=md.path, epochs_run=state.epoch, best_epoch=state.best_epoch,
                        best_val_loss=state.best_val, stopped_early=state.stopped_early, metrics=state.metrics,
                        seconds=time.perf_counter() - t_start)
@@ -514,4 +519,5 @@ def _progress(total: int, desc: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    # disable=None: no bar off a terminal (a log file gets the epoch lines, not carriage returns)
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)

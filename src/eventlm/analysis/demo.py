@@ -83,7 +83,7 @@ def score_events(scorer, events: ak.Array, path: Path, matrices: dict | None, *,
     vocab = scorer.tokenizer.vocab_size
     background = set(scorer.background_processes)
     parts: dict[str, list] = {}
-    with tqdm(total=len(events), desc=desc, unit="event", dynamic_ncols=True) as bar:
+    with tqdm(total=len(events), desc=desc, unit="event", dynamic_ncols=True, disable=None) as bar:
         for start in range(0, len(events), chunk):
             sub = events[start:start + chunk]
             cols = scorer.score(sub, return_tokens=matrices is not None)

@@ -65,7 +65,8 @@ def score_all(model_dir: Path, datasets: dict[str, ak.Array]) -> dict[str, dict[
     scorer = Scorer.load(model_dir)
     out = {}
     total = sum(len(ev) for ev in datasets.values())
-    with tqdm(total=total, desc=f"scoring with {Path(model_dir).name}", unit="event", dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=f"scoring with {Path(model_dir).name}", unit="event", dynamic_ncols=True,
+              disable=None) as bar:
         for name, events in datasets.items():
             cols = {}
             for start in range(0, len(events), 5000):

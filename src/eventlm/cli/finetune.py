@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_no_progress
+from eventlm.cli import add_model, add_no_progress
 
 
 def add_parser(subparsers) -> None:
@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
         "column score_<name>. Background events of MODEL's test split are left out of the training. "
         "See docs/multitask.md.",
     )
-    p.add_argument("model", metavar="MODEL", help="pre-trained model directory from `eventlm train`")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="pre-trained model directory from `eventlm train`")
+    add_model(p, "pre-trained model directory from `eventlm train`")
     p.add_argument("--signal", nargs="+", required=True, metavar="FILE", help="labelled signal event files")
     p.add_argument("--background", nargs="+", required=True, metavar="FILE", help="labelled background event files")
     p.add_argument("--out", required=True, metavar="DIR", help="classifier directory to write")
@@ -37,8 +38,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from eventlm.cli import resolve_model
     from eventlm.finetune import FinetuneError, finetune
 
+    resolve_model(args)
     for flag in ("epochs", "max_signal", "max_background"):
         value = getattr(args, flag)
         if value is not None and value < 1:

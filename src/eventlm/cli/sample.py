@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_no_progress
+from eventlm.cli import add_model, add_no_progress
 
 
 def add_parser(subparsers) -> None:
@@ -13,11 +13,12 @@ def add_parser(subparsers) -> None:
         help="generate events with a causal model",
         description="Draw N token sequences from the causal model in MODEL (the token grammar enforced: "
         "particles in token order, then the MET tokens, then the stop token), decode each token into "
-        "values drawn inside its bins from the training background (MODEL/sampling.npz, built from "
-        "--reference the first time) and write the events (process 'generated') to OUT "
+        "values drawn inside its bins from the training background (MODEL/sampling.npz, written by "
+        "`eventlm train`; --reference rebuilds it) and write the events (process 'generated') to OUT "
         "(.csv.gz, .root or .parquet). See docs/multitask.md.",
     )
-    p.add_argument("model", metavar="MODEL", help="model directory from `eventlm train --objective causal`")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="model directory from `eventlm train --objective causal`")
+    add_model(p, "model directory from `eventlm train --objective causal`")
     p.add_argument("--events", "-n", type=int, required=True, metavar="N", help="events to generate")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="the one seed of the tokens and values (default 0)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output file (.csv.gz, .root, .parquet)")
@@ -27,6 +28,7 @@ def add_parser(subparsers) -> None:
                    help="the training background: (re)build MODEL/sampling.npz from its training split")
     p.add_argument("--first-id", type=int, default=0, metavar="ID", help="event id of the first event (default 0)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
+    p.add_argument("--mkdir", action="store_true", help="create the output directory if it does not exist")
     add_no_progress(p)
     p.set_defaults(func=run)
 
@@ -35,10 +37,17 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from pathlib import Path
+
+    from eventlm.cli import check_output, resolve_model
     from eventlm.errors import EventlmError
     from eventlm.io import write_events
     from eventlm.sample import sample_events
 
+    resolve_model(args)
+    if args.mkdir:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    check_output(args.out)  # before the first event is drawn: a missing directory is an error
     if args.events < 0:
         raise EventlmError(f"--events must be >= 0, got {args.events}")
     if args.temperature <= 0:

@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.score import calibrate
 
     calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
+    if config.train.objective == "causal" and config.tokenizer.kind == "lut":
+        from eventlm.sample import prepare_sampling
+
+        prepare_sampling(args.out, background)  # what `eventlm sample` needs, while the background is at hand
     from eventlm.extras import missing_of
 
     if result.metrics["epoch"] and not missing_of("plots"):

@@ -563,7 +563,7 @@ def _run_tasks(tasks: list[ShardTask], *, jobs: int, total: int, desc: str, prog
     from tqdm.auto import tqdm
 
     global _PROGRESS
-    bar = tqdm(total=total, desc=desc, unit="ev", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit="ev", disable=None if progress else True, dynamic_ncols=True)
     try:
         if jobs == 1:
             _PROGRESS = bar.update

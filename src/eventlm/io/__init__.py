@@ -47,15 +47,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Union, overload
 
 import awkward as ak
 
 from eventlm.atomic import commit, temporary_path
 from eventlm.errors import EventFormatError
 from eventlm.events import EVENT_FIELDS, empty_events
+
+#: One event file or several (read in order).
+PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +148,7 @@ def extra_fields(events: ak.Array) -> list[str]:
 
 
 def iter_events(
-    paths,
+    paths: PathsLike,
     *,
     step_size: int | None = DEFAULT_STEP_SIZE,
     max_events: int | None = None,
@@ -163,6 +167,7 @@ def iter_events(
     :class:`eventlm.io.physlite.PHYSLITEOptions` (each used only for files of its kind), and the
     shortcuts ``process=``, ``met=``, ``btag_branch=``, ``btag_wp=``, ``btag_era=`` (NanoAOD).
     """
+    check_reader_options(options)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if step_size is not None and step_size < 1:
@@ -206,6 +211,23 @@ def iter_events(
         _log_skipped(path, report.skipped[before:])
 
 
+#: The reader keywords of :func:`iter_events` and :func:`read_events` (for NanoAOD and PHYSLITE files;
+#: see :mod:`eventlm.io.nanoaod` and :mod:`eventlm.io.physlite`).
+READER_OPTIONS = ("nanoaod", "physlite", "process", "met", "btag_branch", "btag_wp", "btag_era")
+
+
+def check_reader_options(options: dict) -> None:
+    """A keyword that no reader takes is a typo: a ``TypeError`` that names it and the closest
+    known keyword, before any file is opened (it was "not a readable ROOT file" for a ROOT file, and
+    silently ignored for a CSV file)."""
+    import difflib
+
+    for name in sorted(set(options) - set(READER_OPTIONS)):
+        close = difflib.get_close_matches(name, READER_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TypeError(f"unknown reader option {name!r}{hint}; the reader options are {', '.join(READER_OPTIONS)}")
+
+
 def _log_skipped(path, skipped: list[Skipped]) -> None:
     if not skipped:
         return
@@ -215,15 +237,22 @@ def _log_skipped(path, skipped: list[Skipped]) -> None:
     log.warning("%s: skipped %d bad %s (%s)", path, len(skipped), what, shown)
 
 
+@overload
+def read_events(paths: PathsLike, *, max_events: int | None = ..., on_error: str = ...,
+                return_report: Literal[False] = ..., step_size: int | None = ..., **options) -> ak.Array: ...
+@overload
+def read_events(paths: PathsLike, *, max_events: int | None = ..., on_error: str = ...,
+                return_report: Literal[True], step_size: int | None = ...,
+                **options) -> tuple[ak.Array, ReadReport]: ...
 def read_events(
-    paths,
+    paths: PathsLike,
     *,
     max_events: int | None = None,
     on_error: str = "raise",
     return_report: bool = False,
     step_size: int | None = None,
     **options,
-):
+) -> ak.Array | tuple[ak.Array, ReadReport]:
     """All events of ``paths`` (one path or a list, concatenated in order), at most ``max_events``.
 
     ``step_size`` is the size of the chunks read and then joined (see :func:`iter_events`); the
@@ -333,7 +362,7 @@ class EventWriter:
             self.abort()
 
 
-def as_events(source, max_events: int | None = None) -> ak.Array:
+def as_events(source: ak.Array | PathsLike, max_events: int | None = None) -> ak.Array:
     """An event array from ``source``: paths (read with :func:`read_events`) or an event array
     (returned as it is, cut to ``max_events`` when given)."""
     if isinstance(source, ak.Array):
@@ -341,7 +370,7 @@ def as_events(source, max_events: int | None = None) -> ak.Array:
     return read_events(source, max_events=max_events or None)
 
 
-def write_events(events: ak.Array, path, extra_columns: dict | None = None) -> Path:
+def write_events(events: ak.Array, path: str | os.PathLike[str], extra_columns: dict | None = None) -> Path:
     """Write ``events`` (plus ``extra_columns``) to ``path`` in the format of its suffix, atomically."""
     with EventWriter(path) as out:
         out.write(events, extra_columns)

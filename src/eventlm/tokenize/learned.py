@@ -288,7 +288,7 @@ class LearnedTokenizer(Tokenizer):
             pool: list[torch.Tensor] = []
             total = 0.0
             restarted = 0
-            bar = tqdm(range(n_batches), desc=f"{self.kind} epoch {epoch}/{epochs}", disable=not progress,
+            bar = tqdm(range(n_batches), desc=f"{self.kind} epoch {epoch}/{epochs}", disable=None if progress else True,
                        leave=False)
             for b in bar:
                 items = perm[b * self.batch_size:(b + 1) * self.batch_size]
