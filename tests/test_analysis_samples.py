@@ -130,3 +130,56 @@ def test_bad_sample_tables_are_one_line_errors_naming_the_key(tmp_path, samples,
     with pytest.raises(AnalysisConfigError, match="study.toml") as err:
         write_config(tmp_path, samples)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lumi_mask_and_filter_bits_select_data_and_events(tmp_path):
+    """A golden JSON (written here) keeps the certified luminosity blocks of the data; HLT_*/Flag_*
+    bits work in the preselection and in the regions."""
+    import json
+
+    from eventlm.analysis.inputs import DATA, prepare_inputs
+
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"315267": [[1, 204]], "359571": [[100, 200]]}))  # 315267/205 is out
+    dy, ggh = real_file("DYJetsToLL--UL17_v6-v2_109_Skim.root"), real_file("ggH_M125_amcatnlo_v13.root")
+    config = write_config(tmp_path, f"""
+[samples.dy]
+files = ["{dy}"]
+cross_section = 6077.22
+[samples.higgs]
+files = ["{ggh}"]
+role = "signal"
+cross_section = 0.11856
+[samples.data]
+files = ["{real_file('EGamma_2022E_v13.root')}", "{real_file('nano_dimuon.root')}"]
+role = "data"
+[inputs]
+preselection = "Flag_goodVertices and not HLT_IsoMu24"
+""", study=f'lumi = 41.5\nlumi_mask = "{golden}"')
+    config = config.with_overrides(regions=(config.regions[0], replace_selection(config.regions[1], "HLT_Ele32_WPTight_Gsf")))
+    assert set(config.flags) == {"Flag_goodVertices", "HLT_IsoMu24", "HLT_Ele32_WPTight_Gsf"}
+    prepared = prepare_inputs(config, tmp_path / "out", None, need_train=False)
+    data = prepared.events[DATA]
+    assert len(data) == 100 and set(ak.to_numpy(data.run)) == {359571}  # run 315267, lumi 205: not certified
+    assert any("keeps 100 of 140 events" in n for n in prepared.notes)
+    with uproot.open(dy) as f:
+        bits = f["Events"].arrays(["Flag_goodVertices", "HLT_IsoMu24"], library="np")
+    expected = int(np.count_nonzero(bits["Flag_goodVertices"] & ~bits["HLT_IsoMu24"]))
+    assert len(prepared.events["background"]) == expected < 100  # the preselection, by hand
+
+
+def replace_selection(region, flag):
+    from dataclasses import replace
+
+    return replace(region, selection=f"{region.selection} and {flag}")
+
+
+def test_a_broken_golden_json_is_a_one_line_error(tmp_path):
+    from eventlm.analysis.lumimask import load_lumi_mask
+    from eventlm.errors import EventFormatError
+
+    bad = tmp_path / "golden.json"
+    bad.write_text('{"315267": [[1, "x"]]}')
+    with pytest.raises(EventFormatError, match="golden.json.*expected") as err:
+        load_lumi_mask(bad)
+    assert "\n" not in str(err.value)

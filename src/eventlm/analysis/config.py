@@ -14,7 +14,7 @@ from pathlib import Path
 from eventlm.analysis.baselines import NAMES as BASELINE_NAMES
 from eventlm.analysis.features import VARIABLES
 from eventlm.analysis.metrics import WORKING_POINTS
-from eventlm.analysis.regions import Region, SelectionError, region_from_config
+from eventlm.analysis.regions import Region, SelectionError, flags_in, region_from_config
 from eventlm.analysis.threshold import METHODS
 from eventlm.errors import EventlmError
 
@@ -87,6 +87,9 @@ class InputsConfig:
     #: their weights so the sample keeps its cross section; "all": use every background event.
     background_events: str = "test"
     max_events: int | None = None  # per input file (a quick look)
+    #: a selection every sample's events must pass (after their normalisation: sum_w counts every
+    #: generated event), in the language of the regions, trigger and filter bits included
+    preselection: str = ""
 
 
 #: Score columns a study can cut on (see eventlm.score), with their axis labels.
@@ -200,6 +203,12 @@ class AnalysisConfig:
     def has_data(self) -> bool:
         return any(s.role == "data" for s in self.all_samples)
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The ``HLT_*``/``Flag_*`` bits the regions and the preselection use (read from NanoAOD)."""
+        names = [f for r in self.regions for f in r.flags] + list(flags_in(self.inputs.preselection))
+        return tuple(dict.fromkeys(names))
+
     def region(self, name: str) -> Region:
         for r in self.regions:
             if r.name == name:
@@ -262,7 +271,12 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
     try:
         regions = tuple(region_from_config(n, t) for n, t in data.get("regions", {}).items())
         for r in regions:
-            r.validate(set(VARIABLES))
+            r.validate(set(VARIABLES) | set(r.flags))
+        preselection = sections["inputs"].preselection
+        if not isinstance(preselection, str):
+            raise AnalysisConfigError(f"{source}: [inputs] preselection must be a selection string")
+        if preselection:
+            Region("preselection", preselection).validate(set(VARIABLES) | set(flags_in(preselection)))
     except SelectionError as err:
         raise AnalysisConfigError(f"{source}: {err}") from None
     samples = _samples(data.get("samples", {}), base, source)

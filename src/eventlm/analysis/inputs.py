@@ -13,6 +13,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.analysis.config import AnalysisConfig
+from eventlm.analysis.regions import Region
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,27 @@ def normalise(sample, events: ak.Array, config: AnalysisConfig) -> tuple[ak.Arra
     return events, norm
 
 
+def selection_values(events: ak.Array, flags=()) -> dict[str, np.ndarray]:
+    """The event variables of ``events`` and their trigger/filter bits, for a selection's mask."""
+    from eventlm.analysis.features import variables_of
+
+    values = variables_of(events)
+    values.update({f: ak.to_numpy(events[f]).astype(bool) for f in flags})
+    return values
+
+
+def _concatenate(parts: list[ak.Array]) -> ak.Array:
+    """The events of several samples as one array: the fields all of them carry (a CSV sample has no
+    run and luminosity block, a NanoAOD one does: those are then left out of the dataset)."""
+    if len(parts) == 1:
+        return parts[0]
+    common = [f for f in parts[0].fields if all(f in p.fields for p in parts[1:])]
+    dropped = sorted({f for p in parts for f in p.fields} - set(common))
+    if dropped:
+        log.info("fields %s are not in every sample of the dataset: left out", ", ".join(dropped))
+    return ak.concatenate([p[common] for p in parts])
+
+
 def _check_unique_ids(events: ak.Array, dataset: str) -> None:
     ids = ak.to_numpy(events.event_id)
     unique, counts = np.unique(ids, return_counts=True)
@@ -151,9 +173,19 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
     ntuple_dir.mkdir(parents=True, exist_ok=True)
     notes, norms = [], []
     by_dataset: dict[str, list[ak.Array]] = {}
+    reader = {}
+    if config.flags:  # the trigger and filter bits the selections use, read beside the events
+        from eventlm.io.nanoaod import NanoAODOptions
+
+        reader["nanoaod"] = NanoAODOptions(flags=config.flags)
+    preselection = Region("preselection", inputs.preselection) if inputs.preselection else None
     for sample in samples:
         log.info("reading %s %s: %s", sample.role, sample.name, ", ".join(p.name for p in sample.files))
-        events = read_events(list(sample.files), max_events=inputs.max_events)
+        events = read_events(list(sample.files), max_events=inputs.max_events, **reader)
+        missing = [f for f in config.flags if f not in events.fields]
+        if missing:
+            raise ValueError(f"[samples.{sample.name}]: the selections use {', '.join(missing)}, which its files "
+                             "do not carry (trigger and filter bits come from NanoAOD)")
         if sample.role == "data" and config.study.lumi_mask is not None:
             from eventlm.analysis.lumimask import apply_lumi_mask
 
@@ -161,10 +193,15 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
             notes.append(note)
         events, norm = normalise(sample, events, config)
         norms.append(norm)
+        if preselection is not None:
+            keep = preselection.mask(selection_values(events, config.flags))
+            notes.append(f"preselection ({inputs.preselection}): {sample.name} keeps {int(keep.sum())} of "
+                         f"{len(keep)} events")
+            events = events[keep]
         dataset = {"background": BACKGROUND, "data": DATA}.get(sample.role, sample.label)
         by_dataset.setdefault(dataset, []).append(events)
     notes += [f"normalisation: {n.describe()}" for n in norms]
-    merged = {ds: parts[0] if len(parts) == 1 else ak.concatenate(parts) for ds, parts in by_dataset.items()}
+    merged = {ds: _concatenate(parts) for ds, parts in by_dataset.items()}
     for ds, ev in merged.items():
         _check_unique_ids(ev, ds)
     background = merged[BACKGROUND]

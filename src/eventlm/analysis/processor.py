@@ -151,7 +151,7 @@ def to_event_model(events, process=None) -> ak.Array:
     counts = ak.to_numpy(ak.num(particles.pt, axis=1))
     flat = {f: ak.to_numpy(ak.flatten(particles[f])) for f in PARTICLE_FIELDS}
     n = len(counts)
-    return make_events(
+    out = make_events(
         event_id=ak.to_numpy(events.event),
         process=process if process is not None else np.full(n, "unknown"),
         weight=ak.to_numpy(events.weight),
@@ -159,6 +159,10 @@ def to_event_model(events, process=None) -> ak.Array:
         met_phi=ak.to_numpy(events.MET.phi),
         particles=make_particles(counts=counts, **flat),
     )
+    for name in ("run", "luminosityBlock"):  # the event identity travels into the skims
+        if name in events.fields:
+            out = ak.with_field(out, ak.to_numpy(events[name]), name)
+    return out
 
 
 class AnomalyProcessor(processor.ProcessorABC):
@@ -263,6 +267,11 @@ class AnomalyProcessor(processor.ProcessorABC):
         names = np.array(unique_names, dtype=object)[inverse]
         particles = events.Particle
         values = event_variables(particles.kind, particles.pt, events.MET.pt, events.MET.phi)
+        for flag in dict.fromkeys(f for r in self.regions for f in r.flags):  # HLT_*, Flag_* bits
+            bits = _branch(events, flag)
+            if bits is None:
+                raise EventFormatError(events.metadata.get("filename"), f"no {flag} branch (a region uses it)")
+            values[flag] = ak.to_numpy(bits).astype(bool)
         weight = ak.to_numpy(events.weight).astype(np.float64)
         scores = self._checked_scores(events, names.astype(str))
         masks = {"all": np.ones(n, dtype=bool)}

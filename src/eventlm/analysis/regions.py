@@ -12,7 +12,9 @@ A region is either a selection string in a small, safe expression language, or p
     min = { lead_jet_pt = 200, met = 100 }   # inclusive lower bounds
     max = { n_leptons = 0 }                  # inclusive upper bounds
 
-The language: event variables by name (see ``eventlm.analysis.features.VARIABLES``), numbers, the
+The language: event variables by name (see ``eventlm.analysis.features.VARIABLES``) and the NanoAOD
+trigger and MET-filter bits by branch name (``HLT_IsoMu24``, ``Flag_goodVertices``: read from the
+files, true or false), numbers, the
 comparisons ``< <= > >= == !=`` (chained too: ``4 <= n_jets <= 5``), arithmetic ``+ - * /``,
 ``and``, ``or``, ``not`` and parentheses. Anything else (calls, attributes, subscripts, strings) is
 rejected when the config is read, with the offending text. It is parsed with Python's ``ast`` and
@@ -129,11 +131,32 @@ class Region:
             out &= np.asarray(values[var]) <= hi
         return out
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The trigger and filter bits (``HLT_*``, ``Flag_*``) the selection uses."""
+        return flags_in(self.selection, *self.minimum, *self.maximum)
+
     def describe(self) -> str:
         parts = [self.selection] if self.selection else []
         parts += [f"{v} >= {x:g}" for v, x in self.minimum.items()]
         parts += [f"{v} <= {x:g}" for v, x in self.maximum.items()]
         return " and ".join(parts) if parts else "all events"
+
+
+#: Name prefixes of the NanoAOD trigger and MET-filter bits a selection may use (read from the file).
+FLAG_PREFIXES = ("HLT_", "Flag_")
+
+
+def flags_in(selection: str, *names: str) -> tuple[str, ...]:
+    """The ``HLT_*``/``Flag_*`` names in a selection string (and among ``names``), in order."""
+    found = [n for n in names if n.startswith(FLAG_PREFIXES)]
+    if selection:
+        try:
+            tree = ast.parse(selection, mode="eval")
+        except SyntaxError:
+            return tuple(dict.fromkeys(found))
+        found += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id.startswith(FLAG_PREFIXES)]
+    return tuple(dict.fromkeys(found))
 
 
 def region_from_config(name: str, table: Mapping) -> Region:

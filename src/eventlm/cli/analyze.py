@@ -73,7 +73,6 @@ def precheck(config, model, out) -> None:
     import numpy as np
 
     from eventlm.analysis.config import AnalysisConfigError
-    from eventlm.analysis.features import variables_of
     from eventlm.cli import check_inputs
     from eventlm.io import detect_format, iter_events
 
@@ -117,14 +116,28 @@ def precheck(config, model, out) -> None:
                         f"[study] model), or give inputs written by `eventlm score`")
     cr = config.region(config.threshold.control_region)
     sr = config.region(config.threshold.signal_region)
+    from eventlm.analysis.inputs import selection_values
+    from eventlm.analysis.regions import Region
+
+    reader = {}
+    if config.flags:
+        from eventlm.io.nanoaod import NanoAODOptions
+
+        reader["nanoaod"] = NanoAODOptions(flags=config.flags)
+    pre = Region("preselection", config.inputs.preselection)
     counts = {}
     for name, paths in datasets.items():
         n_cr = n_sr = 0
         for path in paths:
-            for chunk in iter_events(path, max_events=config.inputs.max_events):
-                values = variables_of(chunk)
-                n_cr += int(np.count_nonzero(cr.mask(values)))
-                n_sr += int(np.count_nonzero(sr.mask(values)))
+            for chunk in iter_events(path, max_events=config.inputs.max_events, **reader):
+                missing = [f for f in config.flags if f not in chunk.fields]
+                if missing:
+                    raise AnalysisConfigError(f"{path}: the selections use {', '.join(missing)}, which this file "
+                                              "does not carry (trigger and filter bits come from NanoAOD)")
+                values = selection_values(chunk, config.flags)
+                kept = pre.mask(values)
+                n_cr += int(np.count_nonzero(cr.mask(values) & kept))
+                n_sr += int(np.count_nonzero(sr.mask(values) & kept))
         counts[name] = (n_cr, n_sr)
     if counts["background"][0] == 0:
         raise AnalysisConfigError(f"{source}: the control region {cr.name} ({cr.describe()}) selects no "

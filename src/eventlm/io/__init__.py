@@ -63,6 +63,10 @@ PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]
 
 log = logging.getLogger(__name__)
 
+#: Event fields beyond the model that the experiment readers add: the event identity (NanoAOD's
+#: ``run``/``luminosityBlock``; PHYSLITE's ``runNumber``/``lumiBlock`` under those names, and
+#: ``mcChannelNumber``). Written to ROOT and Parquet, read back; the CSV cannot hold them.
+IDENTITY_FIELDS = ("run", "luminosityBlock", "mcChannelNumber")
 #: Events per chunk yielded by :func:`iter_events` unless told otherwise.
 DEFAULT_STEP_SIZE = 100_000
 
@@ -293,6 +297,7 @@ class EventWriter:
         self._tmp = temporary_path(self.path)
         self._closed = False
         self._extra_names: list[str] | None = None  # fixed by the first chunk
+        self._dropped_identity = False
         if self.format == "csv":
             from eventlm.io.csv import CSVSink
 
@@ -311,6 +316,13 @@ class EventWriter:
         if self._closed:
             raise ValueError(f"EventWriter for {self.path} is closed")
         extra = {name: events[name] for name in extra_fields(events)}
+        if self.format == "csv":  # the CSV has no place for the event identity the readers keep
+            dropped = [k for k in extra if k in IDENTITY_FIELDS or k.startswith(("HLT_", "Flag_"))]
+            if dropped and not self._dropped_identity:
+                log.warning("%s: the Dark Machines CSV cannot hold %s; written without them (ROOT or Parquet "
+                            "keep them)", self.path, ", ".join(dropped))
+                self._dropped_identity = True
+            extra = {k: v for k, v in extra.items() if k not in dropped}
         for name, values in (extra_columns or {}).items():
             values = ak.Array(values) if not isinstance(values, ak.Array) else values
             if len(values) != len(events):

@@ -80,6 +80,8 @@ BTAG_WORKING_POINTS: dict[str, dict[str, dict[str, float]]] = {
 DEFAULT_BTAG_ERA = {2: "2018", 3: "2022"}
 #: The b-tag branches per Run when none is given, the first the file has is used.
 DEFAULT_BTAG_BRANCH = {2: ("Jet_btagDeepFlavB",), 3: ("Jet_btagPNetB", "Jet_btagDeepFlavB")}
+#: The event identity kept beside ``event`` (as ``event_id``): run and luminosity block, exactly.
+IDENTITY = ("run", "luminosityBlock")
 #: MET collections in order of preference, per Run.
 MET_PREFERENCE = {2: ("MET", "PuppiMET"), 3: ("PuppiMET", "MET")}
 
@@ -119,6 +121,9 @@ class NanoAODOptions:
     muon_iso: float | None = 0.25       #: Muon_pfRelIso04_all below this (0.25 loose, 0.15 tight)
     photon_id: str | None = "medium"    #: Photon_cutBased (or the bitmap of older files)
     overlap_dr: float | None = 0.4      #: ΔR of the overlap removal
+    #: trigger and MET-filter bits to keep as boolean event fields (``HLT_*``, ``Flag_*`` branches):
+    #: for preselections and regions; a name the file lacks is an error
+    flags: tuple[str, ...] = ()
 
     @classmethod
     def kinematic_only(cls, **changes) -> NanoAODOptions:
@@ -176,7 +181,12 @@ class _Plan:
         self.where = where
         self.suspicious = suspicion_reporter(where, warn)
         self.warn, self.btag_unfilled = warn, False
-        self.top = [b for b in ("event", "genWeight") if b in top]
+        self.top = [b for b in ("event", "genWeight", *IDENTITY) if b in top]
+        missing_flags = [b for b in o.flags if b not in top]
+        if missing_flags:
+            raise EventFormatError(where, f"no {', '.join(missing_flags)} branch (flags asked for; the file has "
+                                          f"{sum(1 for b in top if b.startswith(('HLT_', 'Flag_')))} HLT_/Flag_ branches)")
+        self.top += list(o.flags)
         self.present = [c for c in COLLECTIONS if set(_REQUIRED[c]) <= fields.get(c, set())]
         missing = [c for c in COLLECTIONS if c not in self.present]
         if missing:
@@ -295,8 +305,10 @@ class _Plan:
         weight = ak.to_numpy(top["genWeight"]).astype(np.float64) if "genWeight" in top else np.ones(n)
         from eventlm.io.selection import build_events
 
+        extra = {b: ak.to_numpy(top[b]).astype(np.uint32) for b in IDENTITY if b in top}
+        extra.update({b: ak.to_numpy(top[b]).astype(bool) for b in o.flags})
         return build_events(particles, event_id=event_id, weight=weight, process=process, met=met,
-                            met_phi=met_phi)
+                            met_phi=met_phi, extra=extra)
 
     def _requirements(self, coll: str, rec: ak.Array) -> dict[str, ak.Array]:
         o = self.options
@@ -369,11 +381,17 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     """
     options = options or NanoAODOptions()
     names, fields = nanoevents_fields(events, (*COLLECTIONS, "MET", "PuppiMET", "Rho"))
-    top = {b for b in ("event", "genWeight") if b in names}
+    def flag(name):  # NanoAODSchema nests HLT_X as events.HLT.X
+        head, _, tail = name.partition("_")
+        return events[head][tail] if head in names and tail in events[head].fields else None
+
+    top = {b for b in ("event", "genWeight", *IDENTITY) if b in names}
+    top |= {b for b in options.flags if flag(b) is not None}
     plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)),
                  info=warn_once(("nanoaod", fields, options), logging.INFO))
     colls = {c: ak.zip({f: _plain(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
     process = options.process or nanoevents_process(events)
-    return plan.map(colls, {b: _plain(events[b]) for b in plan.top}, len(events), 0, process)
+    values = {b: _plain(events[b] if b in names else flag(b)) for b in plan.top}
+    return plan.map(colls, values, len(events), 0, process)
 
 

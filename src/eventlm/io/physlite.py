@@ -27,7 +27,8 @@ MET: ``MET_Core_AnalysisMET`` holds only the soft terms; the final MET needs ATL
 the association map, which eventlm does not run. ``met`` is rebuilt as minus the vector sum of the
 selected objects (after overlap removal) plus the track soft term ``PVSoftTrkCore``; with no
 ``MET_Core_AnalysisMET`` in the file, from the objects alone (one warning). ``weight`` is the first
-``mcEventWeights`` (1 in data), ``event_id`` the ``eventNumber``.
+``mcEventWeights`` (1 in data), ``event_id`` the ``eventNumber``; ``runNumber``, ``lumiBlock`` and
+``mcChannelNumber`` are kept as the event fields ``run``, ``luminosityBlock``, ``mcChannelNumber``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ from eventlm.io.selection import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The event identity kept beside ``eventNumber`` (the ``event_id``): EventInfo field -> event field
+#: (the names of the eventlm ntuple, shared with NanoAOD; ``mcChannelNumber`` keeps its own).
+IDENTITY = {"runNumber": "run", "lumiBlock": "luminosityBlock", "mcChannelNumber": "mcChannelNumber"}
 
 MEV = 1e-3
 MUON_MASS = 0.1056584  # GeV: PHYSLITE muons carry no mass branch
@@ -200,7 +205,7 @@ class _Plan:
         if self.soft:
             self.read["MET_Core_MET"] = ["mpx", "mpy", "name"]
         info = fields.get("EventInfo", set())
-        self.read["EventInfo"] = [f for f in ("eventNumber", "mcEventWeights") if f in info]
+        self.read["EventInfo"] = [f for f in ("eventNumber", "mcEventWeights", *IDENTITY) if f in info]
         if skipped:
             warn("%s: not applied, the file lacks the branches: %s", where, "; ".join(skipped))
 
@@ -242,8 +247,12 @@ class _Plan:
             weight = ak.to_numpy(ak.fill_none(ak.firsts(info.mcEventWeights, axis=1), 1.0)).astype(np.float64)
         else:
             weight = np.ones(n)
+        extra = {}
+        for field, name in IDENTITY.items():  # the event identity, under the ntuple's names
+            if info is not None and field in self.read["EventInfo"]:
+                extra[name] = ak.to_numpy(info[field]).astype(np.uint32)
         return build_events(particles, event_id=event_id, weight=weight, process=process, met=met,
-                            met_phi=met_phi)
+                            met_phi=met_phi, extra=extra)
 
     def _is_b(self, jets, btag, eta) -> ak.Array:
         """The b-tag decision of each jet, through its ``btaggingLink`` (an invalid link: not a b-jet)."""

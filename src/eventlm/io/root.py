@@ -89,9 +89,13 @@ class RootSink:
     def _branches(events: ak.Array, codes: np.ndarray, extra: dict) -> dict:
         n = len(events)
         parts = events.particles
+        extra = dict(extra)
+        # the event identity where the events carry it (NanoAOD, PHYSLITE), else 1 and 1
+        ids = {b: ak.to_numpy(extra.pop(b)).astype(np.uint32) if b in extra else np.ones(n, dtype=np.uint32)
+               for b in _ID_BRANCHES}
         data = {
-            "run": np.ones(n, dtype=np.uint32),
-            "luminosityBlock": np.ones(n, dtype=np.uint32),
+            "run": ids["run"],
+            "luminosityBlock": ids["luminosityBlock"],
             "event": ak.to_numpy(events.event_id).astype(np.int64),
             "weight": ak.to_numpy(events.weight).astype(np.float64),
             "process_code": codes.astype(np.int32),
@@ -237,6 +241,8 @@ def iter_root(
         counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
         core = {*EVENT_BRANCHES, *PARTICLE_BRANCHES, *_ID_BRANCHES}
         extras = [b for b in tree.keys() if b not in core and b not in counters]
+        if carries_identity(tree):  # written from NanoAOD or PHYSLITE: read back as it was
+            extras += list(_ID_BRANCHES)
         entry0 = 0
         # baskets are decompressed and interpreted on a few threads (both release the GIL)
         with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="eventlm-root") as pool:
@@ -247,6 +253,14 @@ def iter_root(
                     events = ak.with_field(events, arrays[name], name)
                 entry0 += len(arrays)  # bad values: eventlm.sanity judges every chunk in iter_events
                 yield events
+
+
+def carries_identity(tree) -> bool:
+    """Whether an ntuple's ``run`` and ``luminosityBlock`` hold an experiment's event identity (any
+    value other than the 1 and 1 written for events without one)."""
+    if not all(b in tree.keys() for b in _ID_BRANCHES):
+        return False
+    return any(bool(np.any(tree[b].array(library="np") != 1)) for b in _ID_BRANCHES)
 
 
 def tree_keys(tree) -> list[str]:

@@ -162,10 +162,12 @@ def kept_particles(parts: list[tuple[ak.Array, ak.Array]]) -> ak.Array:
 
 
 def build_events(
-    particles: ak.Array, *, event_id, weight, process: str, met, met_phi,
+    particles: ak.Array, *, event_id, weight, process: str, met, met_phi, extra: dict | None = None,
 ) -> ak.Array:
-    """The event model from the kept, ordered candidates (``E`` from pT, eta and mass)."""
-    return make_events(
+    """The event model from the kept, ordered candidates (``E`` from pT, eta and mass); ``extra``:
+    event-level fields beyond the model (the event identity ``run``, ``luminosityBlock``, ...; trigger
+    and filter flags), kept as extra columns."""
+    events = make_events(
         event_id=event_id,
         process=process,
         weight=weight,
@@ -180,6 +182,9 @@ def build_events(
             "E": energy_from_pt_eta(particles.pt, particles.eta, particles.mass),
         }),
     )
+    for name, values in (extra or {}).items():
+        events = ak.with_field(events, values, name)
+    return events
 
 
 def empty_candidates(n: int) -> ak.Array:
