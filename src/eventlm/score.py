@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 SCORE_COLUMNS = (
     "anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_max",
     "anomaly_score_calibrated", "reco_accuracy", "log_likelihood", "token_nll",
+    "object_nll", "met_nll", "stop_nll", "count_nll",
 )
 #: The event-level float columns among them, in the order tables list them.
 EVENT_SCORES = ("anomaly_score", "anomaly_score_calibrated", "anomaly_score_mean", "anomaly_score_sum")
@@ -162,16 +163,25 @@ class Scorer(LazyModel):
         Returns a dict: ``anomaly_score``, ``anomaly_score_max``, ``reco_accuracy`` (float32 numpy),
         ``token_nll`` (awkward ``var * float32``), plus ``log_likelihood`` for the causal objective.
         ``return_tokens=True`` adds ``token_true`` and ``token_pred`` (jagged int64, the true and
-        argmax-predicted token of every scored position).
+        argmax-predicted token of every scored position). The explanation columns (``object_nll``
+        aligned with ``events.particles``, ``met_nll``, ``stop_nll``, ``count_nll``) add up to
+        ``anomaly_score``: see :func:`explain`.
         """
         tokens = self.tokenizer.encode(events)
-        return self.score_tokens(tokens, return_tokens=return_tokens)
-
-    def score_tokens(self, tokens, *, return_tokens: bool = False) -> dict:
-        """:meth:`score` on jagged token ids (awkward, lists, or ``(flat, offsets)``)."""
         state = self._load()
         with torch.no_grad(), torch_threads(state["threads"], self.device):
-            return self._score_tokens(tokens, return_tokens)
+            cols = self._score_tokens(tokens, return_tokens)
+        cols.update(explain(cols.pop("_terms"), events, self.tokenizer))
+        return cols
+
+    def score_tokens(self, tokens, *, return_tokens: bool = False) -> dict:
+        """:meth:`score` on jagged token ids (awkward, lists, or ``(flat, offsets)``), without the
+        per-object columns (they need the events)."""
+        state = self._load()
+        with torch.no_grad(), torch_threads(state["threads"], self.device):
+            out = self._score_tokens(tokens, return_tokens)
+        out.pop("_terms")
+        return out
 
     def _score_tokens(self, tokens, return_tokens: bool) -> dict:
         state = self._load()
@@ -289,7 +299,58 @@ class Scorer(LazyModel):
         if return_tokens:
             out["token_true"] = ak.unflatten(true[keep], n_scored)
             out["token_pred"] = ak.unflatten(pred[keep], n_scored)
+        # what explain() needs: the scored terms, the stop term and the object-count term per event
+        stop = np.zeros(n_events)
+        if self.objective == "causal":
+            stop[has] = nll[term_offsets[1:][has] - 1]
+        out["_terms"] = {"token_nll": nll[keep], "n_scored": n_scored, "n_met_scored": n_scored - n_particles,
+                         "stop": stop, "count": event_nll - sums}
         return out
+
+
+#: The explanation columns of :meth:`Scorer.score`: per object, then the event terms.
+EXPLANATION_COLUMNS = ("object_nll", "met_nll", "stop_nll", "count_nll")
+
+
+def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
+    """``anomaly_score`` split over the event's objects and its event-level terms.
+
+    - ``object_nll`` (``var * float32``): one value per object of ``events.particles``, in their own
+      order (the order ``Particle_*`` is written in: pT descending for the readers): the NLL term of
+      the object's token (causal: ``-log p(token | tokens before it)``; masked: ``-log p(token | the
+      rest)``); 0 for an object dropped above ``max_particles``;
+    - ``met_nll``: the MET tokens' terms (0 for a masked model trained without ``mask_met``);
+    - ``stop_nll``: the causal stop token's term, ``-log p(EOS | the event)`` (0 masked);
+    - ``count_nll``: the masked object-count term ``-log p(n_objects)`` (0 causal).
+
+    ``sum(object_nll) + met_nll + stop_nll + count_nll == anomaly_score`` for every event (to float32
+    rounding of each column).
+    """
+    from eventlm.tokenize.particles import order_particles
+
+    flat = order_particles(events, getattr(tokenizer, "max_particles", None))  # token order -> input index
+    n_objects = ak.to_numpy(ak.num(events.particles, axis=1)).astype(np.int64)
+    n_events = len(n_objects)
+    token_nll = terms["token_nll"].astype(np.float64)
+    n_scored, n_met = terms["n_scored"], terms["n_met_scored"]
+    n_particle_terms = n_scored - n_met  # the scored tokens start with the event's particle tokens
+    if not np.array_equal(n_particle_terms, flat.counts):
+        raise AssertionError("per-object terms: particle tokens and scored terms disagree")
+    scored_offsets = _offsets(n_scored)
+    event_of = np.repeat(np.arange(n_events), n_scored)
+    position = np.arange(len(token_nll)) - scored_offsets[:-1][event_of]
+    is_particle = position < n_particle_terms[event_of]
+    object_offsets = _offsets(n_objects)
+    per_object = np.zeros(object_offsets[-1], dtype=np.float32)
+    # the particle terms come in token order: slot j of event e is the object flat.source[j] of e
+    per_object[object_offsets[:-1][flat.event_index] + flat.source] = token_nll[is_particle]
+    met = np.bincount(event_of[~is_particle], weights=token_nll[~is_particle], minlength=n_events)
+    return {
+        "object_nll": ak.unflatten(per_object, n_objects),
+        "met_nll": met.astype(np.float32),
+        "stop_nll": terms["stop"].astype(np.float32),
+        "count_nll": terms["count"].astype(np.float32),
+    }
 
 
 def _load_calibration(model_dir: Path) -> ScoreCalibration | None:

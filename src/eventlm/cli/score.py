@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         "(.root ntuple or .parquet): every input event once, in input order, with its columns plus the "
         "score columns (eventlm.score.SCORE_COLUMNS; docs/method.md): anomaly_score, "
         "anomaly_score_calibrated (where the model has a calibration), anomaly_score_mean, "
-        "anomaly_score_sum, anomaly_score_max, reco_accuracy, log_likelihood (causal model), token_nll.",
+        "anomaly_score_sum, anomaly_score_max, reco_accuracy, log_likelihood (causal model), token_nll, and "
+        "the score split over the objects: object_nll (one value per Particle), met_nll, stop_nll, count_nll.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="event files (CSV, ROOT, Parquet); the first "
                    "argument is the model directory unless --model is given")
