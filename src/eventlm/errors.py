@@ -39,6 +39,16 @@ class MissingModelFileError(ModelDirError, FileNotFoundError):
     """A model directory, or a file it must hold, that does not exist."""
 
 
+class OutputError(EventlmError):
+    """An output that cannot be written (refused before any work, or a fault while writing it): the
+    message names the output's final name, never a temporary file."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem = one_line(problem)
+        super().__init__(f"{self.path}: {problem}")
+
+
 class ConfigError(EventlmError, ValueError):
     """A run config, study config or command-line option of the wrong type or out of range."""
 

@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from eventlm.atomic import atomic_path
+from eventlm.atomic import save_torch, write_json
 from eventlm.runtime import torch_threads
 from eventlm.score import LazyModel
 from eventlm.errors import EventlmError
@@ -396,11 +396,10 @@ def save_classifier(result: FinetuneResult, out_dir) -> Path:
         "tokenizer_fingerprint": result.tokenizer.fingerprint(),
         "eventlm_version": result.info["eventlm_version"],
     }
-    with atomic_path(out_dir / WEIGHTS) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, out_dir / WEIGHTS)
     info = dict(result.info)
     info["history"] = result.history
-    (out_dir / MARKER).write_text(json.dumps(info, indent=1))  # last: the marker means "complete"
+    write_json(out_dir / MARKER, info)  # last: the marker means "complete"
     return out_dir
 
 

@@ -36,7 +36,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from eventlm.atomic import atomic_path, write_json
+from eventlm.atomic import save_torch, write_json
 from eventlm.errors import CheckpointMismatchError, MissingModelFileError, ModelDirError
 
 log = logging.getLogger(__name__)
@@ -170,11 +170,8 @@ class ModelDir:
     def write_checkpoint(self, state: dict, which: str = "last") -> Path:
         """Write ``state`` as ``checkpoint.pt`` (``which="last"``) or ``best.pt``, atomically (a
         temporary file renamed into place: a crash never leaves half a checkpoint)."""
-        import torch
-
         path = self.path / (LAST if which == "last" else BEST)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, path)
         self._checkpoints.pop(path.name, None)
         return path
 

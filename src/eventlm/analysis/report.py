@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from eventlm.analysis.config import SCORE_LABELS, AnalysisConfig
+from eventlm.atomic import atomic_path, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,9 @@ def write_hists(output: dict, out_dir: Path) -> tuple[Path, Path]:
     import uproot
 
     hists = {ds: {k: v for k, v in content.items() if isinstance(v, hist.Hist)} for ds, content in output.items()}
-    pkl = out_dir / "hists.pkl"
-    with open(pkl, "wb") as f:
-        pickle.dump(hists, f)
+    pkl = write_bytes(out_dir / "hists.pkl", pickle.dumps(hists))
     root = out_dir / "hists.root"
-    with uproot.recreate(root) as f:
+    with atomic_path(root) as tmp, uproot.recreate(tmp) as f:
         for ds, content in hists.items():
             for name, h in content.items():
                 for process in h.axes["process"]:

@@ -42,6 +42,7 @@ from eventlm.analysis.execution import run_processor
 from eventlm.analysis.processor import process_names_of
 from eventlm.analysis.inputs import BACKGROUND, DATA, Prepared, prepare_inputs, skim_columns
 from eventlm.analysis.report import EVENTLM, json_default, make_plots, results_table, write_hists
+from eventlm.atomic import write_text
 from eventlm.analysis.threshold import RegionYields, Threshold, choose_threshold, region_yields
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def run_analysis(
         for path in make_plots(config, output, thresholds, metrics, rocs, out_dir):
             files[path.stem] = path
     files["results"] = out_dir / "results.md"
-    files["results"].write_text(table)
+    write_text(files["results"], table)
     seconds = time.perf_counter() - t0
     summary = {
         "study": config.study.name,
@@ -283,7 +284,7 @@ def run_analysis(
         "metrics": {s: {m: v.to_dict() for m, v in ms.items()} for s, ms in metrics.items()},
     }
     files["metrics"] = out_dir / "metrics.json"
-    files["metrics"].write_text(json.dumps(summary, indent=2, default=json_default))
+    write_text(files["metrics"], json.dumps(summary, indent=2, default=json_default))
     result = AnalysisResult(config, out_dir, thresholds, yields, metrics, rocs, table, files, seconds)
     result.fitted_baselines = fitted
     return result

@@ -110,17 +110,17 @@ def warn_skipped(logger: str, report, what: str = "") -> None:
 
 
 def check_inputs(paths) -> list[Path]:
-    """The input files, checked before any work starts: they exist, are files, can be read, have a
-    known suffix. Raises :class:`eventlm.errors.EventFormatError` naming the first bad one."""
+    """The input files, checked before any work starts: they exist, are regular files (not a
+    directory, FIFO or symlink loop), can be read, have a known suffix. Raises
+    :class:`eventlm.errors.EventFormatError` naming the first bad one."""
     from eventlm.errors import EventFormatError
-    from eventlm.io import detect_format
+    from eventlm.io import detect_format, input_problem
 
     checked = []
     for path in map(Path, paths):
-        if not path.exists():
-            raise EventFormatError(path, "no such file")
-        if path.is_dir():
-            raise EventFormatError(path, "is a directory, not an event file")
+        problem = input_problem(path)
+        if problem:
+            raise EventFormatError(path, problem)
         if not os.access(path, os.R_OK):
             raise EventFormatError(path, "cannot be read (permission denied)")
         detect_format(path)
@@ -129,8 +129,10 @@ def check_inputs(paths) -> list[Path]:
 
 
 def check_output(path, formats=("csv", "root", "parquet"), inputs=()) -> Path:
-    """An output path checked before any work starts: a known suffix among ``formats``, not a
-    directory, not one of ``inputs``, in an existing directory that can be written."""
+    """An output event file checked before any work starts: a known suffix among ``formats``, not
+    one of ``inputs``, and a location :func:`eventlm.atomic.check_location` accepts (a regular
+    file or nothing, in an existing directory that can be written)."""
+    from eventlm.atomic import check_location
     from eventlm.errors import EventFormatError
     from eventlm.io import detect_format
 
@@ -138,15 +140,7 @@ def check_output(path, formats=("csv", "root", "parquet"), inputs=()) -> Path:
     fmt = detect_format(path)
     if fmt not in formats:
         raise EventFormatError(path, f"cannot write {fmt.upper()} here (write {' or '.join(formats)})")
-    if path.is_dir():
-        raise EventFormatError(path, "output is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise EventFormatError(path, f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EventFormatError(path, f"output directory {parent} is not writable")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise EventFormatError(path, "output file exists and is not writable")
+    check_location(path)
     for src in map(Path, inputs):
         if src.exists() and path.exists() and src.resolve() == path.resolve():
             raise EventFormatError(path, "output is the input file")
@@ -256,6 +250,12 @@ def _call(args) -> int:
         return 141  # 128 + SIGPIPE, as the shell reports it
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         # a path the user gave that cannot be opened: a user error, not a bug
+        return _error(args, err)
+    except OSError as err:
+        from eventlm.atomic import WRITE_FAULTS
+
+        if err.errno not in WRITE_FAULTS:  # full disk, I/O error, read-only file system: said in one line
+            raise
         return _error(args, err)
     except KeyboardInterrupt:
         print(f"eventlm {args.command}: interrupted", file=sys.stderr)

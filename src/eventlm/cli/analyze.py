@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra("analysis", "eventlm analyze")
     from eventlm.analysis.config import load_analysis_config
     from eventlm.analysis.runner import run_analysis
+    from eventlm.atomic import removed_on_error
     from eventlm.cli import positive_int
 
     if args.workers is not None:
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         config = config.with_overrides(**overrides)
     precheck(config, args.model, args.out)
-    result = run_analysis(config, args.out, model=args.model, progress=not args.no_progress)
+    with removed_on_error(args.out):  # a failed study leaves no --out behind
+        result = run_analysis(config, args.out, model=args.model, progress=not args.no_progress)
     print(result.table)
     print(f"wrote {result.out_dir}/ in {result.seconds:.0f} s: results.md, metrics.json, hists.pkl, hists.root, "
           f"scored/, {sum(1 for k in result.files if str(result.files[k]).endswith('.png'))} figures")
@@ -67,25 +69,18 @@ def precheck(config, model, out) -> None:
     control region must select background, and signal for Youden's J; an empty signal region is
     worth a warning, not a silent ``n/a`` at the end)."""
     import logging
-    import os
     from pathlib import Path
 
     import numpy as np
 
     from eventlm.analysis.config import AnalysisConfigError
+    from eventlm.atomic import check_location
     from eventlm.cli import check_inputs
     from eventlm.io import detect_format, iter_events
 
     log = logging.getLogger("eventlm.analyze")
     source = str(config.path or "the study config")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AnalysisConfigError(f"--out {out}: a file, not a directory")
-    parent = out if out.exists() else out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise AnalysisConfigError(f"--out {out}: {parent} is not writable")
+    check_location(out, directory=True)
     model_dir = Path(model) if model is not None else config.study.model
     if model_dir is not None:
         from eventlm.modeldir import ModelDir

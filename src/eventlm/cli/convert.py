@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     src, dst = Path(args.input), Path(args.output)
     check_inputs([src])
-    if src.resolve() == dst.resolve():
-        raise EventFormatError(dst, "output is the input file")
-    check_output(dst)
+    check_output(dst, inputs=[src])
     to_csv = detect_format(dst) == "csv"
     report = ReadReport()
     large = src.stat().st_size > 20 << 20

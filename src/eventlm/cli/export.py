@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
+    from eventlm.atomic import check_location, removed_on_error
     from eventlm.cli import resolve_model
     from eventlm.errors import EventlmError
     from eventlm.export import export_onnx
@@ -41,20 +42,23 @@ def run(args: argparse.Namespace) -> int:
     resolve_model(args)
     onnx = Path(args.onnx)
     preprocess = Path(args.preprocess) if args.preprocess else onnx.with_name("preprocess.json")
+    for path in (onnx, preprocess):  # --mkdir: a missing directory is created
+        check_location(path.parent if args.mkdir and not path.parent.is_dir() else path,
+                       directory=args.mkdir and not path.parent.is_dir())
     if preprocess.resolve() == onnx.resolve():
         raise EventlmError(f"--preprocess {preprocess} is the ONNX file itself; give another path")
-    for path in (onnx, preprocess):
-        if not path.parent.is_dir():
-            if not args.mkdir:
-                raise EventlmError(f"{path}: the directory {path.parent} does not exist (--mkdir creates it)")
-            path.parent.mkdir(parents=True, exist_ok=True)
     reference = None
     if args.reference:
         from eventlm.io import read_events
 
         reference = read_events(args.reference, max_events=8)
-    out = export_onnx(args.model, args.onnx, preprocess=args.preprocess, which=args.which,
-                      reference_events=reference)
+    # the ONNX file and its JSON come together or not at all (a full disk at the second removes the first)
+    with removed_on_error(onnx), removed_on_error(preprocess):
+        for path in (onnx, preprocess):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        out = export_onnx(args.model, args.onnx, preprocess=args.preprocess, which=args.which,
+                          reference_events=reference)
     logging.getLogger("eventlm.export").info("wrote %s (%s objective) and %s", out["onnx"], out["objective"],
                                              out["preprocess"])
     return 0
+

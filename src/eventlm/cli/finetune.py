@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from eventlm.atomic import check_location, removed_on_error
     from eventlm.cli import resolve_model
     from eventlm.finetune import FinetuneError, finetune
 
@@ -46,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise FinetuneError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    result = finetune(args.model, args.signal, args.background, args.out, freeze=args.freeze, epochs=args.epochs,
-                      seed=args.seed, max_signal=args.max_signal, max_background=args.max_background,
-                      scratch=args.scratch, name=args.name, progress=not args.no_progress, device=args.device)
+    check_location(args.out, directory=True)
+    with removed_on_error(args.out):  # a failed run leaves no classifier directory behind
+        result = finetune(args.model, args.signal, args.background, args.out, freeze=args.freeze,
+                          epochs=args.epochs, seed=args.seed, max_signal=args.max_signal,
+                          max_background=args.max_background, scratch=args.scratch, name=args.name,
+                          progress=not args.no_progress, device=args.device)
     info = result.info
     logging.getLogger("eventlm.finetune").info(
         "wrote %s: column %s, validation AUC %.4f at epoch %d, %d signal / %d background events, %.0f s",

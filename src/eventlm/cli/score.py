@@ -71,12 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_output_png(path) -> None:
-    import os
-    from pathlib import Path
+    from eventlm.atomic import check_location
 
-    from eventlm.errors import EventFormatError
-
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise EventFormatError(path, "--confusion: cannot write a figure here (a directory, or no writable directory)")
+    check_location(path)

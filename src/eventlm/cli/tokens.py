@@ -37,6 +37,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from eventlm.atomic import removed_on_error
+
+    with removed_on_error(args.out) if args.out else contextlib.nullcontext():  # a failed run leaves no --out
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import awkward as ak
@@ -45,14 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.io import read_events
     from eventlm.tokenize import get_tokenizer
 
+    from eventlm.atomic import check_location
     from eventlm.cli import check_inputs
     from eventlm.errors import EventFormatError
 
     check_inputs(args.files)
     tokenizer = None if args.fit else _load(args.tokenizer)
     out = Path(args.out) if args.out else None
-    if out and out.exists() and not out.is_dir():
-        raise EventFormatError(out, "--out must be a directory, this is a file")
+    if out:
+        check_location(out, directory=True)
     samples = []
     for path in args.files:
         events, report = read_events(path, max_events=args.max_events, on_error=args.on_error, return_report=True)

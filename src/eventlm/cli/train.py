@@ -48,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from eventlm.atomic import check_location, removed_on_error
     from eventlm.cli import check_inputs, warn_skipped
     from eventlm.config import RunConfig, load_config
     from eventlm.errors import ConfigError
-    from eventlm.modeldir import check_device
+    from eventlm.modeldir import LAST, check_device
     from eventlm.train import train
 
     check_inputs(args.background)
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         config = config.replace(train=overrides)
     validate_run_config(config, args.config or "the run config")
+    check_location(args.out, directory=True)
     check_device(config.device)
     if args.resume:
         check_resume(args, config)
@@ -81,23 +83,26 @@ def run(args: argparse.Namespace) -> int:
 
         background, report = read_events(args.background, on_error="skip", return_report=True)
         warn_skipped("eventlm.train", report, " of the background")
-    result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    from eventlm.score import calibrate
+    # a failed run leaves no model directory behind (one stopped by Ctrl-C or SIGTERM keeps it when
+    # --resume can continue it)
+    with removed_on_error(args.out, keep_interrupted=lambda path: (path / LAST).exists()):
+        result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
+        from eventlm.score import calibrate
 
-    calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
-    if config.train.objective == "causal" and config.tokenizer.kind == "lut":
-        from eventlm.sample import prepare_sampling
+        calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
+        if config.train.objective == "causal" and config.tokenizer.kind == "lut":
+            from eventlm.sample import prepare_sampling
 
-        prepare_sampling(args.out, background)  # what `eventlm sample` needs, while the background is at hand
-    from eventlm.extras import missing_of
+            prepare_sampling(args.out, background)  # what `eventlm sample` needs, while the background is at hand
+        from eventlm.extras import missing_of
 
-    if result.metrics["epoch"] and not missing_of("plots"):
-        from eventlm.plotting.training import plot_loss
+        if result.metrics["epoch"] and not missing_of("plots"):
+            from eventlm.plotting.training import plot_loss
 
-        plot_loss(result.metrics, result.out_dir / "loss.png")
-    elif result.metrics["epoch"]:
+            plot_loss(result.metrics, result.out_dir / "loss.png")
+    if result.metrics["epoch"] and missing_of("plots"):
         logging.getLogger("eventlm.train").info(
             "loss.png not drawn: matplotlib and mplhep are not installed (pip install 'eventlm[plots]')")
     logging.getLogger("eventlm.train").info(

@@ -54,7 +54,7 @@ from typing import Literal, Union, overload
 
 import awkward as ak
 
-from eventlm.atomic import commit, temporary_path
+from eventlm.atomic import commit, faults_named, temporary_path
 from eventlm.errors import EventFormatError
 from eventlm.events import EVENT_FIELDS, empty_events
 
@@ -136,6 +136,32 @@ def detect_format(path) -> str:
     raise EventFormatError(path, "unknown file format (expected .csv, .csv.gz, .root or .parquet)")
 
 
+def input_problem(path) -> str | None:
+    """What makes ``path`` unreadable as an event file before it is opened, or None: missing, a
+    symlink loop, a regular file in the way, a directory, a FIFO, socket or device (reading a FIFO
+    that nobody writes to would wait for ever)."""
+    import errno
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (or a path through one)"
+        if err.errno == errno.ENOTDIR:
+            above = next((p for p in path.parents if p.exists()), None)
+            return f"{above} is a file, not a directory"
+        if err.errno == errno.ENOENT:
+            return "no such file"
+        return os.strerror(err.errno or 0) or str(err)
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an event file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
 def _as_paths(paths) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         return [Path(paths)]
@@ -181,10 +207,11 @@ def iter_events(
     for path in _as_paths(paths):
         if remaining is not None and remaining <= 0:
             return
-        if not path.exists():
+        problem = input_problem(path)
+        if problem == "no such file":
             raise FileNotFoundError(f"no such file: {path}")
-        if path.is_dir():
-            raise EventFormatError(path, "is a directory, not an event file")
+        if problem:
+            raise EventFormatError(path, problem)
         fmt = detect_format(path)
         before = report.n_skipped
         if fmt == "csv":
@@ -298,18 +325,25 @@ class EventWriter:
         self._closed = False
         self._extra_names: list[str] | None = None  # fixed by the first chunk
         self._dropped_identity = False
+        try:
+            with faults_named(self.path):
+                self._sink = self._open_sink()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def _open_sink(self):
         if self.format == "csv":
             from eventlm.io.csv import CSVSink
 
-            self._sink = CSVSink(self._tmp, gz=str(self.path).lower().endswith(".gz"))
-        elif self.format == "root":
+            return CSVSink(self._tmp, gz=str(self.path).lower().endswith(".gz"))
+        if self.format == "root":
             from eventlm.io.root import RootSink
 
-            self._sink = RootSink(self._tmp)
-        else:
-            from eventlm.io.parquet import ParquetSink
+            return RootSink(self._tmp)
+        from eventlm.io.parquet import ParquetSink
 
-            self._sink = ParquetSink(self._tmp)
+        return ParquetSink(self._tmp)
 
     def write(self, events: ak.Array, extra_columns: dict | None = None) -> None:
         """Append ``events`` (and their extra columns: one entry per event, flat or jagged)."""
@@ -337,7 +371,8 @@ class EventWriter:
             raise ValueError(
                 f"every chunk must carry the same extra columns: first {self._extra_names}, now {sorted(extra)}"
             )
-        self._sink.write(ak.to_packed(events), {k: ak.to_packed(v) for k, v in extra.items()})
+        with faults_named(self.path):  # a full disk names the output, not the temporary file
+            self._sink.write(ak.to_packed(events), {k: ak.to_packed(v) for k, v in extra.items()})
         self.n_events += len(events)
 
     def close(self) -> None:
@@ -346,8 +381,9 @@ class EventWriter:
             return
         self._closed = True
         try:
-            self._sink.close()
-            commit(self._tmp, self.path)
+            with faults_named(self.path):
+                self._sink.close()
+                commit(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise

@@ -24,6 +24,7 @@ class ParquetSink:
     def __init__(self, path: Path):
         self.path = path
         self._writer = None
+        self._file = None  # ours to close, also when pyarrow's close fails (a full disk)
 
     def write(self, events: ak.Array, extra: dict) -> None:
         import pyarrow.parquet as pq
@@ -32,17 +33,22 @@ class ParquetSink:
             events = ak.with_field(events, values, name)
         table = ak.to_arrow_table(ak.to_packed(events), extensionarray=True)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            self._writer = pq.ParquetWriter(self._file, table.schema, compression="zstd")
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
         self._writer.write_table(table)
 
     def close(self) -> None:
-        if self._writer is None:
-            from eventlm.events import empty_events
+        try:
+            if self._writer is None:
+                from eventlm.events import empty_events
 
-            self.write(empty_events(), {})  # nothing was written: an empty file with the schema
-        self._writer.close()
+                self.write(empty_events(), {})  # nothing was written: an empty file with the schema
+            self._writer.close()
+        finally:
+            if self._file is not None:
+                self._file.close()
 
 
 def iter_parquet(path, *, step_size: int, on_error: str = "raise", report=None) -> Iterator[ak.Array]:

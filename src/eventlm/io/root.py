@@ -53,7 +53,12 @@ class RootSink:
         self.path = path
         # LZ4 decompresses several times faster than uproot's default ZLIB; lz4 comes with coffea,
         # and ROOT reads it natively
-        self._file = uproot.recreate(path, compression=uproot.LZ4(1))
+        self._raw = open(path, "w+b")  # noqa: SIM115 - ours to close, also when uproot's close fails (full disk)
+        try:
+            self._file = uproot.recreate(self._raw, compression=uproot.LZ4(1))
+        except BaseException:
+            self._raw.close()
+            raise
         self._tree = None
         self._names: dict[int, str] = {}
 
@@ -112,16 +117,19 @@ class RootSink:
         return data
 
     def close(self) -> None:
-        if self._tree is None:  # nothing written: still a valid, empty ntuple
-            self.write(_empty(), {})
-        names = sorted(self._names.items())
-        table = self._file.mktree(NAMES_TREE, {"process_code": np.int32, "process_name": "string"})
-        if names:
-            table.extend({
-                "process_code": np.array([c for c, _ in names], dtype=np.int32),
-                "process_name": ak.Array([n for _, n in names]),
-            })
-        self._file.close()
+        try:
+            if self._tree is None:  # nothing written: still a valid, empty ntuple
+                self.write(_empty(), {})
+            names = sorted(self._names.items())
+            table = self._file.mktree(NAMES_TREE, {"process_code": np.int32, "process_name": "string"})
+            if names:
+                table.extend({
+                    "process_code": np.array([c for c, _ in names], dtype=np.int32),
+                    "process_name": ak.Array([n for _, n in names]),
+                })
+            self._file.close()
+        finally:
+            self._raw.close()
 
 
 def string_labels(process: ak.Array) -> np.ndarray:

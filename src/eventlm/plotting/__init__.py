@@ -80,5 +80,8 @@ def figure(path=None, *, figsize=(8, 6), **subplot_kw):
         FigureCanvasAgg(fig)  # its own Agg canvas (older matplotlib cannot save a bare Figure "tight")
         ax = fig.subplots(**subplot_kw)
         yield fig, ax
-        if path is not None:
-            fig.savefig(path, dpi=110, bbox_inches="tight")
+        if path is not None:  # atomically: a full disk leaves no half PNG under the final name
+            from eventlm.atomic import atomic_path
+
+            with atomic_path(path, mkdir=False) as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
