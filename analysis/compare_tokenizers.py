@@ -72,13 +72,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from eventlm.analysis.baselines import LABELS, TrainSettings, fit_baselines
     from eventlm.analysis.features import fixed_features
-    from eventlm.analysis.metrics import roc_curve
+    from eventlm.metrics import roc_curve
     from eventlm.analysis.inputs import rescale_to_full
     from eventlm.config import RunConfig
     from eventlm.io import read_events
     from eventlm.plotting.analysis import label_for, plot_roc, plot_sic
-    from eventlm.score import Scorer
-    from eventlm.modeldir import load_split
+    from eventlm.modeldir import ModelDir
     from eventlm.train import train
 
     if args.quick:
@@ -110,11 +109,10 @@ def main(argv=None) -> int:
         result = train(config, background, out / name, progress=True)
         t_train = time.perf_counter() - t0
         if test is None:  # every variant has the same split (same seed, same events)
-            split = load_split(out / name)
-            ids = ak.to_numpy(background.event_id)
-            test = rescale_to_full(background[np.isin(ids, split["test"])], background)
-            train_events = background[np.isin(ids, split["train"])]
-        scorer = Scorer.load(out / name)
+            md = ModelDir(out / name)
+            test = rescale_to_full(md.select(background, "test"), background)
+            train_events = md.select(background, "train")
+        scorer = ModelDir(out / name).open_scorer()
         t0 = time.perf_counter()
         for column, suffix in SCORES:
             scores[name + suffix] = {}

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     )
     from eventlm.tokenize.particles import tokens_to_flat
     from eventlm.io import as_events
-    from eventlm.modeldir import load_split
+    from eventlm.modeldir import ModelDir
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -170,8 +170,7 @@ def main(argv=None) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model)
     background = as_events(args.background)
-    test = load_split(model_dir)["test"]
-    real = background[np.isin(ak.to_numpy(background.event_id), test)]
+    real = ModelDir(model_dir).select(background, "test")
     log.info("real: %d events of the model's test split", len(real))
     _, tokenizer, _ = load_causal_model(model_dir)
     if not (model_dir / SAMPLING_FILE).exists():

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from eventlm.finetune import finetune
     from eventlm.plotting.multitask import plot_transfer
     from eventlm.io import as_events
-    from eventlm.modeldir import load_split
+    from eventlm.modeldir import ModelDir
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -72,11 +72,10 @@ def main(argv=None) -> int:
     figures = Path(args.figures or out)
     figures.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    split = load_split(args.model)
+    md = ModelDir(args.model)
     background = as_events(args.background)
-    ids = ak.to_numpy(background.event_id)
-    bkg_train = background[np.isin(ids, split["train"])]
-    bkg_test = background[np.isin(ids, split["test"])]
+    bkg_train = md.select(background, "train")
+    bkg_test = md.select(background, "test")
     bkg_test = bkg_test[np.sort(rng.choice(len(bkg_test), min(args.test_background, len(bkg_test)), replace=False))]
     methods = args.methods.split(",")
 

@@ -46,7 +46,7 @@ def signal_names(data: Path) -> list[str]:
 
 def train_default(background, out: Path, *, seed: int, epochs: int | None) -> Path:
     from eventlm.config import RunConfig
-    from eventlm.score import calibrate
+    from eventlm.apply import calibrate
     from eventlm.train import train
 
     if (out / "best.pt").exists() and (out / "calibration.json").exists():

@@ -44,7 +44,7 @@ def run_objective(objective: str, args, device: str, tmp: Path) -> dict:
 
     from eventlm.batching import jagged_to_flat
     from eventlm.config import RunConfig
-    from eventlm.score import Scorer
+    from eventlm.modeldir import ModelDir
     from eventlm.train import train
 
     on_gpu = device.startswith("cuda")
@@ -58,7 +58,7 @@ def run_objective(objective: str, args, device: str, tmp: Path) -> dict:
     result = train(config, [args.input], model_dir, progress=False)
     train_peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else float("nan")
 
-    scorer = Scorer.load(model_dir, device=device, batch_events=args.score_batch)
+    scorer = ModelDir(model_dir).open_scorer(device=device, batch_events=args.score_batch)
     tokens = scorer.tokenizer.encode(_events(args))
     flat, offsets = jagged_to_flat(tokens)
     lengths = np.diff(offsets)

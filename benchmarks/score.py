@@ -72,9 +72,9 @@ def cost_per_event(model_dir, events) -> dict:
     import numpy as np
 
     from eventlm.batching import jagged_to_flat
-    from eventlm.score import Scorer
+    from eventlm.modeldir import ModelDir
 
-    scorer = Scorer.load(model_dir)
+    scorer = ModelDir(model_dir).open_scorer()
     cfg = scorer.model.config
     C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
     _, offsets = jagged_to_flat(scorer.tokenizer.encode(events))

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(config, events, out: Path) -> tuple[float, object]:
-    from eventlm.score import calibrate
+    from eventlm.apply import calibrate
     from eventlm.train import train
 
     t0 = time.perf_counter()

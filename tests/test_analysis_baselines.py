@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eventlm.analysis.baselines import NAMES, TrainSettings, fit_baselines, make_baseline
-from eventlm.analysis.metrics import auc
+from eventlm.metrics import auc
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import hist
 import numpy as np
 import pytest
 
-from eventlm.analysis.metrics import roc_curve
+from eventlm.metrics import roc_curve
 from eventlm.plotting.analysis import label_for, plot_confusion, plot_roc, plot_sic, plot_stack
 
 LABEL = label_for("ATLAS", "Internal", 13.0, 139.0)

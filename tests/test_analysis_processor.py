@@ -123,9 +123,9 @@ def test_missing_scores_and_model_is_an_error_naming_the_file(tmp_path, executor
 def test_processor_scores_with_a_model_loaded_once(tmp_path):
     from conftest import random_events
 
-    from eventlm.analysis import processor as processor_module
+    from eventlm.analysis import ml
     from eventlm.config import RunConfig
-    from eventlm.score import Scorer
+    from eventlm.modeldir import ModelDir
     from eventlm.train import train
 
     events = random_events(600, seed=4)
@@ -134,10 +134,10 @@ def test_processor_scores_with_a_model_loaded_once(tmp_path):
     model_dir = tmp_path / "model"
     train(config, events, model_dir, progress=False)
     path = write_events(events[:300], tmp_path / "plain.root")
-    processor_module._SCORERS.clear()
+    ml._LOADED.clear()
     out = _run("iterative", {"paths": {"background": path}}, _processor(model=model_dir))
-    assert len(processor_module._SCORERS) == 1  # loaded once for the 2 chunks
-    expected = Scorer.load(model_dir).score(events[:300])["anomaly_score"]
+    assert len(ml._LOADED) == 1  # loaded once for the 2 chunks, in the one per-process cache
+    expected = ModelDir(model_dir).open_scorer().score(events[:300])["anomaly_score"]
     np.testing.assert_allclose(columns_of(out, "background")["anomaly_score"], expected, rtol=1e-5)
 
 

@@ -37,8 +37,8 @@ def test_two_gloo_processes_train_and_rank0_writes(fixture_path, tmp_path):
         assert (out / name).exists()
     assert not list(out.glob(".*tmp*"))
 
-    from eventlm.score import Scorer
+    from eventlm.modeldir import ModelDir
     from eventlm.io import read_events
 
-    scores = Scorer.load(out).score(read_events(fixture_path, max_events=20))
+    scores = ModelDir(out).open_scorer().score(read_events(fixture_path, max_events=20))
     assert len(scores["anomaly_score"]) == 20

@@ -15,7 +15,7 @@ pytest.importorskip("onnxscript")
 
 from eventlm.cli import main  # noqa: E402
 from eventlm.export import export_onnx, onnx_scores, pad_tokens  # noqa: E402
-from eventlm.score import Scorer  # noqa: E402
+from eventlm.modeldir import ModelDir  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def exported(tmp_path_factory, fixture_events, fixture_path, one_torch_thread):
 @pytest.mark.parametrize("objective", ["masked", "causal"])
 def test_onnx_runtime_scores_equal_torch(exported, fixture_events, objective):
     model_dir = exported[objective] / "model"
-    scorer = Scorer.load(model_dir, threads=1)
+    scorer = ModelDir(model_dir).open_scorer(threads=1)
     torch_scores = scorer.score(fixture_events)
     ids = pad_tokens(scorer.tokenizer.encode(fixture_events))
     ort = onnx_scores(exported[objective] / "model.onnx", ids)
@@ -71,7 +71,7 @@ def test_batch_and_token_axes_are_dynamic(exported, fixture_events, objective):
     assert [o.name for o in graph.output] == ["nll_sum", "nll_mean", "n_terms", "token_nll"]
     # float32 in and out: CMSSW's cms::Ort::ONNXRuntime passes FloatArrays only
     assert {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT}
-    tokenizer = Scorer.load(exported[objective] / "model").tokenizer
+    tokenizer = ModelDir(exported[objective] / "model").open_scorer().tokenizer
     ids = pad_tokens(tokenizer.encode(fixture_events[:50]))
     full = onnx_scores(path, ids)
     one = onnx_scores(path, ids[7:8, : (ids[7] != 0).sum()])  # a single event, no padding
@@ -85,7 +85,7 @@ def test_events_without_tokens_get_finite_scores(exported, make_events):
     events = make_events(20, seed=3)
     events = events[ak.num(events.particles) == 0][:1]
     assert len(events) == 1
-    scorer = Scorer.load(exported["masked"] / "model")
+    scorer = ModelDir(exported["masked"] / "model").open_scorer()
     ids = pad_tokens(scorer.tokenizer.encode(events))
     out = onnx_scores(exported["masked"] / "model.onnx", ids)
     assert out["n_terms"].tolist() == [0] and out["nll_sum"].tolist() == [0.0]
@@ -96,7 +96,7 @@ def test_preprocess_json_rebuilds_the_tokenizer(exported, fixture_events):
     from eventlm.tokenize.base import REGISTRY
 
     info = json.loads((exported["masked"] / "preprocess.json").read_text())
-    tokenizer = Scorer.load(exported["masked"] / "model").tokenizer
+    tokenizer = ModelDir(exported["masked"] / "model").open_scorer().tokenizer
     assert info["objective"] == "masked" and info["vocab_size"] == tokenizer.vocab_size
     special = tokenizer.special
     assert info["special_ids"] == {"pad": 0, "mask": special.mask, "bos": special.bos, "eos": special.eos}

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from eventlm.config import RunConfig
-from eventlm.finetune import MARKER, ClassifierScorer, FinetuneError, finetune, load_classifier
-from eventlm.score import Scorer
-from eventlm.modeldir import ModelDir, load_split
-from eventlm.train import train
+from eventlm.classifier import ClassifierScorer, token_inputs
+from eventlm.errors import ModelDirError
+from eventlm.finetune import FinetuneError, finetune
+from eventlm.modeldir import CLASSIFIER, CLASSIFIER_INFO, ModelDir
+from eventlm.train import split_indices, train
 
 TINY = RunConfig(seed=4).replace(
     model={"n_layer": 1, "n_embd": 16, "n_head": 2},
@@ -47,7 +48,7 @@ def test_frozen_backbone_is_unchanged_and_the_head_learns(model_dir, samples, tm
                       progress=False)
     pretrained, _, _ = ModelDir(model_dir).load()
     assert _same_weights(result.classifier.backbone, pretrained)
-    saved, _, info = load_classifier(tmp_path / "clf")
+    saved, _, info = ModelDir(tmp_path / "clf").load_classifier()
     assert _same_weights(saved.backbone, pretrained)  # what was written, too
     assert info["freeze"] and info["objective"] == ModelDir(model_dir).load()[2]["objective"]
     scores = result.predict(signal[:30])
@@ -71,7 +72,9 @@ def test_same_seed_same_classifier(model_dir, samples):
 
 def test_test_split_background_is_left_out(model_dir, samples):
     signal, background = samples
-    in_test = np.isin(ak.to_numpy(background.event_id), load_split(model_dir)["test"]).sum()
+    # the model was trained on exactly these rows: its test split is the seeded cut of their positions
+    split = TINY.split
+    in_test = len(split_indices(len(background), (split.train, split.validation, split.test), TINY.seed)["test"])
     result = finetune(model_dir, signal, background, epochs=1, progress=False, freeze=True)
     assert in_test > 0
     assert result.info["n_background_excluded_test"] == in_test
@@ -81,9 +84,7 @@ def test_test_split_background_is_left_out(model_dir, samples):
 def test_pooled_features_ignore_padding(model_dir, samples):
     signal, _ = samples
     result = finetune(model_dir, signal, samples[1], epochs=1, progress=False, freeze=True)
-    from eventlm.finetune import encode_inputs
-
-    ids, mask = encode_inputs(result.tokenizer, signal[:4], result.objective)
+    ids, mask = token_inputs(result.tokenizer.encode(signal[:4]), result.tokenizer.special, result.objective)
     padded_ids = np.concatenate([ids, np.zeros((4, 5), dtype=ids.dtype)], axis=1)
     padded_mask = np.concatenate([mask, np.zeros((4, 5), dtype=bool)], axis=1)
     clf = result.classifier.eval()
@@ -105,7 +106,7 @@ def test_finetune_and_score_from_the_shell(model_dir, fixture_path, fixture_even
                            "--out", str(out), "--epochs", "1", "--freeze", "--no-progress"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    info = json.loads((out / MARKER).read_text())
+    info = json.loads((out / CLASSIFIER_INFO).read_text())
     assert info["column"] == "score_my_clf"
     scored_path = tmp_path / "scored.root"
     proc = subprocess.run([sys.executable, "-m", "eventlm", "score", str(fixture_path), "--model", str(out),
@@ -115,7 +116,7 @@ def test_finetune_and_score_from_the_shell(model_dir, fixture_path, fixture_even
     scored = read_events(scored_path)
     assert len(scored) == len(fixture_events)
     np.testing.assert_array_equal(ak.to_numpy(scored.event_id), ak.to_numpy(fixture_events.event_id))
-    direct = Scorer.load(out).score(fixture_events)["score_my_clf"]
+    direct = ModelDir(out).open_scorer().score(fixture_events)["score_my_clf"]
     np.testing.assert_allclose(ak.to_numpy(scored.score_my_clf), direct, rtol=1e-6)
 
 
@@ -124,7 +125,8 @@ def test_scorer_dispatches_classifier_directories_and_pickles(model_dir, samples
 
     signal, background = samples
     finetune(model_dir, signal, background, tmp_path / "c", epochs=1, freeze=True, progress=False, name="gl 1")
-    scorer = Scorer.load(tmp_path / "c")
+    assert ModelDir(tmp_path / "c").kind == CLASSIFIER
+    scorer = ModelDir(tmp_path / "c").open_scorer()
     assert isinstance(scorer, ClassifierScorer)
     first = scorer.score(signal[:10])
     clone = pickle.loads(pickle.dumps(scorer))
@@ -142,3 +144,16 @@ def test_wrong_inputs_give_eventlm_errors(model_dir, samples, tmp_path):
 
     with pytest.raises(ModelKindError, match="classifier"):
         sample_events(tmp_path / "c", 3)
+
+
+def test_classifier_into_a_language_models_directory_is_refused(model_dir, samples, tmp_path):
+    """Regression: finetune --out equal to the language model's directory wrote the classifier into it,
+    and `eventlm score` then silently gave classifier output."""
+    signal, background = samples
+    before = sorted(p.name for p in model_dir.iterdir())
+    with pytest.raises(FinetuneError, match="holds a language model"):
+        finetune(model_dir, signal, background, model_dir, epochs=1, freeze=True, progress=False)
+    assert sorted(p.name for p in model_dir.iterdir()) == before
+    assert ModelDir(model_dir).kind == "language model"
+    with pytest.raises(ModelDirError, match="holds a language model"):  # nor through ModelDir itself
+        ModelDir(model_dir).write_classifier({}, {}, None)

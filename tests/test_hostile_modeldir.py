@@ -17,7 +17,6 @@ from eventlm.config import RunConfig
 from eventlm.errors import CheckpointMismatchError, ModelDirError
 from eventlm.io import write_events
 from eventlm.modeldir import ModelDir, check_device
-from eventlm.score import Scorer
 from eventlm.train import train
 
 # everything explicit: no test depends on today's default tokenizer or objective
@@ -74,7 +73,7 @@ def test_broken_weights_are_one_line_naming_the_file(model_dir, tmp_path, inputs
               str(m / "best.pt"), "not an eventlm checkpoint")
     assert not out.exists()
     with pytest.raises(ModelDirError, match="best.pt"):
-        Scorer.load(m)
+        ModelDir(m).open_scorer()
 
 
 def test_malicious_pickle_does_not_run(model_dir, tmp_path):
@@ -202,7 +201,7 @@ def test_gpu_trained_learned_tokenizer_loads_on_cpu(events, tmp_path):
         torch.save(ckpt, m / name)
     model, tokenizer, _ = ModelDir(m).check(device="cpu").load(device="cpu")
     assert str(tokenizer.torch_device) == "cpu"
-    assert len(Scorer.load(m).score(events[:5])["anomaly_score"]) == 5
+    assert len(ModelDir(m).open_scorer().score(events[:5])["anomaly_score"]) == 5
 
 
 def test_score_on_a_truncated_root_file(model_dir, events, tmp_path, capsys):

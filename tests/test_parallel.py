@@ -13,7 +13,7 @@ import pytest
 from eventlm.config import RunConfig
 from eventlm.io import read_events
 from eventlm.parallel import PoolScorer, score_files_parallel
-from eventlm.score import score_files
+from eventlm.apply import score_files
 from eventlm.train import train
 
 TINY = RunConfig(seed=3).replace(

@@ -13,8 +13,8 @@ import torch
 
 from conftest import trained_model
 from eventlm.config import RunConfig
-from eventlm.score import Scorer, score_files
-from eventlm.modeldir import load_split
+from eventlm.apply import score_files
+from eventlm.modeldir import ModelDir
 
 SMALL = RunConfig(seed=5).replace(
     model={"n_embd": 32, "n_head": 2},
@@ -44,7 +44,7 @@ def test_score_mixed_file_one_score_per_event_in_input_order(model_dir, fixture_
     assert ak.to_list(scored.process) == ak.to_list(fixture_events.process)
     for column in ("anomaly_score", "anomaly_score_max", "reco_accuracy", "token_nll"):
         assert column in scored.fields
-    direct = Scorer.load(model_dir).score(fixture_events)
+    direct = ModelDir(model_dir).open_scorer().score(fixture_events)
     np.testing.assert_allclose(ak.to_numpy(scored.anomaly_score), direct["anomaly_score"], rtol=1e-6)
     assert np.isfinite(direct["anomaly_score"]).all()
     assert (tmp_path / "confusion.png").stat().st_size > 10_000
@@ -52,16 +52,14 @@ def test_score_mixed_file_one_score_per_event_in_input_order(model_dir, fixture_
 
 def test_score_equals_per_event_masked_reconstruction(model_dir, fixture_events, background_events):
     """The vectorized scorer agrees with masking each particle in turn, one event at a time."""
-    scorer = Scorer.load(model_dir)
+    scorer = ModelDir(model_dir).open_scorer()
     events = fixture_events[:12]
     out = scorer.score(events, return_tokens=True)
     tokens = scorer.tokenizer.encode(events).tolist()
     model, mask = scorer.model, scorer.tokenizer.special.mask
     n_met = scorer.tokenizer.n_met_tokens
     # p(n objects) by counting the training split's events, add-one smoothed over 0 .. the longest
-    train_ids = load_split(model_dir)["train"]
-    train_tokens = scorer.tokenizer.encode(background_events[np.isin(ak.to_numpy(background_events.event_id),
-                                                                     train_ids)]).tolist()
+    train_tokens = scorer.tokenizer.encode(ModelDir(model_dir).select(background_events, "train")).tolist()
     n_train = [len(t) - n_met for t in train_tokens]
     k = max(len(t) for t in train_tokens) + 1
     p_count = {n: (n_train.count(n) + 1) / (len(n_train) + k) for n in range(k)}
@@ -91,7 +89,7 @@ def test_events_without_particles_are_scored_not_dropped(model_dir, make_events)
     events = make_events(40, seed=2)
     n_particles = ak.to_numpy(ak.num(events.particles))
     assert (n_particles == 0).any()
-    out = Scorer.load(model_dir).score(events)
+    out = ModelDir(model_dir).open_scorer().score(events)
     assert len(out["anomaly_score"]) == 40
     assert np.isfinite(out["anomaly_score"]).all() and np.isfinite(out["reco_accuracy"]).all()
     empty = n_particles == 0
@@ -102,14 +100,14 @@ def test_events_without_particles_are_scored_not_dropped(model_dir, make_events)
 
 
 def test_scorer_is_lazy_and_picklable(model_dir, fixture_events):
-    scorer = Scorer.load(model_dir)
+    scorer = ModelDir(model_dir).open_scorer()
     assert scorer._loaded is None
     first = scorer.score(fixture_events[:20])
     clone = pickle.loads(pickle.dumps(scorer))
     assert clone._loaded is None
     np.testing.assert_array_equal(clone.score(fixture_events[:20])["anomaly_score"], first["anomaly_score"])
     with pytest.raises(FileNotFoundError):
-        Scorer.load(model_dir / "nope")
+        ModelDir(model_dir / "nope").open_scorer()
 
 
 def test_streaming_steps_do_not_change_scores(model_dir, fixture_path, tmp_path):
@@ -126,7 +124,7 @@ def test_streaming_steps_do_not_change_scores(model_dir, fixture_path, tmp_path)
 def test_causal_default_score_is_the_event_nll_of_a_slow_prefix_by_prefix_reference(causal_dir, fixture_events):
     """anomaly_score = -log p(event): every token given its prefix alone (one forward pass per prefix,
     no causal mask relied on), plus the stop token; the mean and the log-likelihood follow from it."""
-    scorer = Scorer.load(causal_dir)
+    scorer = ModelDir(causal_dir).open_scorer()
     events = fixture_events[:8]
     out = scorer.score(events)
     special = scorer.tokenizer.special
@@ -146,19 +144,18 @@ def test_causal_default_score_is_the_event_nll_of_a_slow_prefix_by_prefix_refere
 
 
 def test_calibrated_score_is_the_background_tail_fraction_within_its_object_count(causal_dir, background_events):
-    from eventlm.calibration import ScoreCalibration
-    from eventlm.score import calibrate, n_objects_of
+    from eventlm.apply import calibrate
+    from eventlm.score import n_objects_of
 
     cal = calibrate(causal_dir, background_events)
     assert (causal_dir / "calibration.json").exists() and cal.score == "anomaly_score"
     assert min(cal.n_events) >= 300
-    scorer = Scorer.load(causal_dir)
-    held_out = background_events[np.isin(ak.to_numpy(background_events.event_id),
-                                         load_split(causal_dir)["validation"])]
+    scorer = ModelDir(causal_dir).open_scorer()
+    held_out = ModelDir(causal_dir).select(background_events, "validation")
     out = scorer.score(held_out)
     n = n_objects_of(scorer.tokenizer, scorer.tokenizer.encode(held_out))
     np.testing.assert_allclose(out["anomaly_score_calibrated"],
-                               ScoreCalibration.load(causal_dir / "calibration.json").transform(out["anomaly_score"], n))
+                               ModelDir(causal_dir).read_calibration().transform(out["anomaly_score"], n))
     # on the calibration events, 10 % of every class lies above 1 and 2 % above -log10(0.02)
     for c in range(len(cal.lower)):
         sel = cal.class_of(n) == c

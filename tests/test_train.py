@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from eventlm.config import RunConfig, dumps_toml, load_config, save_config
-from eventlm.modeldir import ModelDir, load_split
+from eventlm.modeldir import ModelDir
+from eventlm.rows import row_keys
 from eventlm.train import split_indices, train
 
 #: A tiny, fast run (mechanics tests).
@@ -47,14 +48,20 @@ def test_model_directory_has_every_artefact(tiny_events, tmp_path):
     for key in ("model_config", "run_config", "tokenizer", "seed", "eventlm_version", "split", "optimizer",
                 "scheduler", "rng", "epoch", "metrics", "model"):
         assert key in ckpt, key
-    split = load_split(tmp_path)
-    ids = np.concatenate([split["train"], split["validation"], split["test"]])
-    assert sorted(ids.tolist()) == sorted(ak.to_numpy(tiny_events.event_id).tolist())
+    md = ModelDir(tmp_path)
+    split = json.loads((tmp_path / "split.json").read_text())
+    keys = np.concatenate([np.asarray(split[s], dtype=np.uint64) for s in ("train", "validation", "test")])
+    assert sorted(keys.tolist()) == sorted(row_keys(tiny_events).tolist())  # every row once
+    masks = [md.in_split(tiny_events, s) for s in ("train", "validation", "test")]
+    np.testing.assert_array_equal(sum(m.astype(int) for m in masks), 1)
     assert result.epochs_run == 1 and json.loads((tmp_path / "metrics.json").read_text())["epoch"] == [1]
     # the tokenizer was fitted on the training events only
     from eventlm.tokenize import get_tokenizer
 
-    train_events = tiny_events[np.isin(ak.to_numpy(tiny_events.event_id), split["train"])]
+    fractions = (TINY.split.train, TINY.split.validation, TINY.split.test)
+    positions = split_indices(len(tiny_events), fractions, TINY.seed)  # computed apart from the keys
+    np.testing.assert_array_equal(np.flatnonzero(masks[0]), positions["train"])
+    train_events = tiny_events[positions["train"]]
     expected = get_tokenizer("lut").fit(train_events).get_params()
     _, tokenizer, _ = ModelDir(tmp_path).load()
     assert tokenizer.get_params() == expected

@@ -51,7 +51,7 @@ def jagged_to_flat(tokens) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(tokens, list):
         counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         flat = np.fromiter((x for t in tokens for x in t), dtype=np.int64, count=int(counts.sum()))
-        return flat, _offsets(counts)
+        return flat, offsets_of(counts)
     import awkward as ak
 
     tokens = ak.to_packed(ak.Array(tokens))  # weaver-core: never read offsets of an unpacked array
@@ -59,10 +59,11 @@ def jagged_to_flat(tokens) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"expected jagged token ids (N * var * int), got {tokens.type}")
     counts = ak.to_numpy(ak.num(tokens, axis=1)).astype(np.int64)
     flat = ak.to_numpy(ak.flatten(tokens, axis=1)).astype(np.int64)
-    return flat, _offsets(counts)
+    return flat, offsets_of(counts)
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
+def offsets_of(counts: np.ndarray) -> np.ndarray:
+    """``[0, c0, c0 + c1, ...]``: the int64 offsets of jagged rows of ``counts`` entries."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets
@@ -101,7 +102,7 @@ class TokenDataset(torch.utils.data.Dataset):
         starts = self.offsets[indices]
         # gather every token of the batch at once: position j of the flat batch reads
         # starts[event of j] + (j - first position of that event)
-        batch_offsets = _offsets(lengths)
+        batch_offsets = offsets_of(lengths)
         event_of = np.repeat(np.arange(len(indices)), lengths)
         source = starts[event_of] + (np.arange(batch_offsets[-1]) - batch_offsets[event_of])
         return {"index": indices, "flat": self.flat[source], "lengths": lengths, "epoch": epoch}
@@ -223,12 +224,40 @@ def pad(flat: np.ndarray, lengths: np.ndarray, *, width: int | None = None, shif
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     width = int(lengths.max(initial=0)) + shift if width is None else width
-    offsets = _offsets(lengths)
+    offsets = offsets_of(lengths)
     rows = np.repeat(np.arange(len(lengths)), lengths)
     cols = np.arange(len(flat)) - offsets[rows] + shift
     padded = np.full((len(lengths), width), PAD, dtype=np.int64)
     padded[rows, cols] = flat
     return padded, rows, cols
+
+
+def causal_pad(flat: np.ndarray, lengths: np.ndarray, special: SpecialTokens, *, width: int | None = None):
+    """The one causal padding: ``(inputs, targets, real)``, each (B, width), width at least n + 1.
+
+    ``inputs`` = ``BOS t1 .. tn`` then PAD; ``targets`` = ``t1 .. tn EOS`` then PAD; ``real`` is True
+    at the n + 1 positions that predict a term (position t predicts term t). Training, validation,
+    scoring, the classifier and the sampler's prompt all pad through here.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    width = int(lengths.max(initial=0)) + 1 if width is None else width
+    inputs, _, _ = pad(flat, lengths, width=width, shift=1)
+    inputs[:, 0] = special.bos
+    targets, _, _ = pad(flat, lengths, width=width)
+    targets[np.arange(len(lengths)), lengths] = special.eos
+    real = np.arange(width)[None, :] <= lengths[:, None]  # BOS + n tokens
+    return inputs, targets, real
+
+
+def model_inputs(flat: np.ndarray, lengths: np.ndarray, special: SpecialTokens, objective: str):
+    """``(input ids (B, T), padding mask (B, T))`` of whole events as a model of ``objective`` reads
+    them: causal ``BOS t1 .. tn``, masked ``t1 .. tn`` (nothing hidden)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if objective == "causal":
+        inputs, _, real = causal_pad(flat, lengths, special)
+        return inputs, real
+    ids, _, _ = pad(flat, lengths, width=max(int(lengths.max(initial=0)), 1))
+    return ids, np.arange(ids.shape[1])[None, :] < lengths[:, None]
 
 
 def maskable_positions(lengths: np.ndarray, width: int, n_met_tokens: int, mask_met: bool) -> np.ndarray:
@@ -315,11 +344,7 @@ class Collator:
     def _causal(self, flat, lengths, index) -> Batch:
         lengths = np.asarray(lengths, dtype=np.int64)
         width = max(int(lengths.max(initial=0)) + 1, self.pad_to or 0)
-        inputs, _, _ = pad(flat, lengths, width=width, shift=1)
-        inputs[:, 0] = self.special.bos
-        targets, _, _ = pad(flat, lengths, width=width)
-        targets[np.arange(len(lengths)), lengths] = self.special.eos
-        real = np.arange(width)[None, :] <= lengths[:, None]  # BOS + n tokens
+        inputs, targets, real = causal_pad(flat, lengths, self.special, width=width)
         targets = np.where(real, targets, IGNORE)
         return Batch(
             input_ids=torch.from_numpy(inputs),

@@ -18,13 +18,10 @@ calibration events; counts below the first class or above the last one use the n
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from eventlm.atomic import write_json
 
 #: Survival probabilities at which each class stores its score quantile (dense in the upper tail).
 SURVIVAL_GRID = np.concatenate([np.linspace(1.0, 0.2, 17), [0.15, 0.1, 0.07, 0.05, 0.03, 0.02]])
@@ -32,7 +29,6 @@ SURVIVAL_GRID = np.concatenate([np.linspace(1.0, 0.2, 17), [0.15, 0.1, 0.07, 0.0
 TAIL_SURVIVAL = 0.02
 #: Least calibration events per class.
 MIN_CLASS_EVENTS = 300
-FILENAME = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -115,15 +111,12 @@ class ScoreCalibration:
         quantiles = tuple(tuple(float(x) for x in q) for q in data["quantiles"])
         if any(len(q) != len(grid) for q in quantiles):
             raise ValueError("calibration: every class needs one quantile per survival probability")
+        numbers = [*grid, *(x for q in quantiles for x in q), *(float(x) for x in data["tail_scale"])]
+        if not all(math.isfinite(x) for x in numbers):
+            raise ValueError("calibration: a quantile, tail scale or survival probability is not finite")
         return cls(str(data["score"]), tuple(int(x) for x in data["lower"]), quantiles,
                    tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid)
 
-    def save(self, path) -> Path:
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path) -> ScoreCalibration:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 class Multiplicity:

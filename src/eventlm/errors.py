@@ -61,3 +61,8 @@ def one_line(message, limit: int = 400) -> str:
 
 class MissingExtraError(EventlmError, ModuleNotFoundError):
     """A feature needs an optional dependency that is not installed (names the extra to install)."""
+
+
+class StaleFileError(CheckpointMismatchError):
+    """A file derived from a model's weights (calibration, sampling table, export) that was made from
+    other weights, or that records none: names the file and the weights it belongs to."""

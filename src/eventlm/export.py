@@ -139,8 +139,7 @@ def pad_tokens(tokens) -> np.ndarray:
 
     flat, offsets = jagged_to_flat(tokens)
     lengths = np.diff(offsets)
-    width = max(int(lengths.max(initial=0)), 1)
-    padded, _, _ = pad(flat, lengths, width=width)
+    padded, _, _ = pad(flat, lengths, width=max(int(lengths.max(initial=0)), 1))
     return np.asarray(padded, dtype=np.int64)
 
 
@@ -180,7 +179,10 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
             graph, (sample,), dynamo=True, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_shapes={"token_ids": {0: batch, 1: tokens}}, opset_version=OPSET, verbose=False,
         )
+    from eventlm.modeldir import ModelDir
+
     info = preprocess_info(tokenizer, ckpt, model_dir)
+    info["weights"] = ModelDir(model_dir).stamp(which)  # the weights this export was made from
     info["reference"] = reference_vectors(model_dir, graph, tokenizer, reference_events, n_reference, which)
     with atomic_path(path) as tmp:
         program.save(str(tmp))
@@ -194,8 +196,8 @@ def reference_vectors(model_dir, graph, tokenizer, events=None, n_events: int = 
     first ``n_events`` of ``events``, with their token ids, the graph's outputs and eventlm's scores."""
     import awkward as ak
 
+    from eventlm.modeldir import ModelDir
     from eventlm.preprocess import edge_case_events
-    from eventlm.score import Scorer
 
     parts, names = [], []
     edge = edge_case_events(tokenizer)
@@ -210,7 +212,7 @@ def reference_vectors(model_dir, graph, tokenizer, events=None, n_events: int = 
     ref = ak.concatenate(parts) if len(parts) > 1 else parts[0]
     with _no_truncation_warning():
         ids = pad_tokens(tokenizer.encode(ref))
-        scores = Scorer.load(model_dir, which=which, threads=1).score(ref)
+        scores = ModelDir(model_dir).open_scorer(which=which, threads=1).score(ref)
     with torch.no_grad():
         total, mean, n_terms, _ = graph(torch.from_numpy(ids.astype(np.float32)))
     out = {

@@ -11,11 +11,7 @@
         --out runs/clf_gluino
     eventlm score data/tttt_H500.csv.gz --model runs/clf_gluino -o scored.root   # column score_clf_gluino
 
-Architecture. The backbone is the model directory's :class:`~eventlm.model.EventTransformer`, fed the
-events as in its own objective (causal: ``BOS t1 .. tn``; masked: ``t1 .. tn``). The pooled
-representation is the mean of the final hidden states (after the last layer norm) over the event's real
-positions (BOS included for a causal model; padding excluded). The head is
-``Linear(C, C) - GELU - Dropout(0.1) - Linear(C, 1)``; its output is the signal logit.
+Architecture: :mod:`eventlm.classifier` (the pre-trained transformer, mean pooling, a small head).
 
 Training. Binary cross entropy with the signal class weighted by ``n_background / n_signal`` (balanced
 classes), AdamW (lr 1e-3, weight decay 0.01), batches of 256, a seeded 20 % validation split of the
@@ -25,21 +21,21 @@ trained. ``scratch=True`` gives the same architecture with random weights (the b
 transfer study). One seed drives the signal subsample, the validation split, the batch order, the
 head's initialisation and dropout.
 
-The test split. By default background events whose ids are in the pre-trained model's held-out test
-split (``split.json``) are not used for training (counted in the log and in ``classifier.json``), so
-that split stays an unbiased evaluation set for both the anomaly score and the classifier.
+The test split. By default the background rows of the pre-trained model's held-out test split
+(:meth:`eventlm.modeldir.ModelDir.in_split`, by row key) are not used for training (counted in the log
+and in ``classifier.json``), so that split stays an unbiased evaluation set for both the anomaly
+score and the classifier.
 
-The classifier directory: ``classifier.json`` (the marker that :class:`eventlm.score.Scorer` looks
-for, with the settings and numbers of the run), ``classifier.pt`` (model config and weights of
-backbone and head) and ``tokenizer.json``. ``eventlm score`` writes the classifier's P(signal) as one
-float32 column ``score_<name>`` (name: ``--name``, default the directory's name).
+The classifier directory, written through :meth:`eventlm.modeldir.ModelDir.write_classifier` (refused
+in a language model's directory): ``classifier.json`` (the settings and numbers of the run; written
+last), ``classifier.pt`` (model config and weights of backbone and head) and ``tokenizer.json``.
+``eventlm score`` writes the classifier's P(signal) as one float32 column ``score_<name>`` (name:
+``--name``, default the directory's name).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,82 +43,26 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.nn import functional as F
 
-from eventlm.atomic import save_torch, write_json
-from eventlm.runtime import torch_threads
-from eventlm.score import LazyModel
+from eventlm.classifier import KIND, EventClassifier, column_name, predict, rows_batch, token_inputs
 from eventlm.errors import EventlmError
+from eventlm.modeldir import LANGUAGE_MODEL, ModelDir
+from eventlm.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
-MARKER = "classifier.json"
-WEIGHTS = "classifier.pt"
-KIND = "eventlm-classifier"
 BATCH_SIZE = 256
+
+__all__ = ["FinetuneError", "FinetuneResult", "column_name", "finetune"]
 
 
 class FinetuneError(EventlmError, ValueError):
     """Inputs that cannot train a classifier (no signal, no background, a non-model directory)."""
 
 
-class EventClassifier(nn.Module):
-    """Backbone transformer, mean pooling over real positions, and a small MLP head (one logit)."""
-
-    def __init__(self, backbone, objective: str):
-        super().__init__()
-        self.backbone = backbone
-        self.objective = objective
-        c = backbone.config.n_embd
-        self.head = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Dropout(0.1), nn.Linear(c, 1))
-        self._hidden = None
-        # the last block's output (B, T, C), taken with a hook: EventTransformer.forward returns logits only
-        backbone.blocks[-1].register_forward_hook(self._keep_hidden)
-
-    def _keep_hidden(self, module, inputs, output):
-        self._hidden = output
-
-    def features(self, input_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """(B, C) pooled representation: mean of ``ln_f(hidden)`` over the real positions."""
-        B = input_ids.size(0)
-        first = torch.zeros(B, dtype=torch.long, device=input_ids.device)  # the head runs on one position only
-        self.backbone(input_ids, padding_mask, where=first)
-        h = self.backbone.ln_f(self._hidden)  # (B, T, C)
-        self._hidden = None
-        m = padding_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, C)
-
-    def forward(self, input_ids, padding_mask):
-        return self.head(self.features(input_ids, padding_mask))[:, 0]  # (B,)
-
-
-def encode_inputs(tokenizer, events: ak.Array, objective: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(input ids (N, T), padding mask (N, T))`` as the backbone's objective reads an event."""
-    from eventlm.batching import jagged_to_flat, pad
-
-    flat, offsets = jagged_to_flat(tokenizer.encode(events))
-    lengths = np.diff(offsets)
-    if objective == "causal":
-        ids, _, _ = pad(flat, lengths, width=int(lengths.max(initial=0)) + 1, shift=1)
-        ids[:, 0] = tokenizer.special.bos
-        mask = np.arange(ids.shape[1])[None, :] <= lengths[:, None]
-    else:
-        ids, _, _ = pad(flat, lengths, width=max(int(lengths.max(initial=0)), 1))
-        mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-    return ids, mask
-
-
-def _batches(ids: np.ndarray, mask: np.ndarray, index: np.ndarray, device):
-    """(input ids, padding mask) of rows ``index``, trimmed to the longest of them."""
-    width = max(int(mask[index].sum(axis=1).max(initial=1)), 1)
-    x = torch.from_numpy(ids[index, :width]).to(device)
-    m = torch.from_numpy(mask[index, :width]).to(device)
-    return x, m
-
-
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from eventlm.analysis.metrics import auc
+    from eventlm.metrics import auc
 
     y = np.asarray(y).astype(bool)
     return auc(s[~y], s[y]) if 0 < y.sum() < len(y) else float("nan")
@@ -139,27 +79,7 @@ class FinetuneResult:
 
     def predict(self, events: ak.Array, *, batch_size: int = 1024) -> np.ndarray:
         """P(signal) of every event, in order (float32)."""
-        return predict(self.classifier, self.tokenizer, self.objective, events, batch_size=batch_size)
-
-
-@torch.no_grad()
-def predict(classifier: EventClassifier, tokenizer, objective: str, events: ak.Array, *,
-            batch_size: int = 1024) -> np.ndarray:
-    ids, mask = encode_inputs(tokenizer, events, objective)
-    return _predict_arrays(classifier, ids, mask, batch_size)
-
-
-@torch.no_grad()
-def _predict_arrays(classifier, ids, mask, batch_size=1024) -> np.ndarray:
-    classifier.eval()
-    device = next(classifier.parameters()).device
-    out = np.zeros(len(ids), dtype=np.float32)
-    order = np.argsort(mask.sum(axis=1), kind="stable")  # similar lengths together; put back in order below
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        x, m = _batches(ids, mask, idx, device)
-        out[idx] = torch.sigmoid(classifier(x, m).float()).cpu().numpy()
-    return out
+        return predict(self.classifier, self.tokenizer, events, batch_size=batch_size)
 
 
 def _load_events(source, what: str):
@@ -169,12 +89,6 @@ def _load_events(source, what: str):
     if len(events) == 0:
         raise FinetuneError(f"no {what} events in {source}")
     return events
-
-
-def column_name(name: str) -> str:
-    """``score_<name>`` with the name reduced to letters, digits and underscores."""
-    clean = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_") or "classifier"
-    return f"score_{clean}"
 
 
 def finetune(
@@ -212,19 +126,20 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
               name, exclude_test, lr, validation, progress, device) -> FinetuneResult:
     from eventlm._version import __version__
     from eventlm.model import EventTransformer
-    from eventlm.modeldir import ModelDir, load_split
 
     t0 = time.perf_counter()
-    model_dir = Path(model_dir)
-    if (model_dir / MARKER).exists():
-        raise FinetuneError(f"{model_dir} is already a classifier directory; give the pre-trained model's")
-    if not (model_dir / "tokenizer.json").exists():
-        raise FileNotFoundError(f"{model_dir} is not a model directory: no tokenizer.json")
+    md = ModelDir(model_dir)
+    if md.kind != LANGUAGE_MODEL:
+        raise FinetuneError(f"{md.path} is already a classifier directory; give the pre-trained model's")
+    if out_dir is not None and ModelDir(out_dir).path.exists() and any(
+            (Path(out_dir) / f).exists() for f in ("best.pt", "checkpoint.pt")):
+        raise FinetuneError(f"{out_dir}: holds a language model; write the classifier to a directory of its own "
+                            "(--out)")
     if epochs < 1:
         raise FinetuneError(f"epochs must be >= 1, got {epochs}")
     if scratch and freeze:
         raise FinetuneError("a model trained from scratch cannot have a frozen backbone")
-    backbone, tokenizer, ckpt = ModelDir(model_dir).load(device=device)
+    backbone, tokenizer, ckpt = md.load(device=device)
     objective = ckpt["objective"]
     torch.manual_seed(seed)
     if scratch:
@@ -235,11 +150,11 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
     bkg = _load_events(background, "background")
     n_bkg_given = len(bkg)
     n_excluded = 0
-    if exclude_test and (model_dir / "split.json").exists():
-        in_test = np.isin(ak.to_numpy(bkg.event_id), load_split(model_dir)["test"])
+    if exclude_test and md.has_split():
+        in_test = md.in_split(bkg, "test")
         n_excluded = int(in_test.sum())
         if n_excluded:
-            log.info("left out %d background events of the pre-trained model's test split (of %d given)",
+            log.info("left out %d background rows of the pre-trained model's test split (of %d given)",
                      n_excluded, n_bkg_given)
             bkg = bkg[~in_test]
             if len(bkg) == 0:
@@ -251,8 +166,8 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
     if len(sig) < 2 or len(bkg) < 2:
         raise FinetuneError(f"need at least 2 signal and 2 background events, got {len(sig)} and {len(bkg)}")
 
-    ids_s, mask_s = encode_inputs(tokenizer, sig, objective)
-    ids_b, mask_b = encode_inputs(tokenizer, bkg, objective)
+    ids_s, mask_s = token_inputs(tokenizer.encode(sig), tokenizer.special, objective)
+    ids_b, mask_b = token_inputs(tokenizer.encode(bkg), tokenizer.special, objective)
     width = max(ids_s.shape[1], ids_b.shape[1])
     ids = np.zeros((len(sig) + len(bkg), width), dtype=np.int64)
     mask = np.zeros_like(ids, dtype=bool)
@@ -300,7 +215,7 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
             if features is not None:
                 logits = classifier.head(features[idx])[:, 0]
             else:
-                logits = classifier(*_batches(ids, mask, idx, device))
+                logits = classifier(*rows_batch(ids, mask, idx, device))
             target = torch.from_numpy(y[idx]).to(device)
             loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight.to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -324,7 +239,8 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
     info = {
         "kind": KIND,
         "eventlm_version": __version__,
-        "backbone": str(model_dir),
+        "backbone": str(md.path),
+        "backbone_weights": md.stamp(),
         "objective": objective,
         "pooling": "mean over real positions of ln_f(last block)" + (" incl. BOS" if objective == "causal" else ""),
         "freeze": bool(freeze),
@@ -362,7 +278,7 @@ def _frozen_features(classifier, ids, mask, device, batch_size=1024) -> torch.Te
     out = torch.zeros(len(ids), classifier.backbone.config.n_embd, device=device)
     for start in range(0, len(ids), batch_size):
         idx = np.arange(start, min(start + batch_size, len(ids)))
-        out[idx] = classifier.features(*_batches(ids, mask, idx, device))
+        out[idx] = classifier.features(*rows_batch(ids, mask, idx, device))
     return out
 
 
@@ -374,7 +290,7 @@ def _validate(classifier, features, ids, mask, y, val_idx, pos_weight, device) -
     else:
         parts = []
         for start in range(0, len(val_idx), 1024):
-            parts.append(classifier(*_batches(ids, mask, val_idx[start:start + 1024], device)))
+            parts.append(classifier(*rows_batch(ids, mask, val_idx[start:start + 1024], device)))
         logits = torch.cat(parts)
     target = torch.from_numpy(y[val_idx]).to(device)
     loss = float(F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight.to(device)))
@@ -386,95 +302,13 @@ def _validate(classifier, features, ids, mask, y, val_idx, pos_weight, device) -
 
 
 def save_classifier(result: FinetuneResult, out_dir) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.tokenizer.save(out_dir / "tokenizer.json")
-    payload = {
+    """Write the classifier directory through :meth:`ModelDir.write_classifier`."""
+    state = {
         "model_config": result.classifier.backbone.config.to_dict(),
         "objective": result.objective,
         "state_dict": result.classifier.state_dict(),
         "tokenizer_fingerprint": result.tokenizer.fingerprint(),
         "eventlm_version": result.info["eventlm_version"],
     }
-    save_torch(payload, out_dir / WEIGHTS)
-    info = dict(result.info)
-    info["history"] = result.history
-    write_json(out_dir / MARKER, info)  # last: the marker means "complete"
-    return out_dir
-
-
-def is_classifier_dir(path) -> bool:
-    return (Path(path) / MARKER).exists()
-
-
-def load_classifier(model_dir, device="cpu") -> tuple[EventClassifier, object, dict]:
-    """``(classifier in eval mode, tokenizer, classifier.json)`` of a directory from :func:`finetune`."""
-    from eventlm.errors import CheckpointMismatchError
-    from eventlm.model import EventTransformer, ModelConfig
-    from eventlm.tokenize import load_tokenizer
-
-    model_dir = Path(model_dir)
-    try:
-        info = json.loads((model_dir / MARKER).read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointMismatchError(f"{model_dir / MARKER}: not a classifier file ({err})") from None
-    if info.get("kind") != KIND:
-        raise CheckpointMismatchError(f"{model_dir / MARKER}: kind {info.get('kind')!r}, expected {KIND!r}")
-    if not (model_dir / WEIGHTS).exists():
-        raise FileNotFoundError(f"{model_dir} is not a complete classifier directory: no {WEIGHTS}")
-    payload = torch.load(model_dir / WEIGHTS, map_location=device, weights_only=True)
-    tokenizer = load_tokenizer(model_dir / "tokenizer.json", expected_fingerprint=payload["tokenizer_fingerprint"])
-    backbone = EventTransformer(ModelConfig(**payload["model_config"]))
-    classifier = EventClassifier(backbone, payload["objective"])
-    classifier.load_state_dict(payload["state_dict"])
-    return classifier.to(device).eval(), tokenizer, info
-
-
-class ClassifierScorer(LazyModel):
-    """``eventlm score`` for a classifier directory: one float32 column ``score_<name>`` per event.
-
-    Same interface as :class:`eventlm.score.Scorer` (lazy, picklable; ``tokenizer``,
-    ``background_processes``, ``score(events)``), which hands classifier directories to it.
-    """
-
-    def __init__(self, model_dir, device="cpu", *, batch_events: int | None = None, threads: int | None = None,
-                 **_ignored):
-        self.model_dir = Path(model_dir)
-        self.device = str(device)
-        self.batch_events = batch_events or 1024
-        self.threads = 1 if threads is None else threads
-        self._loaded = None
-
-    @classmethod
-    def load(cls, model_dir, device="cpu", **kwargs) -> ClassifierScorer:
-        model_dir = Path(model_dir)
-        if not (model_dir / WEIGHTS).exists() or not (model_dir / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{model_dir} is not a complete classifier directory: "
-                                    f"no {WEIGHTS} or tokenizer.json")
-        return cls(model_dir, device, **kwargs)
-
-    def _read(self) -> dict:
-        classifier, tokenizer, info = load_classifier(self.model_dir, self.device)
-        return {"classifier": classifier, "tokenizer": tokenizer, "info": info}
-
-    @property
-    def objective(self) -> str:
-        return self._load()["classifier"].objective
-
-    @property
-    def column(self) -> str:
-        return self._load()["info"]["column"]
-
-    @property
-    def background_processes(self) -> list[str]:
-        return list(self._load()["info"].get("background_processes", []))
-
-    def score(self, events: ak.Array, *, return_tokens: bool = False) -> dict:
-        """``{score_<name>: P(signal)}`` for every event of ``events``, in order."""
-        if return_tokens:
-            raise FinetuneError(f"{self.model_dir} is a classifier: it has no token confusion matrices")
-        state = self._load()
-        with torch_threads(self.threads, self.device):
-            scores = predict(state["classifier"], state["tokenizer"], state["classifier"].objective, events,
-                             batch_size=self.batch_events)
-        return {self.column: scores}
+    ModelDir(out_dir).write_classifier(state, {**result.info, "history": result.history}, result.tokenizer)
+    return Path(out_dir)

@@ -188,14 +188,8 @@ class EventTransformer(nn.Module):
         # every query may see itself: a row that is all padding stays finite (no NaN from softmax)
         return allowed | torch.eye(T, dtype=torch.bool, device=padding_mask.device)
 
-    def forward(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, where=None):
-        """Logits over the vocabulary.
-
-        ``idx``: (B, T) token ids; ``padding_mask``: (B, T) bool, True at real tokens (default
-        ``idx != PAD``). ``where``: None for logits at every position, (B, T) (B, T, V); a (B, T) bool
-        tensor to compute the head only there, (N, V) in row-major order; or a (B,) int64 tensor of one
-        position per row, (B, V).
-        """
+    def hidden(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C): the last block's output (before ``ln_f``), what the head and a classifier read."""
         B, T = idx.size()
         if padding_mask is None:
             padding_mask = idx != PAD
@@ -211,6 +205,18 @@ class EventTransformer(nn.Module):
         attn_mask = self.attention_mask(padding_mask)  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, attn_mask, rope)  # (B, T, C)
+        return x
+
+    def forward(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, where=None):
+        """Logits over the vocabulary.
+
+        ``idx``: (B, T) token ids; ``padding_mask``: (B, T) bool, True at real tokens (default
+        ``idx != PAD``). ``where``: None for logits at every position, (B, T) (B, T, V); a (B, T) bool
+        tensor to compute the head only there, (N, V) in row-major order; or a (B,) int64 tensor of one
+        position per row, (B, V).
+        """
+        B = idx.size(0)
+        x = self.hidden(idx, padding_mask)  # (B, T, C)
         if where is not None:
             if where.dtype == torch.bool:
                 x = x[where]  # (N, C)

@@ -1,7 +1,7 @@
 """Scoring on several processes: ``eventlm score --workers N``.
 
 The main process reads the input in steps and writes the output, exactly as
-:func:`eventlm.score.score_files` does with one process; only the scoring of each step is handed to
+:func:`eventlm.apply.score_files` does with one process; only the scoring of each step is handed to
 N worker processes, each with one torch thread (on this small model one thread per process is
 faster than several threads in one). A step is cut into pieces of ``piece_events`` events; the
 workers score the pieces as they come free and the scores are joined back in input order, so every
@@ -26,7 +26,7 @@ import numpy as np
 #: Events per piece handed to a worker (small enough to balance the load, large enough to batch).
 PIECE_EVENTS = 2_000
 
-_WORKER_SCORER = None  # the Scorer of this worker process
+_WORKER_SCORER = None  # the scorer of this worker process (ModelDir.open_scorer: any kind of model)
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ def capped_workers(requested: int, n_events: int, cores: int | None = None) -> i
 
 
 def _start_worker(model_dir: str, device: str, which: str, batch_events, warmup) -> None:
-    from eventlm.score import Scorer
+    from eventlm.modeldir import ModelDir
 
     global _WORKER_SCORER
-    _WORKER_SCORER = Scorer(model_dir, device, which=which, batch_events=batch_events, threads=1)
-    _WORKER_SCORER.model  # load now, not on the first piece  # noqa: B018
+    _WORKER_SCORER = ModelDir(model_dir).open_scorer(device, which=which, batch_events=batch_events, threads=1)
+    _WORKER_SCORER.tokenizer  # load now, not on the first piece  # noqa: B018
     if warmup is not None:  # first-call costs (compiled tokenizer kernels, torch's first ops) now too
         _WORKER_SCORER.score(warmup)
 
@@ -83,22 +83,23 @@ def _join(parts: list[dict]) -> dict:
 
 
 class PoolScorer:
-    """A :class:`eventlm.score.Scorer` whose ``score`` runs on ``workers`` processes.
+    """A model directory's scorer (:meth:`eventlm.modeldir.ModelDir.open_scorer`) whose ``score``
+    runs on ``workers`` processes.
 
     Use it as a context manager (the processes stop at the end). The tokenizer and the background
     process list come from a scorer in this process (``local``), so it can stand in for a Scorer in
-    :func:`eventlm.score.score_files`.
+    :func:`eventlm.apply.score_files`.
     """
 
     def __init__(self, model_dir, workers: int, *, device: str = "cpu", which: str = "best",
                  batch_events: int | None = None, piece_events: int = PIECE_EVENTS, warmup: ak.Array | None = None):
-        from eventlm.score import Scorer
+        from eventlm.modeldir import ModelDir
 
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if piece_events < 1:
             raise ValueError(f"piece_events must be at least 1, not {piece_events}")
-        self.local = Scorer.load(model_dir, device=device, which=which, batch_events=batch_events, threads=1)
+        self.local = ModelDir(model_dir).open_scorer(device, which=which, batch_events=batch_events, threads=1)
         self.workers = workers
         self.piece_events = piece_events
         self._args = (str(model_dir), str(device), which, batch_events,
@@ -149,14 +150,15 @@ class PoolScorer:
 def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: int = 50_000, device="cpu",
                          confusion=None, progress: bool = False, piece_events: int = PIECE_EVENTS,
                          on_error: str = "raise", report=None, max_events: int | None = None) -> dict:
-    """:func:`eventlm.score.score_files` with the scoring on ``workers`` processes (1: in this process).
+    """:func:`eventlm.apply.score_files` with the scoring on ``workers`` processes (1: in this process).
 
     The summary gains ``workers`` and ``startup_seconds`` (starting the workers, loading the model
     in each and scoring the first 64 events once, before the first step is read; not part of
     ``seconds``).
     """
+    from eventlm.apply import score_files
     from eventlm.io import read_events
-    from eventlm.score import Scorer, score_files
+    from eventlm.modeldir import ModelDir
 
     # the first events: the warm-up, and the count that caps the workers (never more than the events)
     count = max(64, min(workers, usable_cores()))
@@ -165,7 +167,7 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
     warmup = first[:64]
     if workers == 1:  # in this process, with the same start-up as a worker's
         t0 = time.perf_counter()
-        scorer = Scorer.load(model_dir, device=device)
+        scorer = ModelDir(model_dir).open_scorer(device)
         scorer.score(warmup)
         startup = time.perf_counter() - t0
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,

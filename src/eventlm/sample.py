@@ -54,7 +54,7 @@ from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
 
-SAMPLING_FILE = "sampling.npz"
+SAMPLING_FILE = "sampling.npz"  # eventlm.modeldir.SAMPLING
 PROCESS = "generated"
 #: Quantiles stored per bin (from the minimum to the maximum training value of the bin).
 N_QUANTILES = 257
@@ -101,7 +101,8 @@ class SamplingTable:
     """Per-bin quantiles of the training values, the inverse CDFs that :func:`decode_tokens` samples.
 
     ``pt``, ``mass``: (n_cat, n_pt, Q); ``abseta``: (n_cat, n_eta, Q); ``phi``: (n_phi, Q);
-    ``met``: (n_met, Q); ``met_phi``: (n_met_phi, Q); ``fingerprint``: the tokenizer's.
+    ``met``: (n_met, Q); ``met_phi``: (n_met_phi, Q); ``fingerprint``: the tokenizer's; ``weights``:
+    the stamp of the model's weights it was made for (:meth:`eventlm.modeldir.ModelDir.stamp`).
     """
 
     pt: np.ndarray
@@ -112,6 +113,7 @@ class SamplingTable:
     met_phi: np.ndarray
     fingerprint: str
     n_events: int
+    weights: dict | None = None
 
     @classmethod
     def from_events(cls, tokenizer, events: ak.Array, n_quantiles: int = N_QUANTILES) -> SamplingTable:
@@ -178,19 +180,25 @@ class SamplingTable:
                    fingerprint=lut.fingerprint(), n_events=n_events)
 
     def save(self, path) -> Path:
+        import json
+
         path = Path(path)
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, pt=self.pt, mass=self.mass, abseta=self.abseta, phi=self.phi,
                                 met=self.met, met_phi=self.met_phi, fingerprint=np.array(self.fingerprint),
-                                n_events=np.array(self.n_events))
+                                n_events=np.array(self.n_events), weights=np.array(json.dumps(self.weights)))
         return path
 
     @classmethod
     def load(cls, path, tokenizer=None) -> SamplingTable:
+        import json
+
         path = Path(path)
         with np.load(path) as f:
+            weights = json.loads(str(f["weights"])) if "weights" in f.files else None
             table = cls(pt=f["pt"], mass=f["mass"], abseta=f["abseta"], phi=f["phi"], met=f["met"],
-                        met_phi=f["met_phi"], fingerprint=str(f["fingerprint"]), n_events=int(f["n_events"]))
+                        met_phi=f["met_phi"], fingerprint=str(f["fingerprint"]), n_events=int(f["n_events"]),
+                        weights=weights)
         if tokenizer is not None and tokenizer.fingerprint() != table.fingerprint:
             raise ModelKindError(f"{path}: made for another tokenizer (fingerprint {table.fingerprint}, the "
                                  f"model's is {tokenizer.fingerprint()}); rebuild it with --reference")
@@ -238,62 +246,65 @@ def _inverse_cdf(table: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def load_causal_model(model_dir, device="cpu"):
     """``(model, tokenizer, checkpoint)`` of a causal model directory; :class:`ModelKindError` otherwise."""
-    from eventlm.modeldir import ModelDir
+    from eventlm.modeldir import CLASSIFIER, ModelDir
 
-    model_dir = Path(model_dir)
-    if (model_dir / "classifier.json").exists():
-        raise ModelKindError(f"{model_dir} is a fine-tuned classifier (eventlm finetune), not a generative model")
-    if not (model_dir / "tokenizer.json").exists():
-        raise FileNotFoundError(f"{model_dir} is not a model directory: no tokenizer.json")
-    model, tokenizer, ckpt = ModelDir(model_dir).load(device=device)
+    md = ModelDir(model_dir)
+    if md.kind == CLASSIFIER:
+        raise ModelKindError(f"{md.path} is a fine-tuned classifier (eventlm finetune), not a generative model")
+    model, tokenizer, ckpt = md.load(device=device)
     if ckpt.get("objective") != "causal" or not model.config.causal:
         raise ModelKindError(
-            f"{model_dir}: trained with the {ckpt.get('objective')!r} objective; sampling needs a causal model "
+            f"{md.path}: trained with the {ckpt.get('objective')!r} objective; sampling needs a causal model "
             "(eventlm train --objective causal)"
         )
     _require_lut(tokenizer)
     return model, tokenizer, ckpt
 
 
-def _training_events(model_dir: Path, reference) -> ak.Array:
-    """The reference events, restricted to the model's training split when split.json names them."""
+def _training_events(md, reference) -> ak.Array:
+    """The reference events, restricted to the model's training rows when ``split.json`` names them."""
     from eventlm.io import as_events
-    from eventlm.modeldir import load_split
 
     events = as_events(reference)
-    if (model_dir / "split.json").exists():
-        train_ids = load_split(model_dir)["train"]
-        keep = np.isin(ak.to_numpy(events.event_id), train_ids)
-        if keep.sum() > 0:
-            log.info("sampling table from the %d training events of %d reference events", int(keep.sum()),
-                     len(events))
-            return events[keep]
+    if md.has_split():
+        train = md.select(events, "train")
+        if len(train) > 0:
+            log.info("sampling table from the %d training rows of %d reference events", len(train), len(events))
+            return train
         log.warning("none of the reference events is in %s/split.json's training split: using all %d",
-                    model_dir, len(events))
+                    md.path, len(events))
     return events
 
 
 def prepare_sampling(model_dir, reference, *, tokenizer=None) -> SamplingTable:
-    """Build the :class:`SamplingTable` of ``model_dir`` from ``reference`` events and save it there."""
-    model_dir = Path(model_dir)
-    if tokenizer is None:
-        from eventlm.tokenize import load_tokenizer
+    """Build the :class:`SamplingTable` of ``model_dir`` from ``reference`` events and save it there
+    (``sampling.npz``, stamped with the weights it was made for)."""
+    from eventlm.modeldir import SAMPLING, ModelDir
 
-        tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    table = SamplingTable.from_events(tokenizer, _training_events(model_dir, reference))
-    table.save(model_dir / SAMPLING_FILE)
+    md = ModelDir(model_dir)
+    if tokenizer is None:
+        tokenizer = md.load_tokenizer()
+    table = SamplingTable.from_events(tokenizer, _training_events(md, reference))
+    table.weights = md.stamp()
+    table.save(md.path / SAMPLING)
     return table
 
 
 def load_sampling_table(model_dir, tokenizer, reference=None) -> SamplingTable:
-    model_dir = Path(model_dir)
+    """The model's sampling table (made now from ``reference`` if given); one made for another tokenizer
+    or other weights is refused in one line."""
+    from eventlm.modeldir import SAMPLING, ModelDir
+
+    md = ModelDir(model_dir)
     if reference is not None:
-        return prepare_sampling(model_dir, reference, tokenizer=tokenizer)
-    path = model_dir / SAMPLING_FILE
+        return prepare_sampling(md.path, reference, tokenizer=tokenizer)
+    path = md.path / SAMPLING
     if not path.exists():
-        raise ModelKindError(f"{model_dir} has no {SAMPLING_FILE}: pass --reference BACKGROUND once (the "
+        raise ModelKindError(f"{md.path} has no {SAMPLING}: pass --reference BACKGROUND once (the "
                              "background it was trained on) to store the per-bin training values")
-    return SamplingTable.load(path, tokenizer)
+    table = SamplingTable.load(path, tokenizer)
+    md.check_stamp(path, table.weights)
+    return table
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ and take ``nll_i = -log p(t_i | copy i)`` at the masked position. Then
 Both objectives also give ``anomaly_score_max`` (the largest term), ``reco_accuracy`` (fraction of
 terms whose true token is the argmax) and ``token_nll`` (the per-token terms, jagged, in token order;
 the causal stop-token term is left out). Where the model directory holds a ``calibration.json``
-(written by :func:`calibrate`), ``anomaly_score_calibrated`` is ``anomaly_score`` calibrated on
+(written by :func:`eventlm.apply.calibrate`, stamped with the weights it was fitted for),
+``anomaly_score_calibrated`` is ``anomaly_score`` calibrated on
 background within its object-count class (:mod:`eventlm.calibration`): ``-log10`` of the fraction of
 background events with as many objects that score higher.
 
@@ -36,12 +37,14 @@ An event with nothing to score (no particles, masked objective) gets ``anomaly_s
 All masked copies of a batch of events are built at once (vectorized) and go through one forward
 pass; events are grouped by length to limit padding and put back in input order. The causal score
 needs one forward pass per event, the masked one a pass per object (docs/benchmarks.md).
+
+A :class:`Scorer` is opened by :meth:`eventlm.modeldir.ModelDir.open_scorer` (which checks the
+directory whole first); this module never imports :mod:`eventlm.modeldir`: the scorer is handed its
+``ModelDir`` and asks it for the weights.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
 import awkward as ak
@@ -49,12 +52,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from eventlm.batching import _offsets, jagged_to_flat, maskable_positions, pad
-from eventlm.calibration import FILENAME as CALIBRATION_FILE
-from eventlm.calibration import Multiplicity, ScoreCalibration
+from eventlm.batching import causal_pad, jagged_to_flat, maskable_positions, offsets_of, pad
+from eventlm.calibration import Multiplicity
 from eventlm.runtime import torch_threads
-
-log = logging.getLogger(__name__)
 
 #: Every score column :meth:`Scorer.score` can write (the one list of names; see the module docstring).
 SCORE_COLUMNS = (
@@ -68,9 +68,11 @@ EVENT_SCORES = ("anomaly_score", "anomaly_score_calibrated", "anomaly_score_mean
 
 class LazyModel:
     """A model directory read on first use, in the process that uses it: pickling (to coffea or dask
-    workers) sends the directory and the settings, never the weights. Subclasses define ``_read``."""
+    workers) sends the :class:`~eventlm.modeldir.ModelDir` and the settings, never the weights.
+    Subclasses set ``directory`` and define ``_read``."""
 
     _loaded: dict | None = None
+    directory = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -86,50 +88,40 @@ class LazyModel:
         raise NotImplementedError
 
     @property
+    def model_dir(self) -> Path:
+        return self.directory.path
+
+    @property
     def tokenizer(self):
         return self._load()["tokenizer"]
 
 
 class Scorer(LazyModel):
-    """A trained model directory, loaded on first use; ``score(events)`` returns the score columns.
+    """A trained language model, loaded on first use; ``score(events)`` returns the score columns.
 
-    Cheap to construct and to pickle (the model is dropped on pickling and reloaded lazily in the
-    worker), so a coffea processor can hold one and call it per chunk.
+    Open one with :meth:`eventlm.modeldir.ModelDir.open_scorer`. Cheap to construct and to pickle (the
+    model is dropped on pickling and reloaded lazily in the worker), so a coffea processor can hold
+    one and call it per chunk.
     """
 
     def __init__(
         self,
-        model_dir,
+        directory,
         device="cpu",
         *,
         which: str = "best",
         batch_events: int | None = None,
         threads: int | None = None,
     ):
-        self.model_dir = Path(model_dir)
+        self.directory = directory
         self.threads = threads
         self.device = str(device)
         self.which = which
         self.batch_events = batch_events
         self._loaded = None
 
-    @classmethod
-    def load(cls, model_dir, device="cpu", **kwargs) -> Scorer:
-        """A scorer for ``model_dir``; checks the directory now, loads the weights on first use."""
-        model_dir = Path(model_dir)
-        if (model_dir / "classifier.json").exists():  # a classifier from `eventlm finetune`
-            from eventlm.finetune import ClassifierScorer
-
-            return ClassifierScorer.load(model_dir, device=device, **kwargs)
-        from eventlm.modeldir import ModelDir
-
-        ModelDir(model_dir).check(device=device, which=kwargs.get("which", "best"))
-        return cls(model_dir, device, **kwargs)
-
     def _read(self) -> dict:
-        from eventlm.modeldir import ModelDir
-
-        model, tokenizer, ckpt = ModelDir(self.model_dir).load(which=self.which, device=self.device)
+        model, tokenizer, ckpt = self.directory.load(which=self.which, device=self.device)
         run = ckpt["run_config"]
         return {
             "model": model,
@@ -140,9 +132,14 @@ class Scorer(LazyModel):
             "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
             "processes": list(ckpt.get("processes", [])),
             "multiplicity": Multiplicity(ckpt["multiplicity"]) if ckpt.get("multiplicity") else None,
-            "calibration": _load_calibration(self.model_dir),
+            "calibration": self.directory.read_calibration(self.which),
             "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
         }
+
+    def use_calibration(self, calibration) -> None:
+        """Score with ``calibration`` from now on (after :func:`eventlm.apply.calibrate` wrote it)."""
+        if self._loaded is not None:
+            self._loaded["calibration"] = calibration
 
     @property
     def model(self):
@@ -194,7 +191,7 @@ class Scorer(LazyModel):
             n_met = 0 if state["mask_met"] else self.tokenizer.n_met_tokens
             n_scored = np.maximum(lengths - n_met, 0)
             n_terms = n_scored
-        term_offsets = _offsets(n_terms)
+        term_offsets = offsets_of(n_terms)
         nll = np.zeros(term_offsets[-1], dtype=np.float32)
         correct = np.zeros(term_offsets[-1], dtype=bool)
         pred = np.zeros(term_offsets[-1], dtype=np.int64)
@@ -242,15 +239,9 @@ class Scorer(LazyModel):
     def _causal_batch(self, flat, offsets, idx, term_offsets):
         state = self._load()
         model = state["model"]
-        special = self.tokenizer.special
         lengths = np.diff(offsets)[idx]
         sub_flat = flat[_gather_positions(offsets, idx)]
-        width = int(lengths.max(initial=0)) + 1
-        inputs, _, _ = pad(sub_flat, lengths, width=width, shift=1)  # BOS t1 .. tn
-        inputs[:, 0] = special.bos
-        targets, _, _ = pad(sub_flat, lengths, width=width)  # t1 .. tn EOS
-        targets[np.arange(len(idx)), lengths] = special.eos
-        real = np.arange(width)[None, :] <= lengths[:, None]  # (B, T)
+        inputs, targets, real = causal_pad(sub_flat, lengths, self.tokenizer.special)  # (B, T) each
         x = torch.from_numpy(inputs).to(self.device)
         where = torch.from_numpy(real).to(self.device)
         logits = model(x, where, where=where)  # (M, V), row-major over real positions
@@ -336,11 +327,11 @@ def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
     n_particle_terms = n_scored - n_met  # the scored tokens start with the event's particle tokens
     if not np.array_equal(n_particle_terms, flat.counts):
         raise AssertionError("per-object terms: particle tokens and scored terms disagree")
-    scored_offsets = _offsets(n_scored)
+    scored_offsets = offsets_of(n_scored)
     event_of = np.repeat(np.arange(n_events), n_scored)
     position = np.arange(len(token_nll)) - scored_offsets[:-1][event_of]
     is_particle = position < n_particle_terms[event_of]
-    object_offsets = _offsets(n_objects)
+    object_offsets = offsets_of(n_objects)
     per_object = np.zeros(object_offsets[-1], dtype=np.float32)
     # the particle terms come in token order: slot j of event e is the object flat.source[j] of e
     per_object[object_offsets[:-1][flat.event_index] + flat.source] = token_nll[is_particle]
@@ -353,52 +344,16 @@ def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
     }
 
 
-def _load_calibration(model_dir: Path) -> ScoreCalibration | None:
-    path = model_dir / CALIBRATION_FILE
-    return ScoreCalibration.load(path) if path.exists() else None
-
-
 def n_objects_of(tokenizer, tokens) -> np.ndarray:
     """Particle tokens per event (what the calibration classes count)."""
     _, offsets = jagged_to_flat(tokens)
     return np.maximum(np.diff(offsets) - tokenizer.n_met_tokens, 0)
 
 
-def calibrate(model_dir, background, *, score: str = "anomaly_score", split: str = "validation",
-              scorer: Scorer | None = None) -> ScoreCalibration:
-    """Fit and write ``MODEL_DIR/calibration.json`` from the model's held-out background.
-
-    ``background``: the events the model was trained on (paths or an event array); the events of the
-    model's ``split`` (default: validation, never seen by the weights) are scored and the survival
-    function of ``score`` is fitted per object-count class. From then on :class:`Scorer` adds the
-    ``anomaly_score_calibrated`` column.
-    """
-    import json
-
-    from eventlm.io import iter_events
-
-    model_dir = Path(model_dir)
-    ids = np.asarray(json.loads((model_dir / "split.json").read_text())[split], dtype=np.int64)
-    chunks = [background] if isinstance(background, ak.Array) else iter_events(background)
-    held_out = ak.concatenate([c[np.isin(ak.to_numpy(c.event_id), ids)] for c in chunks])
-    if len(held_out) == 0:
-        raise ValueError(f"none of the {split} events of {model_dir} are among the given background events")
-    scorer = scorer or Scorer.load(model_dir)
-    tokens = scorer.tokenizer.encode(held_out)
-    cols = scorer.score_tokens(tokens)
-    cal = ScoreCalibration.fit(score, cols[score], n_objects_of(scorer.tokenizer, tokens))
-    cal.save(model_dir / CALIBRATION_FILE)
-    if scorer._loaded is not None:
-        scorer._loaded["calibration"] = cal
-    log.info("calibrated %s on %d %s events in %d object-count classes (from %s)", score, len(held_out),
-             split, len(cal.lower), ", ".join(str(x) for x in cal.lower))
-    return cal
-
-
 def _gather_positions(offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Flat positions of the tokens of events ``idx`` (in that order)."""
     lengths = np.diff(offsets)[idx]
-    sub_offsets = _offsets(lengths)
+    sub_offsets = offsets_of(lengths)
     event_of = np.repeat(np.arange(len(idx)), lengths)
     return offsets[idx][event_of] + np.arange(sub_offsets[-1]) - sub_offsets[event_of]
 
@@ -409,80 +364,3 @@ def confusion_counts(true: np.ndarray, pred: np.ndarray, vocab_size: int) -> np.
         np.asarray(true, dtype=np.int64) * vocab_size + np.asarray(pred, dtype=np.int64),
         minlength=vocab_size * vocab_size,
     ).reshape(vocab_size, vocab_size)
-
-
-def score_files(
-    model_dir,
-    inputs,
-    output,
-    *,
-    step_size: int = 50_000,
-    device="cpu",
-    confusion=None,
-    progress: bool = False,
-    scorer: Scorer | None = None,
-    on_error: str = "raise",
-    report=None,
-    max_events: int | None = None,
-) -> dict:
-    """Score every event of ``inputs`` (read in steps of ``step_size``) and write ``output``.
-
-    ``on_error="skip"`` leaves bad lines/entries out (recorded in ``report``, an
-    :class:`eventlm.io.ReadReport`, and counted in the summary's ``skipped``); every good event is
-    scored once, in input order. ``max_events``: the first N events of the inputs (in order) only.
-
-    The output (``.root`` ntuple or ``.parquet``, through :class:`eventlm.io.EventWriter`) holds every
-    input event once, in input order, with its columns plus the score columns. ``confusion``: a PNG
-    path for the token confusion matrices, background (the training processes) and signal (the rest)
-    separately. ``progress``: a bar with the total on a terminal, one line per file elsewhere
-    (:mod:`eventlm.progress`). Returns a summary dict (events, seconds, events/s, output path).
-    """
-    from eventlm.io import EventWriter, ReadReport, _as_paths, iter_events
-    from eventlm.progress import count_events, progress_bar
-
-    scorer = scorer or Scorer.load(model_dir, device=device)
-    vocab = scorer.tokenizer.vocab_size
-    background = set(scorer.background_processes)
-    matrices = {"Background": np.zeros((vocab, vocab), dtype=np.int64),
-                "Signal": np.zeros((vocab, vocab), dtype=np.int64)} if confusion else None
-    report = report if report is not None else ReadReport()
-    paths = _as_paths(inputs)
-    n_events = 0
-    t0 = time.perf_counter()
-    with EventWriter(output) as writer, progress_bar(count_events(paths, max_events) if progress else None,
-                                                     desc="scoring", enabled=progress) as bar:
-        for path in paths:
-            remaining = None if max_events is None else max_events - n_events
-            if remaining is not None and remaining <= 0:
-                break
-            for chunk in iter_events(path, step_size=step_size, max_events=remaining, on_error=on_error,
-                                     report=report):
-                cols = scorer.score(chunk, return_tokens=matrices is not None)
-                if matrices is not None:
-                    is_bkg = np.isin(np.asarray(chunk.process), list(background))
-                    true, pred = cols.pop("token_true"), cols.pop("token_pred")
-                    for name, sel in (("Background", is_bkg), ("Signal", ~is_bkg)):
-                        matrices[name] += confusion_counts(
-                            ak.to_numpy(ak.flatten(true[sel])), ak.to_numpy(ak.flatten(pred[sel])), vocab
-                        )
-                writer.write(chunk, extra_columns=cols)
-                n_events += len(chunk)
-                bar.update(len(chunk))
-            bar.file_done(path)
-    seconds = time.perf_counter() - t0
-    if matrices is not None:
-        plot_token_confusion(matrices, confusion, scorer.tokenizer)
-    return {"output": str(output), "events": n_events, "seconds": seconds,
-            "events_per_s": n_events / seconds if seconds else float("nan"),
-            "skipped": report.n_skipped}
-
-
-def plot_token_confusion(matrices: dict, path, tokenizer) -> Path:
-    """The confusion-matrix figure with the tokenizer's MET boundary marked (if it has MET tokens)."""
-    from eventlm.plotting.training import plot_confusion
-
-    boundaries = []
-    n_particle = getattr(tokenizer, "n_particle_tokens", None)
-    if tokenizer.n_met_tokens and n_particle:
-        boundaries.append((n_particle + 1, "MET"))
-    return plot_confusion(matrices, path, n_content=tokenizer.n_content, boundaries=boundaries)

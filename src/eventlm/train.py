@@ -3,11 +3,11 @@
 ::
 
     from eventlm.config import RunConfig
-    from eventlm.modeldir import load_split
+    from eventlm.modeldir import ModelDir
     from eventlm.train import train
 
     result = train(RunConfig(), ["data/background.csv.gz"], "runs/lut")
-    test_ids = load_split("runs/lut")["test"]          # held-out background event ids
+    test = ModelDir("runs/lut").select(background, "test")   # the held-out background rows
 
 The model directory (docs/architecture.md), every file written through
 :class:`eventlm.modeldir.ModelDir`: ``checkpoint.pt`` (the last epoch: model, optimizer, scheduler
@@ -16,6 +16,7 @@ and RNG states, model and run config, tokenizer params, seed, package version, s
 ``tokenizer.json``, ``config.toml``, ``split.json`` and ``metrics.json``; ``eventlm train`` adds
 ``loss.png`` and ``calibration.json``.
 
+The split is recorded as row keys (:mod:`eventlm.rows`), unique by construction, never as event ids.
 One seed drives everything: the split (numpy generator keyed ``(seed, 1)``), the sampler's order
 (``(seed, epoch)``), the masking (a hash of ``(seed, epoch, event, position)``), the model's
 initialisation and dropout (torch, seeded with ``seed``), python's and numpy's global generators.
@@ -225,10 +226,10 @@ def _fit_tokenizer(config: RunConfig, events, device: str, progress: bool):
     return tokenizer.fit(events, **kwargs)
 
 
-def _fingerprint(event_ids: np.ndarray) -> str:
+def _fingerprint(keys: np.ndarray) -> str:
     import hashlib
 
-    return hashlib.sha256(np.ascontiguousarray(event_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return hashlib.sha256(np.ascontiguousarray(keys, dtype=np.uint64).tobytes()).hexdigest()[:16]
 
 
 def train(
@@ -260,7 +261,7 @@ class _Data:
     tokenizer: object
     train: TokenDataset
     validation: TokenDataset
-    split_ids: dict
+    split_keys: dict  # split name -> row keys (uint64)
     fingerprint: str
     processes: list
 
@@ -279,19 +280,21 @@ def _resumed(md: ModelDir, config: RunConfig, resume: bool):
 def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist, device, progress: bool) -> _Data:
     """Read and split the background, write ``config.toml`` and ``split.json``, fit (rank 0, new
     run) or read the tokenizer, and tokenize the training and validation events."""
+    from eventlm.rows import row_keys
+
     events = as_events(background, config.train.max_events)
-    event_ids = np.asarray(events.event_id, dtype=np.int64)
+    keys = row_keys(events)
     split = split_indices(len(events), (config.split.train, config.split.validation, config.split.test),
                           config.seed)
-    split_ids = {name: event_ids[split[name]] for name in SPLITS}
-    fingerprint = _fingerprint(event_ids)
+    split_keys = {name: keys[split[name]] for name in SPLITS}
+    fingerprint = _fingerprint(keys)
     if ckpt is not None and (ckpt["data_fingerprint"] != fingerprint or any(
-            not torch.equal(torch.from_numpy(split_ids[s]), ckpt["split"][s]) for s in SPLITS)):
+            not torch.equal(_key_tensor(split_keys[s]), ckpt["split"][s]) for s in SPLITS)):
         raise CheckpointMismatchError(f"{md.path}: the background events differ from the interrupted run's")
     if dist.is_main:
         md.path.mkdir(parents=True, exist_ok=True)
         md.write_config(config)
-        md.write_split(event_ids, split, seed=config.seed, fractions=asdict(config.split))
+        md.write_split(keys, split, seed=config.seed, fractions=asdict(config.split))
     from eventlm.tokenize import load_tokenizer
 
     if ckpt is None and dist.is_main:
@@ -304,10 +307,15 @@ def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist,
         tokenizer=tokenizer,
         train=TokenDataset(tokenizer.encode(events[split["train"]])),
         validation=TokenDataset(tokenizer.encode(events[split["validation"]])),
-        split_ids=split_ids,
+        split_keys=split_keys,
         fingerprint=fingerprint,
         processes=sorted(set(np.asarray(events.process[split["train"]]).tolist())),
     )
+
+
+def _key_tensor(keys: np.ndarray) -> torch.Tensor:
+    """Row keys (uint64) as an int64 tensor of the same bits (torch has no uint64 checkpoints)."""
+    return torch.from_numpy(np.ascontiguousarray(keys, dtype=np.uint64).view(np.int64))
 
 
 def _checkpoint_meta(config: RunConfig, model: EventTransformer, data: _Data) -> dict:
@@ -320,7 +328,7 @@ def _checkpoint_meta(config: RunConfig, model: EventTransformer, data: _Data) ->
         "tokenizer": {"kind": tokenizer.kind, "params": tokenizer.get_params()},
         "seed": config.seed,
         "eventlm_version": __version__,
-        "split": {s: torch.from_numpy(data.split_ids[s]) for s in SPLITS},
+        "split": {s: _key_tensor(data.split_keys[s]) for s in SPLITS},  # row keys, as int64 bits
         "data_fingerprint": data.fingerprint,
         "objective": config.train.objective,
         "n_met_tokens": tokenizer.n_met_tokens,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eventlm.analysis.baselines import NAMES as BASELINE_NAMES
 from eventlm.analysis.features import VARIABLES
-from eventlm.analysis.metrics import WORKING_POINTS
+from eventlm.metrics import WORKING_POINTS
 from eventlm.analysis.regions import Region, SelectionError, flags_in, region_from_config
 from eventlm.analysis.threshold import METHODS
 from eventlm.errors import EventlmError

@@ -118,8 +118,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     from eventlm.config import RunConfig
     from eventlm.io import read_events
     from eventlm.analysis.validation import ValidationSettings, run_validation
-    from eventlm.score import Scorer, calibrate, plot_token_confusion
-    from eventlm.modeldir import load_split
+    from eventlm.apply import calibrate, plot_token_confusion
+    from eventlm.modeldir import ModelDir
     from eventlm.plotting.training import plot_loss
     from eventlm.train import train
 
@@ -158,12 +158,11 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     # 2. score ------------------------------------------------------------------------------------
     _step(2, n_steps, "scoring the background test split and both signals")
     t0 = time.perf_counter()
-    split = load_split(model_dir)
-    ids = ak.to_numpy(background.event_id)
-    test = rescale_to_full(background[np.isin(ids, split["test"])], background)
-    train_events = background[np.isin(ids, split["train"])]
+    md = ModelDir(model_dir)
+    test = rescale_to_full(md.select(background, "test"), background)
+    train_events = md.select(background, "train")
     del background
-    scorer = Scorer.load(model_dir)
+    scorer = md.open_scorer()
     scored_dir = out_dir / "scored"
     scored_dir.mkdir(exist_ok=True)
     matrices: dict[str, np.ndarray] = {}

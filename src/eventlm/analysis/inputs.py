@@ -205,16 +205,16 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
     for ds, ev in merged.items():
         _check_unique_ids(ev, ds)
     background = merged[BACKGROUND]
-    ids = ak.to_numpy(background.event_id)
     train = None
-    split_file = model_dir / "split.json" if model_dir is not None else None
-    if split_file is not None and split_file.exists():
-        from eventlm.modeldir import load_split
+    md = None
+    if model_dir is not None:
+        from eventlm.modeldir import ModelDir
 
-        split = load_split(model_dir)
-        train = background[np.isin(ids, split["train"])]
+        md = ModelDir(model_dir)
+    if md is not None and md.has_split():
+        train = md.select(background, "train")
         if inputs.background_events == "test":
-            test = background[np.isin(ids, split["test"])]
+            test = md.select(background, "test")
             if len(test) == 0:
                 raise ValueError(f"none of the background events is in the test split of {model_dir} (a "
                                  "background the model never saw: set [inputs] background_events = \"all\")")

@@ -41,17 +41,20 @@ log = logging.getLogger(__name__)
 READERS = {"nanoaod": ("eventlm.io.nanoaod", "NanoAODOptions"),
            "physlite": ("eventlm.io.physlite", "PHYSLITEOptions")}
 
-#: Loaded scorers per worker process, keyed by (model directory, checkpoint, threads).
+#: Loaded scorers per worker process, keyed by (model directory, checkpoint, threads): the one cache.
 _LOADED: dict[tuple, object] = {}
 
 
-def _load_scorer(model_dir: str, which: str, threads: int | None):
-    key = (model_dir, which, threads)
-    if key not in _LOADED:
-        from eventlm.score import Scorer
+def loaded_scorer(model_dir, which: str = "best", threads: int | None = None):
+    """The scorer of ``model_dir`` (:meth:`eventlm.modeldir.ModelDir.open_scorer`: a language model
+    or a classifier), opened once per process and cached; :class:`EventlmScorer` and the coffea
+    processor both take it from here."""
+    from eventlm.modeldir import ModelDir
 
-        log.info("loading model %s (%s)", model_dir, which)
-        _LOADED[key] = Scorer.load(model_dir, which=which, threads=threads)
+    key = (str(Path(model_dir).resolve()), which, threads)
+    if key not in _LOADED:
+        log.info("loading model %s (%s)", key[0], which)
+        _LOADED[key] = ModelDir(key[0]).open_scorer(which=which, threads=threads)
     return _LOADED[key]
 
 
@@ -85,9 +88,10 @@ class EventlmScorer(nonserializable_attribute, numpy_call_wrapper):
             options = getattr(importlib.import_module(module), cls)(**options)
         nonserializable_attribute.__init__(self, ["scorer"])
         numpy_call_wrapper.__init__(self)
+        from eventlm.modeldir import ModelDir
+
         model_dir = Path(model_dir).resolve()
-        if not (model_dir / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{model_dir} is not a model directory: no tokenizer.json")
+        ModelDir(model_dir).kind  # a missing or foreign directory: one line now, not in a worker  # noqa: B018
         self.model_dir = str(model_dir)
         self.reader = reader
         self.options = options
@@ -96,7 +100,7 @@ class EventlmScorer(nonserializable_attribute, numpy_call_wrapper):
 
     def _create_scorer(self):
         """The scorer, loaded once per worker process (cached beyond this object's lifetime)."""
-        return _load_scorer(self.model_dir, self.which, self.threads)
+        return loaded_scorer(self.model_dir, self.which, self.threads)
 
     def to_event_model(self, events) -> ak.Array:
         """The chunk in eventlm's event model (the readers' mapping)."""
@@ -137,4 +141,4 @@ class EventlmScorer(nonserializable_attribute, numpy_call_wrapper):
         return dict(return_array)
 
 
-__all__ = ["EventlmScorer", "READERS"]
+__all__ = ["EventlmScorer", "READERS", "loaded_scorer"]

@@ -15,7 +15,8 @@ warnings about CMS cross-references an eventlm ntuple does not have)::
     out["background"]["skims"]          # {skim file: events}: the scored events, one file per chunk
 
 The processor holds only its settings (it pickles small); the model is loaded lazily, once per worker
-process, into a module-level cache keyed by the model path. Without a model, or when the file already
+process, into the one per-process cache (:func:`eventlm.analysis.ml.loaded_scorer`), so a classifier
+directory works as well (its column ``score_<name>``). Without a model, or when the file already
 has an ``anomaly_score`` branch (``eventlm score`` output), the stored score branches are used.
 
 Skims. With ``skim_dir`` every chunk writes its scored events from the worker, as an eventlm ntuple
@@ -51,8 +52,6 @@ from eventlm.events import PARTICLE_FIELDS, make_events, make_particles, process
 
 log = logging.getLogger(__name__)
 
-#: Loaded scorers, one per model directory per worker process (the processor itself stays stateless).
-_SCORERS: dict[str, object] = {}
 #: process_code -> name tables read from files, per file.
 _PROCESS_TABLES: dict[str, dict[int, str]] = {}
 
@@ -65,18 +64,6 @@ SCORE_COLUMNS = ("anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "an
 SCORE_ALIASES = {"anomaly_score_mean": "anomaly_score"}
 #: Skim branches of the region flags: ``region_CR`` (``events.region.CR`` in NanoEvents).
 REGION_PREFIX = "region_"
-
-
-def get_scorer(model_dir, torch_threads: int | None = None):
-    """The scorer of ``model_dir``, loaded on first use in this process and cached."""
-    key = str(Path(model_dir).resolve())
-    if key not in _SCORERS:
-        from eventlm.score import Scorer
-
-        log.info("loading model %s", key)
-        # None: the run config's thread count; the scorer sets it only while it scores
-        _SCORERS[key] = Scorer.load(key, threads=torch_threads)
-    return _SCORERS[key]
 
 
 def branch_name(name: str) -> str:
@@ -234,7 +221,10 @@ class AnomalyProcessor(processor.ProcessorABC):
             return stored_scores(events)
         if self.model is None:
             raise EventFormatError(events.metadata.get("filename"), "no anomaly_score branch and no model to compute it")
-        scores = get_scorer(self.model, self.torch_threads).score(to_event_model(events, process))
+        from eventlm.analysis.ml import loaded_scorer
+
+        # threads None: the run config's count; the scorer sets it only while it scores
+        scores = loaded_scorer(self.model, threads=self.torch_threads).score(to_event_model(events, process))
         out = {}
         for name in _fields(scores):
             values = scores[name]

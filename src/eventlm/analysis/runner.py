@@ -37,7 +37,7 @@ import numpy as np
 
 from eventlm.analysis.config import AnalysisConfig
 from eventlm.analysis.features import fixed_features
-from eventlm.analysis.metrics import Metrics, evaluate, roc_curve
+from eventlm.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.execution import run_processor
 from eventlm.analysis.processor import process_names_of
 from eventlm.analysis.inputs import BACKGROUND, DATA, Prepared, prepare_inputs, skim_columns

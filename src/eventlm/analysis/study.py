@@ -4,7 +4,7 @@ Every comparison of scores in eventlm (``eventlm demo``, ``analysis/validation.p
 comparison) goes through :func:`compare`, which gives, for each method and signal:
 
 - the pooled ROC-AUC, eff_S at eff_B = 1e-2 and 1e-3 and the maximal SIC, with bootstrap errors
-  (:func:`eventlm.analysis.metrics.evaluate`);
+  (:func:`eventlm.metrics.evaluate`);
 - the **length-matched AUC** (:func:`stratified_auc`): the AUC inside each object-count class, averaged
   with the signal's class populations as weights. A score that only counts objects gets 0.5 here;
 - beside the methods, the **one-number references** (:func:`references`): the object count alone and
@@ -23,7 +23,7 @@ import awkward as ak
 import numpy as np
 
 from eventlm.analysis.features import variables_of
-from eventlm.analysis.metrics import Metrics, auc, effective_count, evaluate
+from eventlm.metrics import Metrics, auc, effective_count, evaluate
 
 #: The one-number references every table shows: label -> event variable.
 REFERENCES = {"object count": "n_particles", "HT": "ht"}

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from eventlm.analysis.metrics import roc_curve
+from eventlm.metrics import roc_curve
 
 METHODS = ("youden", "background_efficiency")
 

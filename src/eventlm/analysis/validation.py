@@ -60,9 +60,10 @@ def score_all(model_dir: Path, datasets: dict[str, ak.Array]) -> dict[str, dict[
     """The event score columns of every dataset (float64 arrays), with a progress bar."""
     from tqdm.auto import tqdm
 
-    from eventlm.score import EVENT_SCORES, Scorer
+    from eventlm.modeldir import ModelDir
+    from eventlm.score import EVENT_SCORES
 
-    scorer = Scorer.load(model_dir)
+    scorer = ModelDir(model_dir).open_scorer()
     out = {}
     total = sum(len(ev) for ev in datasets.values())
     with tqdm(total=total, desc=f"scoring with {Path(model_dir).name}", unit="event", dynamic_ncols=True,
@@ -109,18 +110,17 @@ def run_validation(model_dir, background: ak.Array, signals: dict[str, ak.Array]
 
     from eventlm.analysis.baselines import TrainSettings, fit_baselines
     from eventlm.analysis.features import fixed_features, variables_of
-    from eventlm.analysis.metrics import auc, roc_curve
+    from eventlm.metrics import auc, roc_curve
     from eventlm.analysis.regions import Region
     from eventlm.analysis.study import closure, compare, comparison_table, references
-    from eventlm.modeldir import load_split
+    from eventlm.modeldir import ModelDir
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    split = load_split(model_dir)
-    ids = ak.to_numpy(background.event_id)
-    test = background[np.isin(ids, split["test"])]
-    train_events = background[np.isin(ids, split["train"])]
+    md = ModelDir(model_dir)
+    test = md.select(background, "test")
+    train_events = md.select(background, "train")
     datasets = {"background": test, **signals}
     scores = score_all(Path(model_dir), datasets)
     seed_scores = [score_all(Path(d), datasets) for d in seed_models]

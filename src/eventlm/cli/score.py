@@ -38,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from eventlm.cli import check_inputs, check_output, warn_skipped
-    from eventlm.modeldir import check_device
+    from eventlm.modeldir import ModelDir, check_device
     from eventlm.parallel import score_files_parallel
-    from eventlm.score import Scorer
 
     from eventlm.cli import resolve_model
 
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         require_extra("plots", "--confusion")
         check_output_png(args.confusion)
     check_device(args.device)
-    Scorer.load(args.model, device=args.device)  # the model directory, checked whole
+    ModelDir(args.model).open_scorer(args.device)  # the model directory, checked whole
     from eventlm.io import ReadReport
 
     report = ReadReport()

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
-        from eventlm.score import calibrate
+        from eventlm.apply import calibrate
 
         calibrate(args.out, background)  # anomaly_score_calibrated (docs/method.md)
         if config.train.objective == "causal" and config.tokenizer.kind == "lut":

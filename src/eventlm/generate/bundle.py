@@ -108,7 +108,7 @@ def compare(signal: ak.Array, background: ak.Array) -> dict:
     The AUCs are unweighted (the bundled background is an unweighted draw from the physical mixture).
     """
     from eventlm.analysis.features import variables_of
-    from eventlm.analysis.metrics import auc
+    from eventlm.metrics import auc
 
     s, b = variables_of(signal), variables_of(background)
     out = {"delta_mean_n_particles": float(np.mean(s["n_particles"]) - np.mean(b["n_particles"]))}

@@ -162,7 +162,7 @@ def input_problem(path) -> str | None:
     return None
 
 
-def _as_paths(paths) -> list[Path]:
+def as_paths(paths) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         return [Path(paths)]
     return [Path(p) for p in paths]
@@ -204,7 +204,7 @@ def iter_events(
         raise ValueError("step_size must be positive")
     report = report if report is not None else ReadReport()
     remaining = max_events
-    for path in _as_paths(paths):
+    for path in as_paths(paths):
         if remaining is not None and remaining <= 0:
             return
         problem = input_problem(path)

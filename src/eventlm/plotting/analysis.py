@@ -1,7 +1,7 @@
 """Analysis figures: anomaly-score stacks in CR/SR with the threshold, kinematic stacks, ROC and SIC.
 
 Histograms come from the coffea processor (``hist.Hist`` with a ``process`` and a ``region`` category
-axis); ROC curves are :class:`eventlm.analysis.metrics.RocCurve`. Every function writes one PNG (or PDF)
+axis); ROC curves are :class:`eventlm.metrics.RocCurve`. Every function writes one PNG (or PDF)
 through :func:`eventlm.plotting.figure` and draws the label with :func:`eventlm.plotting.add_label`.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from eventlm.analysis.metrics import sic_curve
+from eventlm.metrics import sic_curve
 from eventlm.plotting import PlotLabel, add_label, figure
 
 #: Background colours (the ATLAS-ish palette of mplhep's default cycle), one per process (by name).

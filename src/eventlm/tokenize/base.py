@@ -171,7 +171,7 @@ def load_tokenizer(
         raise CheckpointMismatchError(f"{path}: not a tokenizer file ({err})") from None
     kind = payload.get("kind")
     if kind not in REGISTRY:
-        _import_all(kind)
+        import_tokenizer_module(kind)
     if kind not in REGISTRY:
         raise CheckpointMismatchError(f"{path}: unknown tokenizer kind {kind!r}")
     if expected_kind is not None and kind != expected_kind:
@@ -190,7 +190,7 @@ def load_tokenizer(
     return tokenizer
 
 
-def _import_all(kind: str | None = None) -> None:
+def import_tokenizer_module(kind: str | None = None) -> None:
     """Import the tokenizer modules (only ``kind``'s when it is a known one, so a LUT never pulls torch)."""
     import importlib
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from eventlm.analysis.metrics import auc, efficiency_at, evaluate, max_sic, roc_curve
+from eventlm.metrics import auc, efficiency_at, evaluate, max_sic, roc_curve
 
 
 def _samples(seed=0, n_b=3000, n_s=800):
