@@ -21,7 +21,7 @@ from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io import read_events
 from eventlm.io.nanoaod import NanoAODOptions, from_nanoevents
-from eventlm.io.root import tree_keys
+from eventlm.io.uproot_patch import tree_keys
 from eventlm.io.selection import Cut
 
 NANOAOD_FILES = [

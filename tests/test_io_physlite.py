@@ -19,7 +19,7 @@ from conftest import assert_same_events, real_file
 from eventlm.events import Kind
 from eventlm.io import read_events
 from eventlm.io.physlite import PHYSLITEOptions, from_nanoevents
-from eventlm.io.root import tree_keys
+from eventlm.io.uproot_patch import tree_keys
 
 #: file -> (tree, separator, event-number branch, b-tag container, tagger)
 FILES = {

@@ -445,7 +445,7 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
                   first_id: int = 0, process: str = PROCESS) -> ak.Array:
     """Events in the event model from content tokens (see the module docstring for the values)."""
     from eventlm.events import energy_from_pt_eta, make_events, make_particles
-    from eventlm.tokenize.particles import _CAT_CHARGE, _CAT_KIND
+    from eventlm.tokenize.particles import CAT_CHARGE, CAT_KIND
 
     lut = _require_lut(tokenizer)
     flat = np.asarray(flat, dtype=np.int64)
@@ -477,7 +477,7 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
     eta, phi = eta.astype(np.float32), phi.astype(np.float32)
     energy = energy_from_pt_eta(pt.astype(np.float64), eta.astype(np.float64), mass)
     pcounts = np.bincount(p_event, minlength=n_events)
-    particles = make_particles(_CAT_KIND[cat], _CAT_CHARGE[cat], pt, eta, phi, energy, pcounts)
+    particles = make_particles(CAT_KIND[cat], CAT_CHARGE[cat], pt, eta, phi, energy, pcounts)
     met = np.zeros(n_events)
     met_phi = np.zeros(n_events)
     if lut.met_tokens:

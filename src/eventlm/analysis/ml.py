@@ -107,7 +107,7 @@ class EventlmScorer(nonserializable_attribute, numpy_call_wrapper):
         if callable(self.reader):
             return self.reader(events)
         if self.reader == "eventlm":
-            from eventlm.analysis.processor import to_event_model
+            from eventlm.io.schema import to_event_model
 
             return to_event_model(events)
         module = importlib.import_module(READERS[self.reader][0])

@@ -47,8 +47,8 @@ from coffea import processor
 from eventlm.analysis.features import VARIABLES, event_variables
 from eventlm.analysis.regions import Region
 from eventlm.errors import EventFormatError
-from eventlm.io.schema import EventlmNanoAODSchema  # noqa: F401 (re-exported)
-from eventlm.events import PARTICLE_FIELDS, make_events, make_particles, process_code
+from eventlm.io.schema import EventlmNanoAODSchema, to_event_model  # noqa: F401 (re-exported)
+from eventlm.events import process_code
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +130,6 @@ def process_table(filename: str | None, known: Mapping[int, str]) -> dict[int, s
             _PROCESS_TABLES[filename] = {}
     table.update(_PROCESS_TABLES[filename])
     return table
-
-
-def to_event_model(events, process=None) -> ak.Array:
-    """Convert a NanoEvents chunk of an eventlm ntuple into the event model (for scoring)."""
-    particles = ak.to_packed(events.Particle)
-    counts = ak.to_numpy(ak.num(particles.pt, axis=1))
-    flat = {f: ak.to_numpy(ak.flatten(particles[f])) for f in PARTICLE_FIELDS}
-    n = len(counts)
-    out = make_events(
-        event_id=ak.to_numpy(events.event),
-        process=process if process is not None else np.full(n, "unknown"),
-        weight=ak.to_numpy(events.weight),
-        met=ak.to_numpy(events.MET.pt),
-        met_phi=ak.to_numpy(events.MET.phi),
-        particles=make_particles(counts=counts, **flat),
-    )
-    for name in ("run", "luminosityBlock"):  # the event identity travels into the skims
-        if name in events.fields:
-            out = ak.with_field(out, ak.to_numpy(events[name]), name)
-    return out
 
 
 class AnomalyProcessor(processor.ProcessorABC):

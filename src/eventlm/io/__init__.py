@@ -190,7 +190,7 @@ def iter_events(
 
     Memory stays bounded by the chunk size whatever the file size. ``step_size=None`` lets each
     reader choose: a CSV file then comes in blocks of up to :data:`eventlm.io.csv.MAX_BLOCK_BYTES`
-    of text, ROOT in chunks of about :data:`eventlm.io.root.AUTO_STEP` and Parquet in chunks of
+    of text, ROOT in chunks of about :data:`eventlm.io.rootfile.AUTO_STEP` and Parquet in chunks of
     :data:`DEFAULT_STEP_SIZE` events. ``report`` (a :class:`ReadReport`)
     collects what ``on_error="skip"`` dropped. ``options`` go to the experiment readers:
     ``nanoaod=`` a :class:`eventlm.io.nanoaod.NanoAODOptions`, ``physlite=`` a
@@ -219,7 +219,7 @@ def iter_events(
 
             chunks = iter_csv(path, step_size if step_size is not None else remaining, on_error=on_error, report=report)
         elif fmt == "root":
-            from eventlm.io.root import AUTO_STEP, iter_root
+            from eventlm.io.rootfile import AUTO_STEP, iter_root
 
             step = step_size or remaining or AUTO_STEP
             chunks = iter_root(path, step_size=step, on_error=on_error, report=report, **options)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -43,9 +42,10 @@ import numpy as np
 from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
+    default_process,
     SUSPICIOUS_REJECTS,
     Cut,
-    _plain,
+    plain_array,
     nanoevents_fields,
     nanoevents_process,
     warn_once,
@@ -144,12 +144,6 @@ class NanoAODOptions:
             raise ValueError(f"btag_era must be one of {', '.join(BTAG_WORKING_POINTS)}, not {self.btag_era!r}")
         if isinstance(self.btag_wp, str) and self.btag_wp not in ("loose", "medium", "tight"):
             raise ValueError(f"btag_wp must be a number or loose/medium/tight, not {self.btag_wp!r}")
-
-
-def default_process(path) -> str:
-    name = Path(path).name
-    stem = name[: -len(".root")] if name.lower().endswith(".root") else Path(name).stem
-    return stem or "unknown"
 
 
 def options_from(options: NanoAODOptions | None, legacy: dict) -> NanoAODOptions:
@@ -349,7 +343,7 @@ def iter_nanoaod(
     path, tree, *, step_size, options: NanoAODOptions | None = None, on_error: str = "raise", report=None,
 ) -> Iterator[ak.Array]:
     """Yield the events of a NanoAOD ``Events`` (TTree or RNTuple), ``step_size`` entries at a time."""
-    from eventlm.io.root import tree_keys
+    from eventlm.io.uproot_patch import tree_keys
 
     options = options or NanoAODOptions()
     fields, top = _fields_from_keys(tree_keys(tree))
@@ -389,9 +383,9 @@ def from_nanoevents(events, options: NanoAODOptions | None = None) -> ak.Array:
     top |= {b for b in options.flags if flag(b) is not None}
     plan = _Plan(fields, top, options, "NanoEvents", warn=warn_once(("nanoaod", fields, options)),
                  info=warn_once(("nanoaod", fields, options), logging.INFO))
-    colls = {c: ak.zip({f: _plain(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
+    colls = {c: ak.zip({f: plain_array(events[c][f]) for f in fs}) for c, fs in plan.read.items()}
     process = options.process or nanoevents_process(events)
-    values = {b: _plain(events[b] if b in names else flag(b)) for b in plan.top}
+    values = {b: plain_array(events[b] if b in names else flag(b)) for b in plan.top}
     return plan.map(colls, values, len(events), 0, process)
 
 

@@ -44,7 +44,7 @@ from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
     Cut,
-    _plain,
+    plain_array,
     nanoevents_fields,
     build_events,
     candidates,
@@ -323,8 +323,8 @@ def _key_map(keys, sep: str) -> tuple[dict[str, dict[str, str]], str | None]:
 def iter_physlite(path, tree, *, step_size, options: PHYSLITEOptions | None = None, on_error: str = "raise",
                   report=None) -> Iterator[ak.Array]:
     """Yield the events of a PHYSLITE ``CollectionTree`` (or RNTuple ``EventData``) in steps."""
-    from eventlm.io.nanoaod import default_process
-    from eventlm.io.root import tree_keys
+    from eventlm.io.selection import default_process
+    from eventlm.io.uproot_patch import tree_keys
 
     options = options or PHYSLITEOptions()
     sep = ":" if "RNTuple" in type(tree).__name__ else "."
@@ -376,7 +376,7 @@ def from_nanoevents(events, options: PHYSLITEOptions | None = None) -> ak.Array:
         if not fs:
             continue
         source = events[container] if c == "BTagging" else events[c]
-        colls[c] = ak.zip({f: _plain(source[f].m_persIndex if f == "btaggingLink" else source[f]) for f in fs},
+        colls[c] = ak.zip({f: plain_array(source[f].m_persIndex if f == "btaggingLink" else source[f]) for f in fs},
                           depth_limit=None if c != "EventInfo" else 1)
     process = options.process or nanoevents_process(events)
     return plan.map(colls, len(events), 0, process)

@@ -17,10 +17,10 @@ The code -> name table of ``process_code`` is the small TTree ``ProcessNames`` (
 The tree is written with ``mktree`` and chunked ``extend`` (``file[name] = ...`` would write an RNTuple),
 LZ4-compressed.
 
-Reading accepts the ntuple as a TTree or as an RNTuple (``uproot.recreate(path)["Events"] = {...}``,
-whose particles are one field ``Particle`` of records). A file with NanoAOD collections and no
-``Particle_pt`` is read as CMS NanoAOD (:mod:`eventlm.io.nanoaod`), a ``CollectionTree`` (or RNTuple
-``EventData``) as ATLAS PHYSLITE (:mod:`eventlm.io.physlite`).
+Reading (:func:`iter_ntuple`) accepts the ntuple as a TTree or as an RNTuple
+(``uproot.recreate(path)["Events"] = {...}``, whose particles are one field ``Particle`` of records).
+Which reader a ``.root`` file goes to (this one, NanoAOD or PHYSLITE) is decided by
+:mod:`eventlm.io.rootfile`, which this module never imports.
 """
 
 from __future__ import annotations
@@ -173,94 +173,34 @@ def _process_names(f) -> dict[int, str]:
     return {int(c): str(n) for c, n in zip(table["process_code"], table["process_name"])}
 
 
-#: Trees (TTree or RNTuple) a reader looks for, in order: eventlm ntuples and NanoAOD, then ATLAS
-#: PHYSLITE (a TTree ``CollectionTree``, or the RNTuple ``EventData`` of newer files).
-TREE_NAMES = (TREE, "CollectionTree", "EventData")
-_TREE_CLASSES = ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
-
-
-def _open_tree(path):
-    """``(file, name, tree)``: the first of :data:`TREE_NAMES` the file holds (TTree or RNTuple)."""
-    import uproot
-
-    try:
-        # a local file is memory-mapped (uproot's default source reads it through fsspec, slower)
-        f = uproot.open(path, handler=uproot.source.file.MemmapSource)
-    except Exception as err:  # noqa: BLE001 - uproot raises many types for a bad file
-        raise EventFormatError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
-    classes = f.classnames()
-    for name in TREE_NAMES:
-        if any(k.split(";")[0] == name and c in _TREE_CLASSES for k, c in classes.items()):
-            return f, name, f[name]
-    f.close()
-    found = ", ".join(sorted({k.split(";")[0] for k in classes})) or "nothing"
-    other = sorted({c for k, c in classes.items() if k.split(";")[0] == TREE and c not in _TREE_CLASSES})
-    if other:  # e.g. a histogram called Events
-        raise EventFormatError(path, f"{TREE!r} is a {other[0]}, not a TTree (eventlm reads the TTree {TREE!r})")
-    raise EventFormatError(path, f"no TTree {TREE!r} (nor an RNTuple {TREE!r}, nor PHYSLITE's "
-                                 f"'CollectionTree'; the file holds: {found})")
-
-
-#: The chunk size of :func:`iter_root` when none is given: uproot's estimate from the branch sizes.
-AUTO_STEP = "128 MB"
-
-
-def iter_root(
-    path, *, step_size: int | str = AUTO_STEP, on_error: str = "raise", report=None,
-    nanoaod=None, physlite=None, **options,
-) -> Iterator[ak.Array]:
-    """Yield events of an eventlm ntuple, a NanoAOD or a PHYSLITE file (TTree or RNTuple) in chunks
-    of ``step_size`` entries (or of about that much memory, for a string such as ``"128 MB"``).
-
-    ``nanoaod`` (:class:`eventlm.io.nanoaod.NanoAODOptions`) and ``physlite``
-    (:class:`eventlm.io.physlite.PHYSLITEOptions`) apply to files of that kind and are ignored for the
-    others; the keywords ``process=``, ``btag_branch=``, ``btag_wp=``, ``btag_era=``, ``met=`` update
-    them (``process=`` both) and are refused for an eventlm ntuple.
-    """
+def iter_ntuple(path, f, tree, keys, *, step_size, on_error="raise", report=None) -> Iterator[ak.Array]:
+    """Yield the events of an eventlm ntuple (TTree or RNTuple) open as ``f`` / ``tree`` with branch
+    or field names ``keys`` (:func:`eventlm.io.rootfile.iter_root` finds the tree and dispatches here)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    f, name, tree = _open_tree(path)
-    with f:
-        keys = tree_keys(tree)
-        if name != TREE:
-            from eventlm.io.physlite import iter_physlite, options_from
-
-            yield from iter_physlite(path, tree, step_size=step_size, options=options_from(physlite, options),
-                                     on_error=on_error, report=report)
-            return
-        from eventlm.io.nanoaod import is_nanoaod
-
-        if is_nanoaod(keys) and not _is_rntuple_ntuple(keys):
-            from eventlm.io.nanoaod import iter_nanoaod, options_from
-
-            yield from iter_nanoaod(path, tree, step_size=step_size, options=options_from(nanoaod, options),
-                                    on_error=on_error, report=report)
-            return
-        if options:
-            raise TypeError(f"options {sorted(options)} only apply to NanoAOD or PHYSLITE input, not to {path}")
-        if _is_rntuple_ntuple(keys):  # written as an RNTuple: a field ``Particle`` of records
-            yield from _iter_rntuple_ntuple(path, f, tree, step_size, on_error, report)
-            return
-        keys = set(keys)
-        missing = [b for b in (*EVENT_BRANCHES, "nParticle", *PARTICLE_BRANCHES) if b not in keys]
-        if missing:
-            raise EventFormatError(path, f"TTree {TREE!r} lacks the branches {', '.join(missing)}")
-        names = _process_names(f)
-        counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
-        core = {*EVENT_BRANCHES, *PARTICLE_BRANCHES, *_ID_BRANCHES}
-        extras = [b for b in tree.keys() if b not in core and b not in counters]
-        if carries_identity(tree):  # written from NanoAOD or PHYSLITE: read back as it was
-            extras += list(_ID_BRANCHES)
-        entry0 = 0
-        # baskets are decompressed and interpreted on a few threads (both release the GIL)
-        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="eventlm-root") as pool:
-            for arrays in tree.iterate([*EVENT_BRANCHES, *PARTICLE_BRANCHES, *extras], step_size=step_size,
-                                       library="ak", decompression_executor=pool, interpretation_executor=pool):
-                events = _events_from_branches(arrays, names, path, entry0)
-                for name in extras:
-                    events = ak.with_field(events, arrays[name], name)
-                entry0 += len(arrays)  # bad values: eventlm.sanity judges every chunk in iter_events
-                yield events
+    if is_rntuple_ntuple(keys):  # written as an RNTuple: a field ``Particle`` of records
+        yield from _iter_rntuple_ntuple(path, f, tree, step_size, on_error, report)
+        return
+    keys = set(keys)
+    missing = [b for b in (*EVENT_BRANCHES, "nParticle", *PARTICLE_BRANCHES) if b not in keys]
+    if missing:
+        raise EventFormatError(path, f"TTree {TREE!r} lacks the branches {', '.join(missing)}")
+    names = _process_names(f)
+    counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
+    core = {*EVENT_BRANCHES, *PARTICLE_BRANCHES, *_ID_BRANCHES}
+    extras = [b for b in tree.keys() if b not in core and b not in counters]
+    if carries_identity(tree):  # written from NanoAOD or PHYSLITE: read back as it was
+        extras += list(_ID_BRANCHES)
+    entry0 = 0
+    # baskets are decompressed and interpreted on a few threads (both release the GIL)
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="eventlm-root") as pool:
+        for arrays in tree.iterate([*EVENT_BRANCHES, *PARTICLE_BRANCHES, *extras], step_size=step_size,
+                                   library="ak", decompression_executor=pool, interpretation_executor=pool):
+            events = _events_from_branches(arrays, names, path, entry0)
+            for name in extras:
+                events = ak.with_field(events, arrays[name], name)
+            entry0 += len(arrays)  # bad values: eventlm.sanity judges every chunk in iter_events
+            yield events
 
 
 def carries_identity(tree) -> bool:
@@ -271,51 +211,7 @@ def carries_identity(tree) -> bool:
     return any(bool(np.any(tree[b].array(library="np") != 1)) for b in _ID_BRANCHES)
 
 
-def tree_keys(tree) -> list[str]:
-    """The branch (TTree) or top-level field (RNTuple) names; an RNTuple's recursive ``keys()`` takes
-    seconds for a NanoAOD, its top-level names (which include NanoAOD's ``Jet_pt`` ...) do not."""
-    if isinstance(tree, uproot_rntuple_class()):
-        _index_rntuple_fields(tree)
-        return list(tree.keys(recursive=False))
-    return list(tree.keys())
-
-
-def _index_rntuple_fields(tree) -> None:
-    """Give every field of an RNTuple its list of sub-fields in one pass over the field records.
-
-    uproot 5.7 finds the sub-fields of each field by scanning all field records (quadratic in their
-    number): building the form of a NanoAOD RNTuple (2300 fields) took 9 s of the 9.5 s of reading
-    40 events, and 0.2 s after this. The result is what uproot's ``fields`` property computes; if
-    uproot's internals differ (another version), nothing is done and uproot computes it as before.
-    """
-    try:
-        records = tree.field_records
-        fields = tree.all_fields
-        children: dict[int, list[int]] = {}
-        for i, record in enumerate(records):
-            if record.parent_field_id != i:
-                children.setdefault(record.parent_field_id, []).append(i)
-
-        def sub_fields(i: int) -> list:
-            out = []
-            for j in children.get(i, []):
-                out.extend(sub_fields(j) if fields[j].is_anonymous else [fields[j]])
-            return out
-
-        for i, fld in enumerate(fields):
-            if getattr(fld, "_fields", None) is None:
-                fld._fields = sub_fields(i)
-    except (AttributeError, IndexError, TypeError):
-        return
-
-
-def uproot_rntuple_class():
-    import uproot
-
-    return uproot.behaviors.RNTuple.RNTuple
-
-
-def _is_rntuple_ntuple(keys) -> bool:
+def is_rntuple_ntuple(keys) -> bool:
     """An eventlm ntuple written as an RNTuple (``uproot.recreate(path)["Events"] = {...}``): the
     particles are one field ``Particle`` of records instead of split ``Particle_*`` branches."""
     keys = set(keys)
@@ -323,6 +219,8 @@ def _is_rntuple_ntuple(keys) -> bool:
 
 
 def _iter_rntuple_ntuple(path, f, tree, step_size, on_error, report) -> Iterator[ak.Array]:
+    from eventlm.io.uproot_patch import tree_keys
+
     keys = set(tree_keys(tree))
     missing = [b for b in EVENT_BRANCHES if b not in keys]
     sub = set(tree["Particle"].keys(recursive=False))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -234,15 +235,20 @@ def warn_once(key, level: int = logging.WARNING):
     return warn
 
 
-def _plain(array) -> ak.Array:
+def plain_array(array) -> ak.Array:
     """An awkward array without NanoEvents behaviour (keeps the values, loads virtual buffers)."""
     return ak.Array(ak.to_layout(array))
 
 
+def default_process(path) -> str:
+    """The process label of a file read without one: its name without ``.root``."""
+    name = Path(path).name
+    stem = name[: -len(".root")] if name.lower().endswith(".root") else Path(name).stem
+    return stem or "unknown"
+
+
 def nanoevents_process(events) -> str:
     """The process label of NanoEvents: the dataset of their metadata, else the file name."""
-    from eventlm.io.nanoaod import default_process
-
     try:
         meta = dict(events.metadata or {})
     except (AttributeError, TypeError):

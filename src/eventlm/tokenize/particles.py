@@ -41,8 +41,8 @@ _CAT_TABLE = np.zeros((len(Kind), 3), dtype=np.int64)
 for _cat, (_kind, _charge, _) in CATEGORIES.items():
     _CAT_TABLE[int(_kind), _charge + 1] = _cat
 #: cat_id -> kind / charge (index 0 unused).
-_CAT_KIND = np.array([0] + [int(k) for k, _, _ in CATEGORIES.values()], dtype=np.int8)
-_CAT_CHARGE = np.array([0] + [q for _, q, _ in CATEGORIES.values()], dtype=np.int8)
+CAT_KIND = np.array([0] + [int(k) for k, _, _ in CATEGORIES.values()], dtype=np.int8)
+CAT_CHARGE = np.array([0] + [q for _, q, _ in CATEGORIES.values()], dtype=np.int8)
 
 DEFAULT_MAX_PARTICLES = 18
 TWO_PI = 2.0 * np.pi
@@ -383,8 +383,8 @@ def build_decoded(
     eta = np.asarray(eta, dtype=np.float32)
     particles = ak.zip(
         {
-            "kind": _CAT_KIND[cat],
-            "charge": _CAT_CHARGE[cat],
+            "kind": CAT_KIND[cat],
+            "charge": CAT_CHARGE[cat],
             "pt": pt,
             "eta": eta,
             "phi": np.asarray(phi, dtype=np.float32),
