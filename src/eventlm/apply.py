@@ -49,7 +49,7 @@ def calibrate(model_dir, background, *, score: str = "anomaly_score", split: str
     if md.kind != LANGUAGE_MODEL:
         raise ModelDirError(f"{md.path}: a classifier has no anomaly score to calibrate")
     held_out = md.select(as_events(background), split, complete=True)
-    scorer = scorer or md.open_scorer(which=which)
+    scorer = scorer or md.open_scorer(which=which, calibrated=False)
     tokens = scorer.tokenizer.encode(held_out)
     cols = scorer.score_tokens(tokens)
     cal = ScoreCalibration.fit(score, cols[score], n_objects_of(scorer.tokenizer, tokens))

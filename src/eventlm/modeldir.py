@@ -175,7 +175,7 @@ class ModelDir:
 
     def __init__(self, path):
         self.path = Path(path)
-        self._checkpoints: dict[str, dict] = {}
+        self._checkpoints: dict[tuple, dict] = {}  # by (file name, size, mtime)
         self._fingerprints: dict[tuple, str] = {}
         self._split: dict | None = None
 
@@ -230,9 +230,10 @@ class ModelDir:
     def checkpoint(self, which: str = "best") -> dict:
         """The checkpoint dict of a language model, tensors on the CPU (read once, then cached)."""
         path = self.weights_path(which)
-        key = path.name
+        key = _file_key(path)  # a file rewritten since (another train() into the directory) is read anew
         if key not in self._checkpoints:
             keys = CLASSIFIER_KEYS if path.name == CLASSIFIER_WEIGHTS else CHECKPOINT_KEYS
+            self._checkpoints = {k: v for k, v in self._checkpoints.items() if k[0] != path.name}
             self._checkpoints[key] = read_checkpoint(path, map_location="cpu", keys=keys)
         return self._checkpoints[key]
 
@@ -310,8 +311,7 @@ class ModelDir:
         path = self.weights_path(which)
         if not path.exists():
             raise MissingModelFileError(f"{self.path} is not a model directory: no {path.name}")
-        stat = path.stat()
-        key = (path.name, stat.st_size, stat.st_mtime_ns)
+        key = _file_key(path)
         if key not in self._fingerprints:
             digest = hashlib.sha256()
             with open(path, "rb") as f:
@@ -367,7 +367,6 @@ class ModelDir:
         temporary file renamed into place: a crash never leaves half a checkpoint)."""
         path = self.path / (LAST if which == "last" else BEST)
         save_torch(state, path)
-        self._checkpoints.pop(path.name, None)
         return path
 
     def write_tokenizer(self, tokenizer) -> Path:
@@ -405,7 +404,6 @@ class ModelDir:
         self.path.mkdir(parents=True, exist_ok=True)
         tokenizer.save(self.tokenizer_path)
         save_torch(state, self.path / CLASSIFIER_WEIGHTS)
-        self._checkpoints.pop(CLASSIFIER_WEIGHTS, None)
         return write_json(self.path / CLASSIFIER_INFO, info)
 
     def classifier_info(self) -> dict:
@@ -423,8 +421,9 @@ class ModelDir:
         return info
 
     # ---- checks --------------------------------------------------------------------------------
-    def check(self, device="cpu", which: str = "best") -> ModelDir:
-        """Check the whole directory now (see the module docstring); returns self."""
+    def check(self, device="cpu", which: str = "best", *, calibration: bool = True) -> ModelDir:
+        """Check the whole directory now (see the module docstring); returns self. ``calibration=False``
+        leaves the calibration out (it is about to be fitted anew)."""
         kind = self.kind
         if not self.tokenizer_path.exists():
             raise MissingModelFileError(f"{self.path} is not a model directory: no {TOKENIZER}")
@@ -436,7 +435,7 @@ class ModelDir:
                                             f"no {CLASSIFIER_WEIGHTS}")
         ckpt = self.checkpoint(which)
         self._check_tokenizer_file(ckpt)
-        if kind == LANGUAGE_MODEL:
+        if kind == LANGUAGE_MODEL and calibration:
             self.read_calibration(which)
         return self
 
@@ -500,7 +499,7 @@ class ModelDir:
 
     def load(self, which: str = "best", device="cpu"):
         """``(model in eval mode on device, tokenizer, checkpoint dict)`` of a language model."""
-        self.check(device=device, which=which)
+        self.check(device=device, which=which, calibration=False)
         if self.kind != LANGUAGE_MODEL:
             raise ModelDirError(f"{self.path}: a fine-tuned classifier, not a language model (eventlm train)")
         ckpt = self.checkpoint(which)
@@ -538,12 +537,13 @@ class ModelDir:
         return classifier.to(device).eval(), tokenizer, info
 
     def open_scorer(self, device="cpu", *, which: str = "best", batch_events: int | None = None,
-                    threads: int | None = None):
+                    threads: int | None = None, calibrated: bool = True):
         """The scorer of this directory, checked whole now, its weights loaded on first use (lazy and
         picklable): :class:`eventlm.score.Scorer` for a language model (the score columns),
         :class:`eventlm.classifier.ClassifierScorer` for a classifier (one column ``score_<name>``).
-        Every scoring path (CLI, workers, coffea, ``EventlmScorer``) opens its scorer here."""
-        self.check(device=device, which=which)
+        Every scoring path (CLI, workers, coffea, ``EventlmScorer``) opens its scorer here.
+        ``calibrated=False``: no ``anomaly_score_calibrated`` (what :func:`eventlm.apply.calibrate` fits)."""
+        self.check(device=device, which=which, calibration=calibrated)
         if self.kind == CLASSIFIER:
             from eventlm.classifier import ClassifierScorer
 
@@ -552,7 +552,15 @@ class ModelDir:
             return ClassifierScorer(self, device, batch_events=batch_events, threads=threads)
         from eventlm.score import Scorer
 
-        return Scorer(self, device, which=which, batch_events=batch_events, threads=threads)
+        return Scorer(self, device, which=which, batch_events=batch_events, threads=threads, calibrated=calibrated)
+
+
+def _file_key(path: Path) -> tuple:
+    """What tells a file apart from its earlier versions: name, size and modification time (ns)."""
+    if not path.exists():
+        raise MissingModelFileError(f"{path.parent} is not a model directory: no {path.name}")
+    stat = path.stat()
+    return (path.name, stat.st_size, stat.st_mtime_ns)
 
 
 def _refuse_constant(name: str):

@@ -302,9 +302,9 @@ def load_sampling_table(model_dir, tokenizer, reference=None) -> SamplingTable:
     if not path.exists():
         raise ModelKindError(f"{md.path} has no {SAMPLING}: pass --reference BACKGROUND once (the "
                              "background it was trained on) to store the per-bin training values")
-    table = SamplingTable.load(path, tokenizer)
-    md.check_stamp(path, table.weights)
-    return table
+    table = SamplingTable.load(path)
+    md.check_stamp(path, table.weights)  # the weights first: a retrained model has another tokenizer too
+    return SamplingTable.load(path, tokenizer)
 
 
 # --------------------------------------------------------------------------------------------------

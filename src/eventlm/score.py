@@ -112,8 +112,10 @@ class Scorer(LazyModel):
         which: str = "best",
         batch_events: int | None = None,
         threads: int | None = None,
+        calibrated: bool = True,
     ):
         self.directory = directory
+        self.calibrated = calibrated
         self.threads = threads
         self.device = str(device)
         self.which = which
@@ -132,12 +134,13 @@ class Scorer(LazyModel):
             "threads": self.threads if self.threads is not None else int(run["train"].get("threads", 1)),
             "processes": list(ckpt.get("processes", [])),
             "multiplicity": Multiplicity(ckpt["multiplicity"]) if ckpt.get("multiplicity") else None,
-            "calibration": self.directory.read_calibration(self.which),
+            "calibration": self.directory.read_calibration(self.which) if self.calibrated else None,
             "checkpoint": {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "split")},
         }
 
     def use_calibration(self, calibration) -> None:
         """Score with ``calibration`` from now on (after :func:`eventlm.apply.calibrate` wrote it)."""
+        self.calibrated = True
         if self._loaded is not None:
             self._loaded["calibration"] = calibration
 
