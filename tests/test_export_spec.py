@@ -44,7 +44,7 @@ def _input(name, background_path, signal_paths) -> Path:
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, background_events, one_torch_thread):
     from eventlm.config import RunConfig
-    from eventlm.score import calibrate
+    from eventlm.apply import calibrate
     from eventlm.train import train
 
     out = {}

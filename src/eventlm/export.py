@@ -181,7 +181,7 @@ def export_onnx(model_dir, path, *, preprocess=None, which: str = "best", refere
         )
     from eventlm.modeldir import ModelDir
 
-    info = preprocess_info(tokenizer, ckpt, model_dir)
+    info = preprocess_info(tokenizer, ckpt, model_dir, which)
     info["weights"] = ModelDir(model_dir).stamp(which)  # the weights this export was made from
     info["reference"] = reference_vectors(model_dir, graph, tokenizer, reference_events, n_reference, which)
     with atomic_path(path) as tmp:
@@ -269,11 +269,12 @@ def _no_truncation_warning():
         logger.setLevel(level)
 
 
-def preprocess_info(tokenizer, ckpt, model_dir) -> dict:
+def preprocess_info(tokenizer, ckpt, model_dir, which: str = "best") -> dict:
     """The JSON a C++ framework needs to build ``token_ids`` and the scores (docs/export.md), without
-    the reference vectors."""
+    the reference vectors; the calibration is the one of the weights ``which`` (checked: one made from
+    other weights is refused)."""
+    from eventlm.modeldir import ModelDir
     from eventlm.preprocess import preprocess_spec
-    from eventlm.score import _load_calibration
 
     causal = ckpt["objective"] == "causal"
     inputs = {"token_ids": {"dtype": "float32", "shape": ["batch", "tokens"], "pad": tokenizer.special.pad,
@@ -285,7 +286,7 @@ def preprocess_info(tokenizer, ckpt, model_dir) -> dict:
         "n_terms": {"dtype": "float32", "shape": ["batch"]},
         "token_nll": {"dtype": "float32", "shape": ["batch", "tokens + 1" if causal else "tokens"]},
     }
-    return preprocess_spec(tokenizer, ckpt, model_dir, calibration=_load_calibration(Path(model_dir)),
+    return preprocess_spec(tokenizer, ckpt, model_dir, calibration=ModelDir(model_dir).read_calibration(which),
                            inputs=inputs, outputs=outputs)
 
 
