@@ -9,7 +9,8 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from eventlm.score import EXPLANATION_COLUMNS, Scorer
+from eventlm.modeldir import ModelDir
+from eventlm.score import EXPLANATION_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def scorers(tmp_path_factory, fixture_events, one_torch_thread):
                                            model={"n_layer": 1, "n_embd": 16, "n_head": 2},
                                            tokenizer={"kind": "lut", "params": {"preset": "paper"}})
         train(config, fixture_events, d, progress=False)
-        out[objective] = Scorer.load(d, threads=1)
+        out[objective] = ModelDir(d).open_scorer(threads=1)
     return out
 
 
