@@ -81,7 +81,7 @@ def test_explanations_are_written_and_drawn(scorers, fixture_path, fixture_event
     import uproot
 
     from eventlm.plotting.explain import plot_event_explanation
-    from eventlm.score import score_files
+    from eventlm.apply import score_files
 
     scorer = scorers["causal"]
     score_files(scorer.model_dir, fixture_path, tmp_path / "s.root", scorer=scorer)
