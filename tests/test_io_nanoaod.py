@@ -8,6 +8,7 @@ branches with uproot: the loose kinematic selection bounds it from above, and th
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import warnings
 from functools import lru_cache
 
@@ -276,13 +277,14 @@ def test_btag_branch_era_and_working_point_are_options(nanoaod_path):
     name = "EGamma_2022E_v13.root"
     j, _, _ = _raw(name, ("Jet_pt", "Jet_eta", "Jet_btagPNetB", "Jet_btagDeepFlavB"))
     kin = (j.Jet_pt > 20) & (abs(j.Jet_eta) < 2.8)
+    tracker = abs(j.Jet_eta) < 2.5  # b-tagged only where there are tracks
     counts = {}
     for era, wp, branch, cut in (("2022", "medium", "Jet_btagPNetB", 0.2450), ("2022", "loose", "Jet_btagPNetB", 0.0470),
                                  ("2023", "tight", "Jet_btagPNetB", 0.6172),
                                  ("2022", "medium", "Jet_btagDeepFlavB", 0.3086)):
         opts = NanoAODOptions.kinematic_only(btag_era=era, btag_wp=wp, btag_branch=branch)
         events = read_events(real_file(name), nanoaod=opts)
-        expected = ak.to_numpy(ak.sum(kin & (j[branch] > cut), axis=1))
+        expected = ak.to_numpy(ak.sum(kin & tracker & (j[branch] > cut), axis=1))
         np.testing.assert_array_equal(_count(events, (Kind.BJET,)), expected, err_msg=f"{era} {wp} {branch}")
         counts[era, wp, branch] = expected.sum()
     assert counts["2022", "loose", "Jet_btagPNetB"] > counts["2022", "medium", "Jet_btagPNetB"] > 0
@@ -335,7 +337,8 @@ def test_small_nanoaod_with_known_content(tmp_path):
         }
         f.mktree("Events", {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in data.items()})
         f["Events"].extend(data)
-    events = read_events(path, process="mini")
+    no_id = NanoAODOptions(jet_id=None)  # a hand-made file without Jet_jetId
+    events = read_events(path, nanoaod=replace(no_id, process="mini"))
     assert events.event_id.tolist() == [11, 12, 13]
     assert events.weight.tolist() == [1.0, 1.0, 1.0]  # no genWeight
     assert events.process.tolist() == ["mini"] * 3
@@ -346,7 +349,7 @@ def test_small_nanoaod_with_known_content(tmp_path):
     np.testing.assert_allclose(p.pt[0].to_numpy(), [100.0, 40.0])
     np.testing.assert_allclose(p.E[0, 0], np.sqrt((100 * np.cosh(0.5)) ** 2 + 100), rtol=1e-6)
     assert p.pt[2].tolist() == [30.0]  # the photon at |eta| 2.4 fails |eta| < 2.37
-    assert read_events(path).process[0] == "mini_nano"  # default: the file name
+    assert read_events(path, nanoaod=no_id).process[0] == "mini_nano"  # default: the file name
     # a muon on top of the leading jet removes it (overlap removal), unless switched off
     muons_on_jet = ak.zip({"pt": [[40.0], [], []], "eta": [[0.5], [], []], "phi": [[0.15], [], []],
                            "mass": [[0.1], [], []], "charge": [[1], [], []]})
@@ -354,10 +357,10 @@ def test_small_nanoaod_with_known_content(tmp_path):
     with uproot.recreate(path) as f:
         f.mktree("Events", {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in data.items()})
         f["Events"].extend(data)
-    assert read_events(path).particles.kind[0].tolist() == [Kind.MUON]
-    kept = read_events(path, nanoaod=NanoAODOptions(overlap_dr=None)).particles.kind[0].tolist()
+    assert read_events(path, nanoaod=no_id).particles.kind[0].tolist() == [Kind.MUON]
+    kept = read_events(path, nanoaod=replace(no_id, overlap_dr=None)).particles.kind[0].tolist()
     assert kept == [Kind.BJET, Kind.MUON]
-    assert read_events(path, nanoaod=NanoAODOptions(overlap_dr=0.02)).particles.kind[0].tolist() == kept
+    assert read_events(path, nanoaod=replace(no_id, overlap_dr=0.02)).particles.kind[0].tolist() == kept
 
 
 def test_options_are_checked():
@@ -410,16 +413,22 @@ def test_cli_convert_and_info_on_real_files(name, tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("eventlm info: error: btag_era must be one of")
 
 
-def test_v15_like_file_without_jet_id_keeps_the_jets_with_one_warning(tmp_path, caplog):
-    # NanoAOD v15 dropped Jet_jetId (the jet ID is recomputed from its JSON there)
+def test_v15_like_file_without_jet_id_is_an_error_unless_the_jet_id_is_switched_off(tmp_path, capsys):
+    # NanoAOD v15 dropped Jet_jetId (the jet ID is recomputed from its JSON there): jets without an ID
+    # would silently take in noise and fakes
+    from eventlm.cli import main
+
     path = tmp_path / "no_jetid.root"
     _copy_without("ggH_M125_amcatnlo_v13.root", path, drop=(), drop_branches=("Jet_jetId",))
-    caplog.set_level(logging.WARNING, logger="eventlm.io")
-    events = read_events(path, process="x", step_size=30)  # four chunks, still one warning
-    warned = [r.getMessage() for r in caplog.records if "Jet_jetId" in r.getMessage()]
-    assert len(warned) == 1 and "not applied" in warned[0] and "jet_id (Jet_jetId)" in warned[0]
+    with pytest.raises(EventFormatError, match="no Jet_jetId branch.*jet_id=None"):
+        read_events(path, process="x")
+    events = read_events(path, nanoaod=NanoAODOptions(jet_id=None, process="x"), step_size=30)
     without_id = _read("ggH_M125_amcatnlo_v13.root", NanoAODOptions(jet_id=None, process="x"))
     assert_same_events(events, without_id, rtol=0, atol=0)
+    assert main(["convert", str(path), str(tmp_path / "out.parquet")]) == 2
+    assert "no Jet_jetId branch" in capsys.readouterr().err
+    assert main(["convert", str(path), str(tmp_path / "out.parquet"), "--jet-id", "none", "--process", "x"]) == 0
+    assert_same_events(read_events(tmp_path / "out.parquet"), without_id, rtol=0, atol=0)
 
 
 def test_from_nanoevents_warns_once_over_chunks(caplog):
@@ -442,3 +451,16 @@ def test_streamed_chunks_equal_one_read(name):
     chunks = list(iter_events(real_file(name), step_size=7))
     assert all(len(c) <= 7 for c in chunks) and len(chunks) > 1
     assert_same_events(ak.concatenate(chunks), _read(name), rtol=0, atol=0)
+
+
+def test_btag_only_inside_the_tracker_regression_forward_jets_were_b_tagged():
+    """Jets of 2.5 < |eta| < 2.8 (no tracks) were b-tagged by their DeepJet score; 2016 tracking
+    reaches 2.4."""
+    name = "nano_dy.root"
+    j, _, _ = _raw(name, ("Jet_pt", "Jet_eta", "Jet_btagDeepFlavB"))
+    forward_tagged = (abs(j.Jet_eta) >= 2.5) & (abs(j.Jet_eta) < 2.8) & (j.Jet_pt > 20) & (j.Jet_btagDeepFlavB > 0.3040)
+    assert ak.sum(forward_tagged) > 0  # the file has the case
+    for era, limit in (("2017", 2.5), ("2018", 2.5), ("2016postVFP", 2.4)):
+        events = read_events(real_file(name), nanoaod=NanoAODOptions.kinematic_only(btag_era=era))
+        b = events.particles[events.particles.kind == int(Kind.BJET)]
+        assert ak.sum(ak.num(b.eta)) > 0 and ak.all(abs(b.eta) < limit), era

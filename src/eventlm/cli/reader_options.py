@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="PHYSLITE b-tag working point, b-jet efficiency in %% (default: 77)")
     g.add_argument("--overlap-dr", type=float, metavar="DR", help="ΔR of the jet-lepton overlap removal "
                    "(default: 0.4; 0 switches it off)")
+    g.add_argument("--jet-id", choices=("tight", "tightlepveto", "none"), help="NanoAOD jet ID from Jet_jetId "
+                   "(default: tight; 'none' reads a file without Jet_jetId, such as NanoAOD v15, without jet ID)")
     g.add_argument("--kinematic-only", action="store_true",
                    help="only the pT and eta cuts: no identification, isolation or overlap removal")
 
@@ -54,6 +56,8 @@ def _options(args, NanoAODOptions, PHYSLITEOptions, replace) -> dict:  # noqa: N
                                               ("btag_branch", args.btag_branch), ("btag_wp", wp),
                                               ("btag_era", args.btag_era), ("overlap_dr", args.overlap_dr))
                             if v is not None})
+    if getattr(args, "jet_id", None) is not None:
+        nano = replace(nano, jet_id=None if args.jet_id == "none" else args.jet_id)
     lite = replace(lite, btag_wp=args.physlite_btag_eff,
                    **{k: v for k, v in (("process", args.process), ("btag_tagger", args.physlite_tagger),
                                         ("overlap_dr", args.overlap_dr)) if v is not None})

@@ -9,7 +9,8 @@ Selection (defaults; every number and working point is a field of :class:`NanoAO
 ==========  ==============================  ============================================  ========
 collection  kinematics                      identification / isolation                    kind
 ==========  ==============================  ============================================  ========
-Jet         pT > 20 GeV, abs(eta) < 2.8     ``Jet_jetId`` tight (bit 1)                   JET/BJET
+Jet         pT > 20 GeV, abs(eta) < 2.8     ``Jet_jetId`` tight (bit 1); a file without   JET/BJET
+                                            it is an error unless ``jet_id=None``
 Electron    pT > 15 GeV, abs(eta) < 2.7     ``Electron_cutBased`` >= 3 (medium)           ELECTRON
 Muon        pT > 15 GeV, abs(eta) < 2.7     ``Muon_mediumId``, ``Muon_pfRelIso04_all`` <  MUON
                                             0.25 (loose PF isolation)
@@ -18,7 +19,8 @@ Photon      pT > 20 GeV, abs(eta) < 2.37    ``Photon_cutBased`` >= 2 (medium)   
 
 Then overlap removal (ΔR < 0.4, :func:`eventlm.io.selection.overlap_removal`): photons near a
 lepton and jets near a lepton or photon are dropped. A jet is a BJET when the b-tag branch exceeds
-the working point: by default DeepJet (``Jet_btagDeepFlavB``) medium of 2018 UL for Run 2 files and
+the working point and lies inside the tracker (abs(eta) < 2.5; 2.4 for the 2016 eras;
+``btag_eta``): by default DeepJet (``Jet_btagDeepFlavB``) medium of 2018 UL for Run 2 files and
 ParticleNet (``Jet_btagPNetB``, DeepJet where a file lacks it) medium of 2022 for Run 3 files (a
 file is Run 3 when it has ``Jet_btagPNetB`` or the ``Rho_*`` branches of NanoAOD v10 and later);
 :data:`BTAG_WORKING_POINTS` holds the other periods.
@@ -26,8 +28,9 @@ file is Run 3 when it has ``Jet_btagPNetB`` or the ``Rho_*`` branches of NanoAOD
 ``met``/``met_phi`` come from ``MET`` (Run 2) or ``PuppiMET`` (Run 3) by default, whichever the file
 has (said in the log); without either they are computed from the selected objects (with a warning).
 ``weight`` is ``genWeight`` (1 if absent), ``event_id`` the ``event`` branch (the entry number if
-absent). A collection a slimmed file lacks is empty, with one warning naming it; an identification
-branch it lacks leaves that requirement out, with one warning.
+absent). A collection a slimmed file lacks is empty, with one warning naming it; a lepton or photon
+identification branch it lacks leaves that requirement out, with one warning; a missing ``Jet_jetId``
+is an error unless the jet ID is switched off (``jet_id=None``, ``--jet-id none``).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class NanoAODOptions:
     btag_branch: str | None = None      #: e.g. "Jet_btagDeepFlavB" (default: by Run)
     btag_wp: float | str = "medium"     #: a cut value, or "loose"/"medium"/"tight" of ``btag_era``
     btag_era: str | None = None         #: a key of BTAG_WORKING_POINTS (default: by Run)
+    #: |eta| below which a jet can be b-tagged (the tracker): default 2.4 for the 2016 eras, else 2.5
+    btag_eta: float | None = None
     jet: Cut = field(default_factory=lambda: Cut(20.0, 2.8))
     electron: Cut = field(default_factory=lambda: Cut(15.0, 2.7))
     muon: Cut = field(default_factory=lambda: Cut(15.0, 2.7))
@@ -208,6 +213,7 @@ class _Plan:
             branch = o.btag_branch or next(
                 (b for b in defaults if b.removeprefix("Jet_") in jet_fields), defaults[0])
             era = o.btag_era or DEFAULT_BTAG_ERA[self.run]
+            self.btag_eta = o.btag_eta if o.btag_eta is not None else (2.4 if era.startswith("2016") else 2.5)
             if isinstance(o.btag_wp, str):
                 table = BTAG_WORKING_POINTS[era]
                 if branch not in table:
@@ -233,6 +239,11 @@ class _Plan:
             else:
                 skipped.append(f"{req_name} ({coll}_{fld})")
 
+        if o.jet_id and "Jet" in self.present and "jetId" not in fields.get("Jet", set()):
+            # NanoAOD v15 dropped Jet_jetId: jets without ID would silently include noise and fakes
+            raise EventFormatError(where, "no Jet_jetId branch (NanoAOD v15 dropped it): compute the jet ID with "
+                                          "the JME recipe and store it as Jet_jetId, or read without jet ID "
+                                          "(--jet-id none, NanoAODOptions(jet_id=None))")
         need("Jet", "jet_id", "jetId", o.jet_id)
         need("Electron", "electron_id", "cutBased", o.electron_id)
         need("Electron", "electron_iso", "pfRelIso03_all", o.electron_iso is not None)
@@ -276,7 +287,9 @@ class _Plan:
             mass = rec.mass if "mass" in self.read[c] else ak.zeros_like(rec.pt)
             if c == "Jet" and self.btag_field:
                 score = rec[self.btag_field]
-                kinds = ak.where(score > self.btag_cut, int(Kind.BJET), int(Kind.JET))
+                # b-tagging needs tracks: only inside the tracker acceptance
+                tagged = (score > self.btag_cut) & (abs(rec.eta) < self.btag_eta)
+                kinds = ak.where(tagged, int(Kind.BJET), int(Kind.JET))
                 n_jets = int(ak.sum(ak.num(score, axis=1)))
                 if n_jets >= SUSPICIOUS_REJECTS and not ak.any(score >= 0) and not self.btag_unfilled:
                     self.btag_unfilled = True  # e.g. DeepJet in the 2015 Open Data NanoAOD (-3000)
