@@ -155,6 +155,8 @@ def selection_spec(ckpt: dict) -> dict:
                     "met_preference_by_run": {str(r): list(m) for r, m in nanoaod.MET_PREFERENCE.items()},
                     "btag_branch_by_run": {str(r): list(b) for r, b in nanoaod.DEFAULT_BTAG_BRANCH.items()},
                     "btag_era_by_run": {str(r): e for r, e in nanoaod.DEFAULT_BTAG_ERA.items()},
+                    "btag_eta_default": "options.btag_eta, else 2.4 for the eras starting with 2016, else 2.5: "
+                                        "a jet is b-tagged only below it (the tracker)",
                     "btag_working_points": _plain(nanoaod.BTAG_WORKING_POINTS)},
         "physlite": {"options": _plain(physlite.PHYSLITEOptions()),
                      "btag_working_points": _plain(physlite.BTAG_WORKING_POINTS)},
