@@ -183,3 +183,34 @@ def test_a_broken_golden_json_is_a_one_line_error(tmp_path):
     with pytest.raises(EventFormatError, match="golden.json.*expected") as err:
         load_lumi_mask(bad)
     assert "\n" not in str(err.value)
+
+
+def test_several_samples_of_one_process_each_with_its_own_sum_of_weights(tmp_path):
+    """Two slices of one process (here two DY productions standing for two slices): one label, one
+    stack entry, each slice normalised with its own sigma and its own Runs record (genEventSumw_ in v6)."""
+    from eventlm.analysis.inputs import prepare_inputs
+
+    a, b = real_file("DYJetsToLL--UL17_v6-v2_109_Skim.root"), real_file("nano_dy.root")
+    config = write_config(tmp_path, f"""
+[samples.dy_a]
+files = ["{a}"]
+process = "Drell-Yan"
+cross_section = 100.0
+[samples.dy_b]
+files = ["{b}"]
+process = "Drell-Yan"
+cross_section = 200.0
+[samples.sig]
+files = ["{real_file('ggH_M125_amcatnlo_v13.root')}"]
+role = "signal"
+cross_section = 1.0
+""")
+    prepared = prepare_inputs(config, tmp_path / "out", None, need_train=False)
+    bkg = prepared.events["background"]
+    assert set(ak.to_list(bkg.process)) == {"Drell-Yan"} and len(bkg) == 140
+    total = 0.0
+    for path, sigma, branch in ((a, 100.0, "genEventSumw"), (b, 200.0, "genEventSumw_")):
+        with uproot.open(path) as f:
+            total += sigma * 41.5e3 * float(f["Events"]["genWeight"].array(library="np").astype(np.float64).sum()) \
+                / float(f["Runs"][branch].array(library="np").sum())
+    assert float(np.sum(ak.to_numpy(bkg.weight))) == pytest.approx(total, rel=1e-12)
