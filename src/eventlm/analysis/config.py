@@ -101,6 +101,9 @@ SCORE_LABELS = {
     "anomaly_score_max": "Anomaly score (largest per-token NLL)",
 }
 SCORES = tuple(SCORE_LABELS)
+#: What [statistics] score may name: a score column, or one computed by the analysis from the background
+#: (eventlm.analysis.transfer).
+STATISTICS_SCORES = SCORES + ("anomaly_score_transferable", "anomaly_score_conditional")
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,24 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class StatisticsConfig:
+    """The ``[statistics]`` table: from the anomaly score to a background estimate and a limit
+    (docs/statistics.md). Present in a config, it turns the chain on (``enabled``)."""
+
+    enabled: bool = False
+    #: the score of the background estimate and the fit: "anomaly_score_transferable" (calibrated in the
+    #: cells of the region variables: its background efficiency transfers CR -> SR), its variant
+    #: "anomaly_score_conditional", or any score column
+    score: str = "anomaly_score_transferable"
+    background_efficiency: float = 0.01  # the threshold keeps this fraction of the CR background
+    #: a region between CR and SR where the ABCD non-closure is measured ("": none, no uncertainty)
+    validation_region: str = ""
+    closure_efficiencies: tuple[float, ...] = (0.1, 0.01)  # CR efficiencies of the closure table
+    cells: str = "regions"  # "regions": the atoms of the regions; "counts": atoms x values of the count variables
+    min_cell_events: int = 200  # least background events of a calibration cell
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     study: StudyConfig = StudyConfig()
     inputs: InputsConfig = InputsConfig()
@@ -174,6 +195,7 @@ class AnalysisConfig:
     histograms: HistogramsConfig = HistogramsConfig()
     plot: PlotConfig = PlotConfig()
     run: ExecutorConfig = ExecutorConfig()
+    statistics: StatisticsConfig = StatisticsConfig()
     path: Path | None = None  # the file it was read from
 
     @property
@@ -229,7 +251,7 @@ class AnalysisConfig:
 _SECTIONS = {
     "study": StudyConfig, "inputs": InputsConfig, "threshold": ThresholdConfig,
     "metrics": MetricsConfig, "baselines": BaselinesConfig, "histograms": HistogramsConfig,
-    "plot": PlotConfig, "run": ExecutorConfig,
+    "plot": PlotConfig, "run": ExecutorConfig, "statistics": StatisticsConfig,
 }
 
 
@@ -264,7 +286,9 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
             if not isinstance(signals, dict):
                 raise AnalysisConfigError(f"{source}: [inputs.signals] must be a table name = [paths]")
             table["signals"] = {k: _paths(v, base, f"{source}: [inputs.signals] {k}") for k, v in signals.items()}
-        for key in ("working_points", "names", "variables", "score_range"):
+        if name == "statistics" and "statistics" in data:
+            table.setdefault("enabled", True)
+        for key in ("working_points", "names", "variables", "score_range", "closure_efficiencies"):
             if key in table:
                 table[key] = tuple(table[key])
         sections[name] = cls(**table)
@@ -346,6 +370,16 @@ def _validate(config: AnalysisConfig, source: str) -> None:
         raise AnalysisConfigError(f"{source}: [threshold] score must be one of {SCORES}")
     if t.method not in METHODS:
         raise AnalysisConfigError(f"{source}: [threshold] method must be one of {METHODS}")
+    st = config.statistics
+    if st.score not in STATISTICS_SCORES:
+        raise AnalysisConfigError(f"{source}: [statistics] score must be one of {STATISTICS_SCORES}")
+    if st.validation_region and st.validation_region not in names:
+        raise AnalysisConfigError(f"{source}: [statistics] validation_region = {st.validation_region!r} is not a "
+                                  f"region ({sorted(names)})")
+    if st.validation_region in (t.control_region, t.signal_region):
+        raise AnalysisConfigError(f"{source}: [statistics] validation_region must differ from the CR and the SR")
+    if st.cells not in ("counts", "regions"):
+        raise AnalysisConfigError(f"{source}: [statistics] cells must be 'counts' or 'regions'")
     if isinstance(t.signal_injection, str) and t.signal_injection != "cross_section":
         raise AnalysisConfigError(f"{source}: [threshold] signal_injection must be 'cross_section' or a fraction")
     if config.metrics.region not in names | {"all"}:
@@ -371,6 +405,7 @@ _RANGES = {
     ("baselines", "epochs"): (1, False), ("baselines", "max_train_events"): (1, False),
     ("histograms", "score_bins"): (1, False), ("run", "workers"): (1, False), ("run", "chunksize"): (1, False),
     ("inputs", "max_events"): (1, False), ("plot", "com"): (0, True),
+    ("statistics", "min_cell_events"): (1, False),
 }
 
 
@@ -413,6 +448,10 @@ def _validate_types(config: AnalysisConfig, source: str) -> None:
         fail("threshold", "background_efficiency", t.background_efficiency, "in (0, 1)")
     if not isinstance(t.signal_injection, str) and not (number(t.signal_injection) and t.signal_injection > 0):
         fail("threshold", "signal_injection", t.signal_injection, "'cross_section' or a positive fraction")
+    if not 0 < config.statistics.background_efficiency < 1:
+        fail("statistics", "background_efficiency", config.statistics.background_efficiency, "in (0, 1)")
+    if not all(0 < w < 1 for w in config.statistics.closure_efficiencies):
+        fail("statistics", "closure_efficiencies", config.statistics.closure_efficiencies, "efficiencies in (0, 1)")
     if not all(0 < w < 1 for w in config.metrics.working_points):
         fail("metrics", "working_points", config.metrics.working_points, "background efficiencies in (0, 1)")
     score_range = config.histograms.score_range

@@ -49,6 +49,9 @@ class DemoSettings:
     n_bootstrap: int = 100
     executor: str = "iterative"
     workers: int = 2
+    #: CR background efficiency of the studies' [statistics] threshold (their configs say 0.01; the quick
+    #: run's few hundred test events need 0.1 for events above it in every region)
+    statistics_efficiency: float = 0.01
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -56,7 +59,7 @@ class DemoSettings:
             max_background=3000, max_signal=400,
             train={"train": {"epochs": 1, "batch_size": 128},
                    "model": {"n_layer": 1, "n_embd": 32, "n_head": 2}},
-            baseline_epochs=2, baseline_train_events=2000, n_bootstrap=5,
+            baseline_epochs=2, baseline_train_events=2000, n_bootstrap=5, statistics_efficiency=0.1,
         )
 
     @classmethod
@@ -198,6 +201,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
                     "background_events": "all", "max_events": None},
             metrics={"n_bootstrap": settings.n_bootstrap},
             run={"executor": settings.executor, "workers": settings.workers},
+            statistics={"background_efficiency": settings.statistics_efficiency},
         )
         print(f"      {name} ...", flush=True)
         res = run_analysis(cfg, out_dir / name, model=model_dir, progress=False, fitted_baselines=fitted)

@@ -112,7 +112,8 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         ms = sig[f"in_{region}"] if region != "all" else np.ones(len(sig["event"]), bool)
         methods = {EVENTLM: (bkg["anomaly_score"], sig["anomaly_score"])}
         for column, label in (("anomaly_score_calibrated", "calibrated"), ("anomaly_score_mean", "mean NLL"),
-                              ("anomaly_score_sum", "summed NLL")):
+                              ("anomaly_score_sum", "summed NLL"), ("anomaly_score_transferable", "transferable"),
+                              ("anomaly_score_conditional", "conditional")):
             if column not in bkg or column not in sig:
                 continue
             if np.array_equal(bkg[column], bkg["anomaly_score"]) and np.array_equal(sig[column], sig["anomaly_score"]):
@@ -257,6 +258,12 @@ def run_analysis(
     from eventlm.analysis.study import references
 
     refs = {ds: references(events) for ds, events in prepared.events.items()}
+    if config.statistics.enabled:  # the transferable score first, so that its metrics are measured too
+        from eventlm.analysis.features import variables_of
+        from eventlm.analysis.search import add_transferable
+
+        variables = {ds: variables_of(events) for ds, events in prepared.events.items()}
+        add_transferable(config, columns, variables)
     thresholds, yields, metrics, rocs = analyse_columns(config, columns, baseline_scores, refs)
     table = results_table(config, thresholds, yields, metrics, prepared.notes)
     files = {}
@@ -267,6 +274,14 @@ def run_analysis(
         log.info("[%s] plots", config.study.name)
         for path in make_plots(config, output, thresholds, metrics, rocs, out_dir):
             files[path.stem] = path
+    search = None
+    if config.statistics.enabled:
+        from eventlm.analysis.search import run_search
+
+        log.info("[%s] background estimate, workspace, limits", config.study.name)
+        search = run_search(config, columns, variables, out_dir, plots=plots)
+        table += "\n" + search.markdown
+        files.update(search.files)
     files["results"] = out_dir / "results.md"
     write_text(files["results"], table)
     seconds = time.perf_counter() - t0
@@ -282,11 +297,13 @@ def run_analysis(
         "thresholds": {s: asdict(t) for s, t in thresholds.items()},
         "yields": {s: {r: y.to_dict() for r, y in ys.items()} for s, ys in yields.items()},
         "metrics": {s: {m: v.to_dict() for m, v in ms.items()} for s, ms in metrics.items()},
+        "statistics": search.to_dict() if search is not None else None,
     }
     files["metrics"] = out_dir / "metrics.json"
     write_text(files["metrics"], json.dumps(summary, indent=2, default=json_default))
     result = AnalysisResult(config, out_dir, thresholds, yields, metrics, rocs, table, files, seconds)
     result.fitted_baselines = fitted
+    result.search = search
     return result
 
 
