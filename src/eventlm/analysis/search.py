@@ -170,6 +170,8 @@ def run_search(config, columns: dict[str, dict[str, np.ndarray]], variables: Map
         sigma = float(np.sum(columns[s]["weight"])) / lumi  # fb: the sample's cross section (x its preselection)
         lim = limits[s]
         lim["cross_section_fb"] = sigma
+        if "error" in lim:
+            continue
         lim["xs_limit_band"] = [x * sigma for x in lim["mu_limit_band"]]
         lim["xs_limit_expected"] = lim["mu_limit_expected"] * sigma
         lim["xs_limit_observed"] = lim["mu_limit_observed"] * sigma
@@ -181,9 +183,11 @@ def run_search(config, columns: dict[str, dict[str, np.ndarray]], variables: Map
         from eventlm.plotting.statistics import plot_limits
 
         label = PlotLabel(experiment=config.plot.experiment, text=config.plot.label, com=config.plot.com, lumi=lumi)
-        files["limits"] = plot_limits(limits, out_dir / "limits.png", label=label, title=config.title)
-        files["limits_xs"] = plot_limits(limits, out_dir / "limits_xs.png", label=label, key="xs",
-                                         ylabel="95% CL upper limit on σ × A [fb]", title=config.title)
+        drawn = {s: lim for s, lim in limits.items() if "error" not in lim}
+        if drawn:
+            files["limits"] = plot_limits(drawn, out_dir / "limits.png", label=label, title=config.title)
+            files["limits_xs"] = plot_limits(drawn, out_dir / "limits_xs.png", label=label, key="xs",
+                                             ylabel="95% CL upper limit on σ × A [fb]", title=config.title)
     result = SearchResult(st.score, thr, clos, validation, validation_error, nonclosure, prediction, counts,
                           signal_counts, observed_source, limits, files)
     result.markdown = search_table(config, result)
@@ -238,7 +242,12 @@ def search_table(config, r: SearchResult) -> str:
               "σ × A [fb] | σ × A limit exp. [fb] | σ × A limit obs. [fb] |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, lim in r.limits.items():
+        if "error" in lim:
+            lines.append(f"| {s} | " + " | ".join(["n/a"] * 8) + f" | {lim['cross_section_fb']:.3g} | n/a | n/a |")
+            lines.append(f"| | {lim['error']} |" + " |" * 10)
+            continue
         b = lim["mu_limit_band"]
+        s = f"{s} (limits at the POI bound: ≥)" if lim.get("limit_at_poi_bound") else s
         lines.append(f"| {s} | {lim['z_expected']:.2f} | {lim['z_observed_injected']:.2f} | {b[2]:.3g} | {b[0]:.3g} | "
                      f"{b[1]:.3g} | {b[3]:.3g} | {b[4]:.3g} | {lim['mu_limit_observed']:.3g} | "
                      f"{lim['cross_section_fb']:.3g} | {lim['xs_limit_expected']:.3g} | {lim['xs_limit_observed']:.3g} |")
