@@ -39,15 +39,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def capped_workers(requested: int, n_events: int, cores: int | None = None) -> int:
+def capped_workers(requested: int, n_work: int, cores: int | None = None, *, unit: str = "event") -> int:
     """The worker processes worth starting: at most one per usable core (each worker runs one torch
-    thread) and one per input event (a piece holds at least one event); one line says so when that
-    is fewer than ``requested``. ``n_events``: the input's events, counted at least up to
-    ``min(requested, cores)``."""
+    thread) and one per piece of work (an input event for ``score``: a piece holds at least one;
+    a chunk for coffea's executors); one line says so when that is fewer than ``requested``.
+    ``n_work``: counted at least up to ``min(requested, cores)``."""
     cores = usable_cores() if cores is None else cores
-    workers = max(1, min(requested, n_events, cores))
+    workers = max(1, min(requested, n_work, cores))
     if workers < requested:
-        why = f"{cores} usable core(s)" if workers == cores else f"the input holds {n_events} event(s)"
+        why = f"{cores} usable core(s)" if workers == cores else f"the input holds {n_work} {unit}(s)"
         log.warning("--workers %d: starting %d worker process(es) (%s)", requested, workers, why)
     return workers
 

@@ -370,8 +370,8 @@ def sample_tokens(model, tokenizer, n_events: int, *, seed: int = 0, temperature
     """
     if not model.config.causal:
         raise ModelKindError("sampling needs a model trained with the causal objective")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < float("inf"):  # nan and inf too
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top-k must be >= 1, got {top_k}")
     grammar = Grammar(tokenizer)

@@ -96,9 +96,14 @@ def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: P
     )
     fileset = {name: [str(path)] for name, path in ntuples.items()}
     run = config.run
-    log.info("coffea: %s executor, %d worker(s), chunks of %d events", run.executor, run.workers, run.chunksize)
+    workers = run.workers
+    if run.executor != "iterative" and not run.scheduler:  # local processes: no more than chunks or cores
+        from eventlm.parallel import capped_workers
+
+        workers = capped_workers(run.workers, n_chunks(ntuples.values(), run.chunksize), unit="chunk")
+    log.info("coffea: %s executor, %d worker(s), chunks of %d events", run.executor, workers, run.chunksize)
     retries = 3 if run.scheduler else 0
-    with coffea_runner(run.executor, run.workers, run.chunksize, run.scheduler, progress, retries) as runner:
+    with coffea_runner(run.executor, workers, run.chunksize, run.scheduler, progress, retries) as runner:
         try:
             return runner(fileset, proc, treename="Events")
         except EventlmError:
@@ -108,6 +113,39 @@ def run_processor(config: AnalysisConfig, ntuples: dict[str, Path], model_dir: P
             if unwrapped is None:
                 raise
             raise unwrapped from None
+
+
+def n_chunks(ntuples, chunksize: int) -> int:
+    """The chunks coffea will cut the ntuples into (``Events`` entries / ``chunksize``, per file)."""
+    import uproot
+
+    total = 0
+    for path in ntuples:
+        with uproot.open(path) as f:
+            total += -(-f["Events"].num_entries // chunksize)
+    return total
+
+
+def check_scheduler(address: str, source: str = "--scheduler", timeout: float = 5.0) -> None:
+    """Fail fast (one line) when nothing listens at a dask scheduler's address, instead of dask's
+    30 s wait and traceback after the inputs were already read and written."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from eventlm.errors import ConfigError
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ConfigError(f"{source} {address!r}: expected a scheduler address like tcp://HOST:8786")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"{source} {address}: no dask scheduler answers there "
+                          f"({err.strerror or type(err).__name__})") from None
 
 
 def chunk_error(err: BaseException) -> EventlmError | None:

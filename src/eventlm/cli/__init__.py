@@ -50,6 +50,36 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: The largest seed: numpy's and torch's generators both take every integer in [0, 2**63 - 1].
+MAX_SEED = 2**63 - 1
+#: The range of an event id (int64): an id beyond it is refused, never wrapped.
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (``nan`` and ``inf`` refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so ``with`` blocks clean up as on Ctrl-C."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_no_progress
+from eventlm.cli import add_no_progress, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--model", metavar="DIR", help="model directory (overrides [study] model)")
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), help="coffea executor ([run] executor)")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes for futures/dask ([run] workers)")
+    p.add_argument("--workers", type=positive_int, metavar="N", help="worker processes for futures/dask ([run] workers)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     add_no_progress(p)
@@ -35,11 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.analysis.config import load_analysis_config
     from eventlm.analysis.runner import run_analysis
     from eventlm.atomic import removed_on_error
-    from eventlm.cli import positive_int
-
-    if args.workers is not None:
-        positive_int(str(args.workers))
-
     config = load_analysis_config(args.config)
     run_overrides = {}
     if args.executor:
@@ -81,6 +76,10 @@ def precheck(config, model, out) -> None:
     log = logging.getLogger("eventlm.analyze")
     source = str(config.path or "the study config")
     check_location(out, directory=True)
+    if config.run.executor == "dask" and config.run.scheduler:  # nothing listening: fail now, in one line
+        from eventlm.analysis.execution import check_scheduler
+
+        check_scheduler(config.run.scheduler, f"{source}: [run] scheduler (--scheduler)")
     model_dir = Path(model) if model is not None else config.study.model
     if model_dir is not None:
         from eventlm.modeldir import ModelDir

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_model, add_no_progress
+from eventlm.cli import add_model, add_no_progress, seed_int
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
                    help="keep the pre-trained backbone fixed and train the head only (default: --no-freeze)")
     p.add_argument("--scratch", action="store_true", help="same architecture, random weights (a baseline)")
     p.add_argument("--epochs", type=int, default=10, metavar="N", help="training epochs (default 10)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="the one seed of the run (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, metavar="S", help="the one seed of the run (default 0)")
     p.add_argument("--max-signal", type=int, metavar="N", help="use N labelled signal events (a seeded subset)")
     p.add_argument("--max-background", type=int, metavar="N", help="use N background events (a seeded subset)")
     p.add_argument("--name", metavar="NAME", help="score column score_NAME (default: the name of DIR)")

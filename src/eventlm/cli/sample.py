@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_model, add_no_progress
+from eventlm.cli import add_model, add_no_progress, positive_float, seed_int
 
 
 def add_parser(subparsers) -> None:
@@ -20,9 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help="model directory from `eventlm train --objective causal`")
     add_model(p, "model directory from `eventlm train --objective causal`")
     p.add_argument("--events", "-n", type=int, required=True, metavar="N", help="events to generate")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="the one seed of the tokens and values (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, metavar="S", help="the one seed of the tokens and values (default 0)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output file (.csv.gz, .root, .parquet)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="softmax temperature (default 1)")
+    p.add_argument("--temperature", type=positive_float, default=1.0, metavar="T", help="softmax temperature (default 1)")
     p.add_argument("--top-k", type=int, metavar="K", help="draw only from the K most likely allowed tokens")
     p.add_argument("--reference", nargs="+", metavar="BACKGROUND",
                    help="the training background: (re)build MODEL/sampling.npz from its training split")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from eventlm.cli import check_output, resolve_model
+    from eventlm.cli import INT64, check_output, resolve_model
     from eventlm.errors import EventlmError
     from eventlm.io import write_events
     from eventlm.sample import sample_events
@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out)  # before the first event is drawn: a missing directory is an error
     if args.events < 0:
         raise EventlmError(f"--events must be >= 0, got {args.events}")
-    if args.temperature <= 0:
-        raise EventlmError(f"--temperature must be > 0, got {args.temperature}")
+    low, high = INT64
+    if not low <= args.first_id <= high - max(args.events - 1, 0):
+        raise EventlmError(f"--first-id {args.first_id}: the ids of {args.events} events would not fit in int64 "
+                           f"[{low}, {high}] (ids are never wrapped)")
     if args.top_k is not None and args.top_k < 1:
         raise EventlmError(f"--top-k must be >= 1, got {args.top_k}")
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eventlm.cli import add_no_progress, add_on_error, positive_int
+from eventlm.cli import add_no_progress, add_on_error, positive_int, seed_int
 
 #: The smallest value of the numeric run-config keys (``(section, key) -> (minimum, strict)``).
 RANGES = {
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--objective", choices=("masked", "causal"), help="training objective")
     p.add_argument("--epochs", type=positive_int, metavar="N")
     p.add_argument("--max-events", type=positive_int, metavar="N", help="read at most N background events")
-    p.add_argument("--seed", type=int, metavar="S", help="the one seed of the run")
+    p.add_argument("--seed", type=seed_int, metavar="S", help="the one seed of the run")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     add_on_error(p)
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def validate_run_config(config, source: str) -> None:
     """Types and ranges of every run-config key, before any work starts (one-line :class:`ConfigError`)."""
     import dataclasses
+    import math
     import typing
 
     from eventlm.errors import ConfigError
@@ -129,12 +130,40 @@ def validate_run_config(config, source: str) -> None:
         for f in dataclasses.fields(value):
             v = getattr(value, f.name)
             _check_type(source, f"[{section.name}] {f.name}", v, hints[f.name])
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{source}: [{section.name}] {f.name} = {v!r} must be a finite number")
             bound = RANGES.get((section.name, f.name))
             if bound is not None:
                 low, strict = bound
                 if v < low or (strict and v == low):
                     raise ConfigError(f"{source}: [{section.name}] {f.name} = {v!r} must be "
                                       f"{'>' if strict else '>='} {low}")
+    _check_consistency(config, source)
+
+
+def _check_consistency(config, source: str) -> None:
+    """Values that are each in range but do not fit together (or the generators' limits)."""
+    from eventlm.cli import MAX_SEED
+    from eventlm.errors import ConfigError
+    from eventlm.tokenize.particles import DEFAULT_MAX_PARTICLES
+
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"{source}: seed = {config.seed} must be in [0, 2**63 - 1]")
+    model = config.model
+    if model.dropout >= 1:
+        raise ConfigError(f"{source}: [model] dropout = {model.dropout} must be < 1")
+    if model.n_embd % model.n_head:
+        raise ConfigError(f"{source}: [model] n_embd = {model.n_embd} is not a multiple of n_head = {model.n_head}")
+    if model.position == "rotary" and (model.n_embd // model.n_head) % 2:
+        raise ConfigError(f"{source}: [model] n_embd / n_head = {model.n_embd // model.n_head}: the rotary "
+                          "position embedding needs an even head dimension")
+    if model.position == "learned":
+        max_particles = config.tokenizer.params.get("max_particles", DEFAULT_MAX_PARTICLES)
+        longest = None if max_particles is None else max_particles + 4  # BOS, particles, 2 MET tokens, EOS
+        if longest is not None and model.max_len < longest:
+            raise ConfigError(f"{source}: [model] max_len = {model.max_len} is shorter than the longest token "
+                              f"sequence ({longest}: BOS, {max_particles} particles, MET, EOS) that position = "
+                              "\"learned\" must embed")
 
 
 def _check_type(source: str, key: str, value, hint) -> None:
