@@ -195,9 +195,8 @@ def test_skims_read_in_root_and_coffea(ntuples, iterative_output):
     assert events.Particle.pt.ndim == 2
 
 
-def test_score_names_survive_the_schema_and_old_names_stay_readable(tmp_path):
-    """Every score column of eventlm.score is reachable as events.anomaly.<name> and by its branch name;
-    a file written before anomaly_score_mean existed answers for it with anomaly_score."""
+def test_score_names_survive_the_schema(tmp_path):
+    """Every score column of eventlm.score is reachable as events.anomaly.<name> and by its branch name."""
     from coffea.nanoevents import NanoEventsFactory
     from conftest import random_events
 
@@ -218,10 +217,27 @@ def test_score_names_survive_the_schema_and_old_names_stay_readable(tmp_path):
                 dotted = "anomaly." + name[len("anomaly_"):]
                 np.testing.assert_array_equal(ak.to_numpy(score_branch(nano, dotted)), expected)
                 np.testing.assert_array_equal(ak.to_numpy(nano.anomaly[name[len("anomaly_"):]]), expected)
-    nano_old = NanoEventsFactory.from_root({str(old): "Events"}, schemaclass=EventlmNanoAODSchema,
-                                           mode="eager").events()
-    np.testing.assert_array_equal(ak.to_numpy(score_branch(nano_old, "anomaly_score_mean")), values["anomaly_score"])
-    assert score_branch(nano_old, "anomaly_score_sum") is None
+
+
+def test_regression_a_request_for_the_mean_is_never_answered_with_the_sum(tmp_path):
+    """SCORE_ALIASES answered anomaly_score_mean with anomaly_score (the summed NLL) on a file that only
+    had anomaly_score: the mean is absent there, and a processor asked for it refuses in one line."""
+    from coffea.nanoevents import NanoEventsFactory
+    from conftest import random_events
+
+
+    events = random_events(40, seed=8)
+    total = np.linspace(20.0, 60.0, len(events)).astype(np.float32)
+    old = write_events(events, tmp_path / "old.root", extra_columns={"anomaly_score": total})
+    nano = NanoEventsFactory.from_root({str(old): "Events"}, schemaclass=EventlmNanoAODSchema, mode="eager",
+                                       metadata={"dataset": "old", "filename": str(old)}).events()
+    np.testing.assert_array_equal(ak.to_numpy(score_branch(nano, "anomaly_score")), total)
+    for name in ("anomaly_score_mean", "anomaly.score_mean", "anomaly_score_sum"):
+        assert score_branch(nano, name) is None, name
+    with pytest.raises(EventFormatError, match="no anomaly_score_mean branch"):
+        _processor(score_column="anomaly_score_mean").process(nano)
+    assert read_skim_columns([old]).keys() >= {"anomaly_score"}
+    assert "anomaly_score_mean" not in read_skim_columns([old])
 
 
 def test_processor_histograms_a_score_named_the_nanoevents_way(ntuples, tmp_path):

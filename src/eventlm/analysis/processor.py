@@ -29,7 +29,8 @@ curves. ``keep_columns=True`` instead returns per-event columns through the accu
 
 Score names. The branches are ``anomaly_score``, ``anomaly_score_sum``, ... (``eventlm.score``); coffea's
 ``NanoAODSchema`` splits a branch at its first ``_``, so in NanoEvents they are ``events.anomaly.score``,
-``events.anomaly.score_sum``, ... (:func:`score_branch` accepts both spellings, and the older names).
+``events.anomaly.score_sum``, ... (:func:`score_branch` accepts both spellings). A score a file lacks is
+absent, never answered with another one (a file holding only ``anomaly_score`` has no mean).
 """
 
 from __future__ import annotations
@@ -55,13 +56,10 @@ log = logging.getLogger(__name__)
 #: process_code -> name tables read from files, per file.
 _PROCESS_TABLES: dict[str, dict[int, str]] = {}
 
-#: Event-level score branches (``eventlm.score.SCORE_COLUMNS`` without the per-token ``token_nll``,
-#: and the names older versions wrote); any other ``anomaly_score*`` branch of a file is kept too.
+#: Event-level score branches (``eventlm.score.SCORE_COLUMNS`` without the per-token ``token_nll``);
+#: any other ``anomaly_score*`` branch of a file is kept too.
 SCORE_COLUMNS = ("anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_calibrated",
                  "anomaly_score_max", "reco_accuracy", "log_likelihood")
-#: Older names: a name on the left is read from the branch on the right when the file lacks it (before
-#: ``anomaly_score_mean`` had its own branch, the mean NLL was written as ``anomaly_score``).
-SCORE_ALIASES = {"anomaly_score_mean": "anomaly_score"}
 #: Skim branches of the region flags: ``region_CR`` (``events.region.CR`` in NanoEvents).
 REGION_PREFIX = "region_"
 
@@ -84,12 +82,8 @@ def _branch(events, name: str):
 
 def score_branch(events, name: str):
     """The score ``name`` of a chunk: the ROOT name (``anomaly_score_sum``) or the NanoEvents path
-    (``anomaly.score_sum``), falling back to the older name (:data:`SCORE_ALIASES`); None if absent."""
-    name = branch_name(name)
-    found = _branch(events, name)
-    if found is None and name in SCORE_ALIASES:
-        found = _branch(events, SCORE_ALIASES[name])
-    return found
+    (``anomaly.score_sum``); None if the chunk does not have it."""
+    return _branch(events, branch_name(name))
 
 
 def stored_scores(events) -> dict[str, np.ndarray]:
@@ -214,10 +208,6 @@ class AnomalyProcessor(processor.ProcessorABC):
 
     def _checked_scores(self, events, process) -> dict[str, np.ndarray]:
         scores = self._scores(events, process)
-        if self.score_column not in scores and self.score_column in SCORE_ALIASES:
-            alias = SCORE_ALIASES[self.score_column]
-            if alias in scores:
-                scores[self.score_column] = scores[alias]
         if self.score_column not in scores:
             raise EventFormatError(
                 events.metadata.get("filename"),
@@ -362,8 +352,5 @@ def read_skim_columns(skims, *, step_size: int = 200_000, dataset: str = "") -> 
         cols[name] = np.concatenate(chunks) if chunks else np.zeros(0)
     cols["event"] = cols["event"].astype(np.int64)
     cols["process_code"] = cols["process_code"].astype(np.int64)
-    for name, alias in SCORE_ALIASES.items():
-        if name not in cols and alias in cols:
-            cols[name] = cols[alias]
     order = np.argsort(cols["event"], kind="stable")
     return {k: v[order] for k, v in cols.items()}
