@@ -17,6 +17,7 @@ events take minutes instead of about 30 s). Every torch thread setting in eventl
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 __all__ = ["resolve_device", "torch_threads"]
@@ -40,18 +41,37 @@ def resolve_device(device=None, *, local_rank: int | None = None):
     return torch.device(text)
 
 
+#: The ``torch_threads`` blocks now open in this process, in the order they were entered: torch's thread
+#: count is one process-wide setting, so overlapping blocks (scoring from several threads) share it.
+_open_blocks: list[list[int]] = []
+_lock = threading.Lock()
+_before: int | None = None
+
+
 @contextlib.contextmanager
 def torch_threads(n: int, device="cpu") -> Iterator[None]:
     """Run with ``n`` torch intra-op threads, then restore the setting. ``n <= 0`` or a CUDA
-    ``device`` leaves torch's setting as it is."""
+    ``device`` leaves torch's setting as it is.
+
+    Safe when blocks overlap, nested or from several threads: the setting before the first open block
+    is restored when the last one closes (in any order), and a block that closes while others are open
+    leaves the count of the latest one still open.
+    """
     import torch
 
-    before = torch.get_num_threads()
-    change = n > 0 and not str(device).startswith("cuda")
-    if change:
+    global _before
+    if n <= 0 or str(device).startswith("cuda"):
+        yield
+        return
+    block = [n]  # a fresh object per block: removed by identity, whatever the order of exits
+    with _lock:
+        if not _open_blocks:
+            _before = torch.get_num_threads()
+        _open_blocks.append(block)
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        if change:
-            torch.set_num_threads(before)
+        with _lock:
+            del _open_blocks[next(i for i, b in enumerate(_open_blocks) if b is block)]
+            torch.set_num_threads(_open_blocks[-1][0] if _open_blocks else _before)
