@@ -30,7 +30,11 @@ its bin, and an open-ended overflow bin yields at most the largest training valu
 A (category, bin) with fewer than 20 training particles (:data:`MIN_VALUES`) takes the values of the
 bin over all categories (a kind's mass: over all its pT bins); a bin without any training value takes
 the tokenizer's own representative value. Re-encoding decoded events gives back the sampled tokens
-(pT values inside one (category, pT bin) run of an event are sorted, so the order holds too).
+(pT values inside one (category, pT bin) run of an event are sorted, so the order holds too). With
+phi measured from the leading object, the reference is the particle whose tokens say so (first of its
+run in the event's top pT bin, middle phi bin): it is put at phi 0 and given the event's highest pT,
+so every real background sequence survives decode -> encode exactly (tests/test_sample.py, all
+62k bundled background events measured).
 
 Randomness: one seed. The tokens come from a ``torch.Generator`` seeded with ``seed``; the values
 from ``numpy.random.default_rng([seed, 2])``. Same model, seed and event count: the same events.
@@ -441,6 +445,54 @@ def _sample_batch(model, grammar: Grammar, b: int, gen, temperature, top_k, devi
 # values
 
 
+def _reference_leads(pt, p_event, cpt, cphi, run, run_start, n_events: int, lut):
+    """``(pt, reference)``: the particle each event's phi tokens were measured from, made its hardest.
+
+    With ``phi_reference="leading"`` an event's angles are measured from its hardest object, whose own
+    phi token is therefore the middle bin, and which is the first particle of its (kind, pT bin) run in
+    the event's highest pT bin. Decoding takes the first particle of the event that fits that description
+    (any of them re-encodes the same), and gives it the event's highest drawn pT (exchanging values
+    inside the top pT bin, then sorting each run again), strictly: a tie with an earlier particle is
+    broken by one float32 step inside the bin. ``reference`` is -1 for an event with no such particle
+    (a generated sequence that breaks the rule; no particle at all: the MET is the reference).
+    """
+    from eventlm.tokenize.particles import digitize, phi_bin
+
+    middle = phi_bin(np.zeros(1), lut.n_phi)[0]
+    top = np.zeros(n_events, dtype=np.int64)
+    np.maximum.at(top, p_event, cpt)
+    candidate = np.flatnonzero(run_start & (cpt == top[p_event]) & (cphi == middle))
+    events_with, first = np.unique(p_event[candidate], return_index=True)
+    reference = np.full(n_events, -1, dtype=np.int64)
+    reference[events_with] = candidate[first]
+    # the hardest particle of each event (ties: the first in token order, as the tokenizer picks it)
+    by_pt = np.lexsort((-pt.astype(np.float64), p_event))
+    starts = np.searchsorted(p_event[by_pt], np.arange(n_events))
+    has_particles = np.bincount(p_event, minlength=n_events) > 0
+    hardest = np.full(n_events, -1, dtype=np.int64)
+    hardest[has_particles] = by_pt[starts[has_particles]]
+    swap = (reference >= 0) & (hardest != reference)
+    r, h = reference[swap], hardest[swap]
+    pt = pt.copy()
+    pt[r], pt[h] = pt[h], pt[r]  # both in the event's top pT bin: each value stays inside its bin
+    pt = pt[np.lexsort((-pt, run))]  # runs sorted again; the reference is first of its run
+    # a tie with another particle: one float32 step up for the reference (or down for the others)
+    others_max = np.full(n_events, -np.inf, dtype=np.float64)
+    not_ref = np.ones(len(pt), dtype=bool)
+    not_ref[reference[reference >= 0]] = False
+    np.maximum.at(others_max, p_event[not_ref], pt[not_ref].astype(np.float64))
+    tied = np.flatnonzero((reference >= 0) & (others_max >= pt[np.maximum(reference, 0)]))
+    if len(tied):
+        r = reference[tied]
+        up = np.nextafter(pt[r], np.float32(np.inf))
+        fits = digitize(up, lut.pt_edges) == cpt[r]
+        pt[r[fits]] = up[fits]
+        for e, value in zip(tied[~fits], pt[r[~fits]]):  # at the top of its bin: the others step down
+            k = np.flatnonzero((p_event == e) & (pt == value) & not_ref)
+            pt[k] = np.nextafter(pt[k], np.float32(0))
+    return pt, reference
+
+
 def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: SamplingTable, *, seed: int = 0,
                   first_id: int = 0, process: str = PROCESS) -> ak.Array:
     """Events in the event model from content tokens (see the module docstring for the values)."""
@@ -470,10 +522,14 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
     # token order needs pT descending inside each (event, category, pT bin) run: sort the drawn (pT, mass)
     # pairs inside their run (they are exchangeable there), leaving eta and phi with their tokens
     key = (p_event * 64 + cat) * 4096 + cpt
-    run = np.concatenate([[0], np.cumsum(key[1:] != key[:-1])]) if n else np.zeros(0, dtype=np.int64)
+    run_start = np.concatenate([[True], key[1:] != key[:-1]]) if n else np.zeros(0, dtype=bool)
+    run = np.cumsum(run_start) - 1
     order = np.lexsort((-pt, run))  # runs stay in place, pT descending inside each
-    pt_sorted, mass_sorted = pt[order], mass[order]
-    pt, mass = pt_sorted.astype(np.float32), mass_sorted
+    pt, mass = pt[order].astype(np.float32), mass[order]
+    leading = getattr(lut, "phi_reference", "absolute") == "leading"
+    reference = np.full(n_events, -1, dtype=np.int64)
+    if leading and n:
+        pt, reference = _reference_leads(pt, p_event, cpt, cphi, run, run_start, n_events, lut)
     eta, phi = eta.astype(np.float32), phi.astype(np.float32)
     energy = energy_from_pt_eta(pt.astype(np.float64), eta.astype(np.float64), mass)
     pcounts = np.bincount(p_event, minlength=n_events)
@@ -488,20 +544,15 @@ def decode_tokens(flat: np.ndarray, counts: np.ndarray, tokenizer, table: Sampli
         met[event_of[is_met]] = _inverse_cdf(table.met[flat[is_met] - first], um[0, event_of[is_met]])
         met_phi[event_of[is_mphi]] = _inverse_cdf(table.met_phi[flat[is_mphi] - first - lut.n_met],
                                                   um[1, event_of[is_mphi]])
-    if getattr(lut, "phi_reference", "absolute") == "leading":
-        # the tokens fix the angles to the leading object only: turn every event by a uniform angle
-        # (the physics is invariant under it), so the detector phi of generated events is uniform
+    if leading:
+        # the tokens fix the angles to the reference object only: it sits at phi 0, and every event is
+        # turned by a uniform angle (the physics is invariant under it), so the detector phi of
+        # generated events is uniform
         from eventlm.tokenize.particles import rotate_phi
 
-        from eventlm.tokenize.particles import phi_bin
-
         phi = phi.astype(np.float64)
-        if n:  # the leading object is the reference itself: at phi 0 where its token says so
-            lead = np.lexsort((-pt.astype(np.float64), p_event))[np.searchsorted(p_event[np.lexsort(
-                (-pt.astype(np.float64), p_event))], np.unique(p_event))]
-            middle = phi_bin(np.zeros(1), lut.n_phi)[0]
-            at_middle = lead[cphi[lead] == middle]
-            phi[at_middle] = 0.0
+        has = reference >= 0
+        phi[reference[has]] = 0.0
         turn = rng.uniform(-np.pi, np.pi, n_events)
         particles = ak.with_field(particles, ak.values_astype(ak.unflatten(
             rotate_phi(phi, -turn[p_event]), pcounts), np.float32), "phi")
