@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     data = Path(args.data)
     t_all = time.perf_counter()
     background = read_events(data / "background.csv.gz", max_events=args.background)
-    from eventlm.analysis.demo import signal_names
+    from eventlm.demo import signal_names
 
     signal_list = args.signals.split(",") if args.signals else signal_names(data)
     signals = {s: read_events(data / f"{s}.csv.gz", max_events=args.signal) for s in signal_list}

@@ -30,3 +30,42 @@ def test_quick_demo_runs_end_to_end(tmp_path, background_path, signal_paths, cap
         assert f"#### {signal}" in text and (out / "validation" / f"validation_roc_{signal}.png").exists()
     assert (out / "token_confusion.png").stat().st_size > 10_000
     assert (out / "model" / "split.json").exists()
+
+
+def _installed_copy(site):
+    """The package as a wheel installs it, built by hand: ``src/eventlm`` plus the files pyproject.toml
+    force-includes (hatchling's mapping), without the source checkout around it."""
+    import shutil
+    import tomllib
+
+    from conftest import ROOT_DIR
+
+    shutil.copytree(ROOT_DIR / "src" / "eventlm", site / "eventlm", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())
+    extra = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for source, target in extra.items():
+        (site / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT_DIR / source, site / target)
+    return site
+
+
+def test_regression_the_demo_runs_from_an_installed_package(tmp_path, background_path):
+    """Installed from a wheel, `eventlm demo` could find neither analysis/*.toml nor data/: the study configs
+    now ship in the package, and the samples are asked for in one line naming --data."""
+    import os
+    import subprocess
+    import sys
+
+    site = _installed_copy(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = ("from eventlm.demo import sample_files, study_configs; from eventlm.analysis.config import "
+             "load_analysis_config; c = study_configs(); print(sorted(c), *(p.parent for p in c.values())); "
+             f"[load_analysis_config(p) for p in c.values()]; print(len(sample_files({str(background_path.parent)!r})))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["['gluino_1000',", "'tttt_H500']", *[str(site / "eventlm" / "studies")] * 2, "3"]
+    run = subprocess.run([sys.executable, "-m", "eventlm", "demo", "--quick", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("eventlm ")]
+    assert run.returncode == 2 and len(lines) == 1 and "--data" in lines[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr

@@ -11,14 +11,16 @@ def add_parser(subparsers) -> None:
         help="train, score and analyse the bundled samples end to end",
         description="On the bundled samples (data/): train the default model on the background, score the "
         "background test split and both signals, fit the baselines, run the tttt_H500 and gluino_1000 "
-        "studies (analysis/*.toml) and print the results table. About 10 minutes on a 2-core CPU.",
+        "studies (analysis/*.toml, installed with the package too) and print the results table. About 10 "
+        "minutes on a 2-core CPU.",
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output directory (default: demo_out)")
     p.add_argument("--quick", action="store_true",
                    help="reduced configuration (a few thousand events, one short epoch): a smoke test")
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), default="iterative",
                    help="coffea executor of the analysis step")
-    p.add_argument("--data", metavar="DIR", help="directory of the samples (default: the repo's data/)")
+    p.add_argument("--data", metavar="DIR", help="directory of the samples (default: the source checkout's data/; "
+                   "an installed package has none: pass the data/ folder of a checkout)")
     p.set_defaults(func=run)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from eventlm.extras import require_extra
 
     require_extra("analysis", "eventlm demo")
-    from eventlm.analysis.demo import DemoSettings, run_demo
+    from eventlm.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     settings = replace(settings, executor=args.executor)

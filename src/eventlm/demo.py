@@ -1,5 +1,8 @@
 """``eventlm demo`` (the job of ``make demo``): train, score, analyse both studies, print the results.
 
+An application over the whole pipeline (it trains, scores and analyses), so it lives beside the
+package's layers rather than in :mod:`eventlm.analysis`.
+
 On the bundled samples (``data/``):
 
 1. train the default model (the ``tail`` look-up table, causal objective) on the background and
@@ -8,12 +11,17 @@ On the bundled samples (``data/``):
    confusion matrices of background and signal);
 3. fit the baselines (isolation forest, dense autoencoder, Deep SVDD) once on the background
    training split;
-4. run the analysis of ``analysis/tttt_H500.toml`` and ``analysis/gluino_1000.toml`` through the
+4. run the analysis of the studies ``tttt_H500`` and ``gluino_1000`` (:func:`study_configs`) through the
    coffea processor on the scored ntuples (CR -> SR threshold, yields, plots);
 5. the validation study (:mod:`eventlm.analysis.validation`) on every signal in ``data/``: the
    default score, its variants, the baselines, HT and the object count alone and a supervised
    classifier, with length-matched AUCs and the CR -> SR closure;
 6. print and write the results (``OUT/results.md``).
+
+Installed from a wheel it runs too: the two study configs ship inside the package (``eventlm/studies/``,
+the wheel's copies of ``analysis/*.toml``), and the samples, too large to ship, are found with
+``--data DIR`` (the ``data/`` folder of a source checkout); without them it stops with one line
+naming ``--data``.
 
 ``quick=True`` is a reduced configuration for the end-to-end test (a few thousand events, one
 short epoch, few bootstrap resamplings); its numbers mean nothing.
@@ -33,8 +41,35 @@ from eventlm.errors import EventlmError
 
 log = logging.getLogger(__name__)
 
-ROOT_DIR = Path(__file__).resolve().parents[3]
+#: The source checkout this module sits in (``src/eventlm/demo.py``); installed, a site-packages folder.
+ROOT_DIR = Path(__file__).resolve().parents[2]
 STUDIES = ("tttt_H500", "gluino_1000")
+
+
+def study_configs(analysis_dir=None) -> dict[str, Path]:
+    """The demo's study configs: ``analysis_dir/<study>.toml`` when given, else the source checkout's
+    ``analysis/``, else the copies installed with the package (``eventlm/studies/``)."""
+    from importlib.resources import files
+
+    places = [Path(analysis_dir)] if analysis_dir else [ROOT_DIR / "analysis", Path(str(files("eventlm") / "studies"))]
+    for place in places:
+        if all((place / f"{name}.toml").is_file() for name in STUDIES):
+            return {name: place / f"{name}.toml" for name in STUDIES}
+    raise EventlmError(f"the study configs {', '.join(n + '.toml' for n in STUDIES)} are in none of "
+                       f"{', '.join(str(p) for p in places)} (a source checkout has them in analysis/)")
+
+
+def sample_files(data_dir=None) -> dict[str, Path]:
+    """The bundled samples the demo runs on: ``data_dir`` (``--data``), else the source checkout's
+    ``data/``; one line naming ``--data`` when they are not there."""
+    folder = Path(data_dir) if data_dir else ROOT_DIR / "data"
+    out = {name: folder / f"{name}.csv.gz" for name in ("background", *STUDIES)}
+    missing = [p.name for p in out.values() if not p.is_file()]
+    if missing:
+        raise EventlmError(f"the demo's samples {', '.join(missing)} are not in {folder}: pass --data DIR, the "
+                           "data/ folder of an eventlm source checkout (the samples are not installed with "
+                           "the package)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,16 +163,9 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
 
     settings = settings or (DemoSettings.quick() if quick else DemoSettings.full())
     out_dir = Path(out_dir)
-    data_dir = Path(data_dir) if data_dir else ROOT_DIR / "data"
-    analysis_dir = Path(analysis_dir) if analysis_dir else ROOT_DIR / "analysis"
-    for name in ("background", *STUDIES):
-        if not (data_dir / f"{name}.csv.gz").exists():
-            raise EventlmError(f"bundled sample {data_dir / (name + '.csv.gz')} is missing: the demo runs on the "
-                               "samples of a source checkout (data/); pass --data DIR to point at them")
-    for name in STUDIES:
-        if not (analysis_dir / f"{name}.toml").exists():
-            raise EventlmError(f"study config {analysis_dir / (name + '.toml')} is missing: the demo uses the "
-                               "study configs of a source checkout (analysis/)")
+    samples = sample_files(data_dir)
+    data_dir = samples["background"].parent
+    configs = study_configs(analysis_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -180,7 +208,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     # 3. baselines --------------------------------------------------------------------------------
     _step(3, n_steps, "fitting the baselines on the background training split")
     t0 = time.perf_counter()
-    study0 = load_analysis_config(analysis_dir / f"{STUDIES[0]}.toml")
+    study0 = load_analysis_config(configs[STUDIES[0]])
     bc = study0.baselines
     if len(train_events) > settings.baseline_train_events:
         rng = np.random.default_rng([study0.study.seed, 11])
@@ -196,7 +224,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     t0 = time.perf_counter()
     studies = {}
     for name in STUDIES:
-        cfg = load_analysis_config(analysis_dir / f"{name}.toml").with_overrides(
+        cfg = load_analysis_config(configs[name]).with_overrides(
             inputs={"background": (scored["background"],), "signals": {name: (scored[name],)},
                     "background_events": "all", "max_events": None},
             metrics={"n_bootstrap": settings.n_bootstrap},
