@@ -1,4 +1,6 @@
-"""DistributedDataParallel: a tiny run with two CPU processes on gloo under torchrun."""
+"""DistributedDataParallel: a tiny run with two CPU processes on gloo under torchrun; its sharded,
+summed validation loss equals one process's on the same weights (the split of batches between
+ranks is tested in test_batching)."""
 
 from __future__ import annotations
 
@@ -37,8 +39,24 @@ def test_two_gloo_processes_train_and_rank0_writes(fixture_path, tmp_path):
         assert (out / name).exists()
     assert not list(out.glob(".*tmp*"))
 
-    from eventlm.modeldir import ModelDir
+    from eventlm.batching import BucketBatchSampler, Collator, TokenDataset
+    from eventlm.config import RunConfig
     from eventlm.io import read_events
+    from eventlm.modeldir import ModelDir
+    from eventlm.train import VALIDATION_EPOCH, Dist, evaluate
 
-    scores = ModelDir(out).open_scorer().score(read_events(fixture_path, max_events=20))
+    md = ModelDir(out)
+    scores = md.open_scorer().score(read_events(fixture_path, max_events=20))
     assert len(scores["anomaly_score"]) == 20
+    # the validation loss the two ranks summed over their shards is the one process's loss on the
+    # whole validation split, with the same weights (best.pt)
+    model, tokenizer, ckpt = md.load(which="best")
+    run = RunConfig.from_dict(ckpt["run_config"])
+    validation = TokenDataset(tokenizer.encode(md.select(read_events(fixture_path), "validation", complete=True)))
+    collator = Collator(tokenizer.special, objective=run.train.objective, masking=run.masking,
+                        n_met_tokens=tokenizer.n_met_tokens, seed=run.seed)
+    sampler = BucketBatchSampler(validation.lengths, run.train.batch_size, seed=run.seed, shuffle=False,
+                                 bucket_batches=run.train.bucket_batches)
+    sampler.set_epoch(VALIDATION_EPOCH)
+    one_process = evaluate(model, validation, collator, sampler, "cpu", Dist())
+    assert one_process == pytest.approx(metrics["val_loss"][metrics["best_epoch"] - 1], rel=1e-5)

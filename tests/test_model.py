@@ -1,4 +1,5 @@
-"""The transformer: shapes, padding, the masked and causal objectives, sampling."""
+"""The transformer: shapes, padding, the masked and causal objectives, and the one loss (token_nll)
+that training, validation and scoring share; sampling is tested with its production code (test_sample)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from eventlm.model import PAD, EventTransformer, ModelConfig
+from eventlm.model import PAD, EventTransformer, ModelConfig, token_nll
 from eventlm.tokenize.base import PAD as TOKENIZER_PAD, SpecialTokens
 from eventlm.runtime import torch_threads
 
@@ -72,22 +73,46 @@ def test_special_tokens_are_never_predicted():
     assert torch.isfinite(causal[..., SPECIAL.eos]).all()
 
 
-def test_loss_backward_and_empty_target_batch():
+def _batch(inputs, targets):
+    from eventlm.batching import Batch
+
+    n = len(inputs)
+    return Batch(inputs, targets, inputs != PAD, torch.arange(n), (inputs != PAD).sum(1), 0)
+
+
+def test_token_nll_is_minus_the_log_probability_of_each_target():
+    logits = torch.randn(5, SPECIAL.vocab_size, dtype=torch.float64)
+    targets = torch.tensor([1, 7, 3, 880, 2])
+    expected = -torch.log(torch.softmax(logits, dim=-1))[torch.arange(5), targets]
+    torch.testing.assert_close(token_nll(logits, targets), expected.float())
+
+
+def test_batch_loss_backward_and_empty_target_batch():
+    """The training loss (eventlm.train.batch_loss: the mean token_nll over the targets)."""
+    from eventlm.train import batch_loss
+
     m = model().train()
     idx = torch.randint(1, 876, (4, 6))
     targets = torch.full_like(idx, -100)
     targets[:, 1] = idx[:, 1]
     inputs = idx.clone()
     inputs[:, 1] = SPECIAL.mask
-    loss, n = m.loss(inputs, targets, inputs != PAD)
+    loss, n = batch_loss(m, _batch(inputs, targets))
     assert n == 4 and torch.isfinite(loss)
+    m.eval()
+    with torch.no_grad():
+        logits = m(inputs, inputs != PAD)[:, 1]  # (4, V): every row's masked position
+    torch.testing.assert_close(batch_loss(m, _batch(inputs, targets))[0], token_nll(logits, idx[:, 1]).mean())
+    m.train()
     loss.backward()
-    none, n = m.loss(inputs, torch.full_like(idx, -100), inputs != PAD)
+    none, n = batch_loss(m, _batch(inputs, torch.full_like(idx, -100)))
     assert n == 0 and none.item() == 0.0
 
 
 def test_overfits_a_tiny_masked_problem():
-    """The last token is a function of the first: a working encoder learns it."""
+    """The last token is a function of the first: a working encoder learns it with the training loss."""
+    from eventlm.train import batch_loss
+
     torch.manual_seed(0)
     m = EventTransformer(ModelConfig(vocab_size=SPECIAL.vocab_size, dropout=0.0))
     opt = m.configure_optimizer(3e-3, 0.0)
@@ -99,25 +124,11 @@ def test_overfits_a_tiny_masked_problem():
     targets[:, 2] = idx[:, 2]
     with torch_threads(1):
         for _ in range(150):
-            loss, _ = m.loss(inputs, targets, inputs != PAD)
+            loss, _ = batch_loss(m, _batch(inputs, targets))
             opt.zero_grad()
             loss.backward()
             opt.step()
     assert loss.item() < 0.5
-
-
-def test_sample_returns_content_tokens_and_stops_at_eos():
-    m = model(causal=True)
-    gen = torch.Generator().manual_seed(0)
-    tokens, lengths = m.sample(16, max_tokens=10, generator=gen)
-    assert tokens.shape == (16, 10) and lengths.shape == (16,)
-    for row, n in zip(tokens, lengths):
-        assert ((row[:n] >= 1) & (row[:n] <= SPECIAL.n_content)).all()
-        assert (row[n:] == PAD).all()
-    again, _ = m.sample(16, max_tokens=10, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(tokens, again)
-    with pytest.raises(ValueError):
-        model().sample(2)
 
 
 def test_config_is_frozen_and_validated():

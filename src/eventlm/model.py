@@ -6,7 +6,10 @@ One code path serves both objectives:
   replaced by MASK and predicts the true token at those positions.
 - ``causal`` (arXiv:2303.07364): causal attention over ``BOS t1 .. tn``; position i predicts token
   i+1, the last one predicts EOS. The summed log-probability is the event log-likelihood (a second
-  anomaly score), and :meth:`EventTransformer.sample` generates events.
+  anomaly score), and :func:`eventlm.sample.sample_tokens` generates events.
+
+The loss. :func:`token_nll` is the one loss: training takes its mean over a batch's targets
+(:func:`eventlm.train.batch_loss`), validation its sum, scoring keeps each term (:mod:`eventlm.score`).
 
 Positions. The tokenizer orders an event's particles by kind, then by decreasing pT, and puts the MET
 tokens last, so a token's position carries information (its rank) that the model should see. The
@@ -74,6 +77,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N,) float32 ``-log p(target)`` of each target under its logits (N, V): the one loss of eventlm."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 def rotary_tables(T: int, head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,61 +232,6 @@ class EventTransformer(nn.Module):
                 x = x[torch.arange(B, device=idx.device), where]  # (B, C)
         logits = self.lm_head(self.ln_f(x))  # (..., V)
         return logits.masked_fill(self.banned, float("-inf"))
-
-    def loss(self, input_ids, targets, padding_mask) -> tuple[torch.Tensor, int]:
-        """Mean cross entropy over the positions with a target, and their number.
-
-        A batch with no target at all (only events without maskable tokens) gives exactly 0.
-        """
-        where = targets >= 0  # (B, T)
-        n = int(where.sum())
-        logits = self(input_ids, padding_mask, where=where)  # (N, V)
-        if n == 0:
-            return logits.sum() * 0.0, 0
-        return F.cross_entropy(logits.float(), targets[where]), n
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n_events: int,
-        *,
-        max_tokens: int = 24,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        device=None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generate events with the causal model: ``(tokens (N, max_tokens) PAD-filled, lengths (N,))``.
-
-        Each event starts at BOS and stops at its first EOS (not included) or after ``max_tokens``.
-        """
-        if not self.config.causal:
-            raise ValueError("sample() needs a model trained with the causal objective")
-        device = device or next(self.parameters()).device
-        seq = torch.full((n_events, 1), self.config.bos_id, dtype=torch.long, device=device)
-        done = torch.zeros(n_events, dtype=torch.bool, device=device)
-        lengths = torch.full((n_events,), max_tokens, dtype=torch.long, device=device)
-        for step in range(max_tokens):
-            last = torch.full((n_events,), seq.size(1) - 1, dtype=torch.long, device=device)
-            logits = self(seq, torch.ones_like(seq, dtype=torch.bool), where=last)  # (N, V)
-            logits = logits.float() / max(temperature, 1e-6)
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
-            stop = (nxt[:, 0] == self.config.eos_id) & ~done
-            lengths = torch.where(stop, torch.full_like(lengths, step), lengths)
-            done = done | stop
-            nxt = torch.where(done[:, None], torch.full_like(nxt, PAD), nxt)
-            seq = torch.cat([seq, nxt], dim=1)  # (N, t+1)
-            if bool(done.all()):
-                break
-        tokens = torch.full((n_events, max_tokens), PAD, dtype=torch.long, device=device)
-        body = seq[:, 1 : max_tokens + 1]
-        tokens[:, : body.size(1)] = body
-        tokens = tokens.masked_fill(torch.arange(max_tokens, device=device)[None, :] >= lengths[:, None], PAD)
-        return tokens, lengths
 
     def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type="cpu"):
         """AdamW with weight decay on matrices (>= 2-D) only, as in nanoGPT."""

@@ -50,10 +50,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from eventlm.batching import causal_pad, jagged_to_flat, maskable_positions, offsets_of, pad
 from eventlm.calibration import Multiplicity
+from eventlm.model import token_nll
 from eventlm.runtime import torch_threads
 
 #: Every score column :meth:`Scorer.score` can write (the one list of names; see the module docstring).
@@ -210,10 +210,9 @@ class Scorer(LazyModel):
                 slots, t_true, logits = self._masked_batch(flat, offsets, idx, term_offsets)
             if len(slots) == 0:
                 continue
-            logp = F.log_softmax(logits.float(), dim=-1)  # (M, V)
-            t = torch.from_numpy(t_true).to(logp.device)
-            nll[slots] = (-logp.gather(1, t[:, None])[:, 0]).cpu().numpy()
-            p = logp.argmax(dim=-1).cpu().numpy()
+            t = torch.from_numpy(t_true).to(logits.device)
+            nll[slots] = token_nll(logits, t).cpu().numpy()  # the training loss, term by term
+            p = logits.argmax(dim=-1).cpu().numpy()
             pred[slots] = p
             true[slots] = t_true
             correct[slots] = p == t_true

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from eventlm._version import __version__
 from eventlm.batching import BucketBatchSampler, Collator, TokenDataset, make_loader
@@ -52,7 +51,7 @@ from eventlm.calibration import Multiplicity
 from eventlm.config import RunConfig
 from eventlm.errors import CheckpointMismatchError
 from eventlm.io import as_events
-from eventlm.model import EventTransformer, ModelConfig
+from eventlm.model import EventTransformer, ModelConfig, token_nll
 from eventlm.modeldir import LAST, SPLITS, ModelDir, read_checkpoint
 from eventlm.runtime import resolve_device, torch_threads
 
@@ -467,6 +466,17 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) 
                        seconds=time.perf_counter() - t_start)
 
 
+def batch_loss(net, batch) -> tuple[torch.Tensor, int]:
+    """The training loss of one batch: the mean :func:`~eventlm.model.token_nll` over its targets, and
+    their number; a batch without any target (events with nothing to mask) gives exactly 0."""
+    where = batch.targets >= 0  # (B, T)
+    logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
+    n = int(where.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    return token_nll(logits, batch.targets[where]).mean(), n
+
+
 def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: float, metrics: dict, bar) -> list:
     """One pass over ``loader``: ``[loss sum, targets, tokens, events]`` of this rank (the step
     losses are appended to ``metrics["step_loss"]``)."""
@@ -476,11 +486,8 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: fl
     t0 = time.perf_counter()
     for batch in loader:
         batch = batch.to(device)
-        where = batch.targets >= 0
         with amp:
-            logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
-        n = int(where.sum())
-        loss = F.cross_entropy(logits.float(), batch.targets[where]) if n else logits.sum() * 0.0
+            loss, n = batch_loss(net, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -516,7 +523,7 @@ def evaluate(model: EventTransformer, dataset: TokenDataset, collator: Collator,
         if n == 0:
             continue
         logits = model(batch.input_ids, batch.padding_mask, where)  # (N, V)
-        loss_sum += float(F.cross_entropy(logits.float(), batch.targets[where], reduction="sum"))
+        loss_sum += float(token_nll(logits, batch.targets[where]).sum())
         n_sum += n
     loss_sum, n_sum = dist.sum([loss_sum, n_sum], device)
     return loss_sum / n_sum if n_sum else 0.0
