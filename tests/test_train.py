@@ -116,10 +116,11 @@ def test_early_stopping_keeps_best_epoch(tiny_events, tmp_path):
 def test_causal_objective_trains_and_samples_decodable_events(tiny_events, tmp_path):
     result = train(TINY.replace(train={"objective": "causal", "epochs": 1}), tiny_events, tmp_path, progress=False)
     assert np.isfinite(result.best_val_loss)
+    from eventlm.sample import sample_tokens
+
     model, tokenizer, _ = ModelDir(tmp_path).load()
-    tokens, lengths = model.sample(8, max_tokens=20, generator=torch.Generator().manual_seed(0))
-    jagged = ak.unflatten(tokens[tokens != 0].numpy(), lengths.numpy())
-    decoded = tokenizer.decode(jagged, specials="drop")
+    flat, lengths = sample_tokens(model, tokenizer, 8, seed=0)
+    decoded = tokenizer.decode(ak.unflatten(flat, lengths), specials="drop")
     assert len(decoded) == 8
 
 
