@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     report = ReadReport()
     large = src.stat().st_size > 20 << 20
     dropped: list[str] = []
-    with EventWriter(dst) as out, tqdm(unit=" events", disable=not large or None, desc=src.name) as bar:
+    from eventlm.progress import count_events
+
+    total = count_events([src]) if large else None  # ROOT and Parquet know their entries; CSV does not
+    with EventWriter(dst) as out, tqdm(total=total, unit=" events", disable=not large or None, desc=src.name) as bar:
         for chunk in iter_events(src, step_size=args.step_size, on_error=args.on_error, report=report,
                                  **options(args)):
             if to_csv and extra_fields(chunk):
