@@ -210,7 +210,9 @@ def reference_vectors(model_dir, graph, tokenizer, events=None, n_events: int = 
     if not parts:
         return {"names": [], "events": [], "token_ids": []}
     ref = ak.concatenate(parts) if len(parts) > 1 else parts[0]
-    with _no_truncation_warning():
+    from eventlm.progress import quiet
+
+    with quiet("eventlm.tokenize.particles"):  # the reference events go above max_particles on purpose
         ids = pad_tokens(tokenizer.encode(ref))
         scores = ModelDir(model_dir).open_scorer(which=which, threads=1).score(ref)
     with torch.no_grad():
@@ -239,34 +241,16 @@ def _quiet_exporter():
     """An export without the exporter's chatter: its INFO logging (unless eventlm runs with debug
     logging), what it prints, and two warnings of torch 2.13's exporter that do not concern this graph
     (torchvision ops it cannot register, a deprecated pytree call of its own)."""
+    from eventlm.progress import quiet
+
     debug = logging.getLogger("eventlm").getEffectiveLevel() <= logging.DEBUG
-    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
-    loggers.append(logging.getLogger("torch.onnx._internal.exporter._registration"))
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR if lg.name.endswith("_registration") else
-                    (lg.level if debug else logging.WARNING))
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as printed:
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    with quiet("torch.onnx._internal.exporter._registration"), \
+            quiet(*(() if debug else EXPORTER_LOGGERS), level=logging.WARNING), warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()) as printed:
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        yield
     if debug and printed.getvalue().strip():
         log.debug("exporter: %s", printed.getvalue().strip())
-
-
-@contextlib.contextmanager
-def _no_truncation_warning():
-    """The reference events go above max_particles on purpose: no warning for them."""
-    logger = logging.getLogger("eventlm.tokenize.particles")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def preprocess_info(tokenizer, ckpt, model_dir, which: str = "best") -> dict:

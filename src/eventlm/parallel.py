@@ -162,7 +162,10 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
 
     # the first events: the warm-up, and the count that caps the workers (never more than the events)
     count = max(64, min(workers, usable_cores()))
-    first = _quietly(read_events, inputs, max_events=min(count, max_events or count), on_error=on_error)
+    from eventlm.progress import quiet
+
+    with quiet("eventlm.io", "eventlm.sanity"):  # the scoring reads these events again and says it then
+        first = read_events(inputs, max_events=min(count, max_events or count), on_error=on_error)
     workers = capped_workers(workers, len(first))
     warmup = first[:64]
     if workers == 1:  # in this process, with the same start-up as a worker's
@@ -180,16 +183,3 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
                               max_events=max_events)
     return {**summary, "workers": workers, "startup_seconds": scorer.startup_seconds}
 
-
-def _quietly(function, *args, **kwargs):
-    """``function`` with the readers' log records held back: the warm-up reads the first events of
-    the input, and the scoring reads them again and says the same things (each message once)."""
-    import logging
-
-    logger = logging.getLogger("eventlm.io")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        return function(*args, **kwargs)
-    finally:
-        logger.setLevel(level)

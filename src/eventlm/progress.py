@@ -3,7 +3,7 @@
 ``progress_bar(total, desc=..., unit=...)`` gives a tqdm bar when stderr is a terminal. Written to a log
 file (no terminal) a bar's carriage-return updates are thousands of lines of noise, so there it gives
 :class:`LineProgress` instead: nothing per update, one INFO line per finished file (``file_done``) and
-one at the end. While a bar is shown, log records are written above it (tqdm's
+one at the end (:func:`quiet` holds loggers back inside a block). While a bar is shown, log records are written above it (tqdm's
 ``logging_redirect_tqdm``), never into it.
 
 ``count_events(paths, max_events)`` is the total of a bar: ROOT and Parquet files know their entry
@@ -12,12 +12,28 @@ counts without reading them; a CSV file does not (None: a bar without a total, s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet(*names: str, level: int = logging.ERROR):
+    """The loggers ``names`` held at ``level`` inside the block (what the user has seen already or
+    need not see: a warm-up read, deliberate edge cases, a third party's passes), restored after."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, before in zip(loggers, levels):
+            lg.setLevel(before)
 
 
 def on_terminal(stream=None) -> bool:
