@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     onnx = Path(args.onnx)
     preprocess = Path(args.preprocess) if args.preprocess else onnx.with_name("preprocess.json")
     for path in (onnx, preprocess):  # --mkdir: a missing directory is created
+        if not args.mkdir and not path.parent.exists():
+            raise EventlmError(f"{path}: directory {path.parent} does not exist (--mkdir creates it)")
         check_location(path.parent if args.mkdir and not path.parent.is_dir() else path,
                        directory=args.mkdir and not path.parent.is_dir())
     if preprocess.resolve() == onnx.resolve():
