@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "language model of tokenized events scores how improbable each event is.",
     )
     parser.add_argument("--version", action="version", version=f"eventlm {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages and show tracebacks (also accepted after the subcommand)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
