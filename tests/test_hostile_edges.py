@@ -116,3 +116,142 @@ def test_analyze_workers_zero_and_a_scheduler_with_nothing_listening(folder, tmp
     one_error(capsys, ["analyze", config, "--out", str(tmp_path / "o"), "--scheduler", "nonsense"],
               "expected a scheduler address like tcp://HOST:8786")
     assert not (tmp_path / "o").exists()
+
+
+# ---- inputs that parse but make no sense -------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "line"), [
+    ("object 1 E: not a number: '100_000'", "1;ttbar;1;5000;0.1;j,100_000,50000,0.5,0.1;"),
+    ("object 1 E: not a number: '١٠٠٠٠٠'", "1;ttbar;1;5000;0.1;j,١٠٠٠٠٠,50000,0.5,0.1;"),
+    ("event_id: not an integer: '1_0'", "1_0;ttbar;1;5000;0.1;j,100000,50000,0.5,0.1;"),
+])
+def test_malformed_csv_line_names_the_field(tmp_path, capsys, field, line):
+    """Python's int() and float() take '_' separators and other scripts' digits; the reader does not,
+    and says which field holds them instead of "malformed line"."""
+    (tmp_path / "a.csv").write_text(line + "\n", encoding="utf-8")
+    one_error(capsys, ["info", str(tmp_path / "a.csv")], "a.csv, line 1", field, "ASCII digits only")
+
+
+def test_paths_that_are_not_files_are_named_as_such(tmp_path, capsys):
+    import os
+
+    os.symlink("loop.csv", tmp_path / "loop.csv")
+    (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo.csv")
+    one_error(capsys, ["info", str(tmp_path / "loop.csv")], "loop.csv", "symlink loop")
+    one_error(capsys, ["info", str(tmp_path / "file" / "a.csv")], "file/a.csv", "file is a file, not a directory")
+    one_error(capsys, ["info", str(tmp_path / "fifo.csv")], "fifo.csv", "not a regular file (a FIFO")  # no hang
+
+
+def test_dictionary_encoded_parquet_reads(folder, tmp_path):
+    import awkward as ak
+    import pyarrow.parquet as pq
+
+    events = read_events(folder / "in.parquet")
+    table = ak.to_arrow_table(events, extensionarray=False)
+    table = table.set_column(1, "process", table["process"].dictionary_encode())
+    pq.write_table(table, tmp_path / "dict.parquet", use_dictionary=True)
+    assert pq.read_schema(tmp_path / "dict.parquet").field("process").type.value_type is not None
+    back = read_events(tmp_path / "dict.parquet")
+    assert back.event_id.tolist() == events.event_id.tolist() and back.process.tolist() == events.process.tolist()
+
+
+def _rewritten_root(src, dst, **replace):
+    """The eventlm ntuple ``src`` with some branches replaced (written as uproot writes them)."""
+    import awkward as ak
+    import uproot
+
+    with uproot.open(src) as f:
+        tree = f["Events"]
+        data = {k: tree[k].array() for k in tree.keys() if not k.startswith("n")}
+        names = f["ProcessNames"].arrays()
+    data.update(replace)
+    particles = {k[len("Particle_"):]: data.pop(k) for k in list(data) if k.startswith("Particle_")}
+    with uproot.recreate(dst) as out:
+        out["Events"] = {**data, "Particle": ak.zip(particles)}
+        out["ProcessNames"] = {k: names[k] for k in names.fields}
+    return dst
+
+
+def test_fractional_ids_and_kinds_and_boolean_met_are_refused(folder, tmp_path, capsys):
+    import awkward as ak
+    import numpy as np
+
+    root = write_events(read_events(folder / "in.parquet")[:5], tmp_path / "good.root")
+    with __import__("uproot").open(root) as f:
+        event, kind = f["Events"]["event"].array(library="np"), f["Events"]["Particle_kind"].array()
+    cases = {
+        "frac_id": ({"event": event + 0.5}, "entry 0: event = "),
+        "frac_kind": ({"Particle_kind": ak.values_astype(kind, np.float64) + 0.5}, "Particle_kind = "),
+        "bool_met": ({"MET_pt": np.ones(5, dtype=bool)}, "branch MET_pt is boolean"),
+    }
+    for name, (replace, needle) in cases.items():
+        path = _rewritten_root(root, tmp_path / f"{name}.root", **replace)
+        one_error(capsys, ["info", str(path)], f"{name}.root", needle)
+    assert len(read_events(_rewritten_root(root, tmp_path / "float_id.root", event=event.astype(float)))) == 5
+
+
+def test_nanoaod_with_a_miscounted_jagged_branch_is_named(nanoaod_path, tmp_path, capsys):
+    """Regression: was "not a readable ROOT file: truncated or corrupt (cannot broadcast nested list)"."""
+    import awkward as ak
+    import uproot
+
+    with uproot.open(nanoaod_path) as f:
+        arrays = f["Events"].arrays(["event", "MET_pt", "MET_phi", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_mass",
+                                     "Muon_charge"])
+    i = int(ak.argmax(ak.num(arrays.Muon_pt)))
+    eta = ak.concatenate([arrays.Muon_eta[:i], arrays.Muon_eta[i:i + 1][:, 1:], arrays.Muon_eta[i + 1:]])
+    data = {k: arrays[k] for k in arrays.fields}
+    data["Muon_eta"] = eta
+    with uproot.recreate(tmp_path / "nano.root") as out:
+        out.mktree("Events", {k: v.type.content for k, v in data.items()},
+                   counter_name=lambda c: "nMuonEta" if c == "Muon_eta" else "nMuon")
+        out["Events"].extend(data)
+    one_error(capsys, ["info", str(tmp_path / "nano.root")], f"nano.root, entry {i}",
+              "miscounted jagged branches: Muon_eta holds")
+
+
+@pytest.mark.parametrize(("regions", "needle"), [
+    ('[regions.CR]\nselection = ""\n[regions.SR]\nselection = "n_jets >= 4"', "[regions.CR] has no selection"),
+    ('[regions.CR]\nselection = "n_jets>=4"\n[regions.SR]\nselection = "n_jets >= 4"', "select the same events"),
+])
+def test_empty_and_identical_regions_are_refused(tmp_path, capsys, regions, needle):
+    from eventlm.analysis.config import AnalysisConfigError, load_analysis_config
+
+    text = study_toml(background=tmp_path / "b.root", signal=tmp_path / "s.root")
+    head, tail = text.split("[regions.CR]")
+    tail = tail[tail.index("[threshold]"):]
+    (tmp_path / "study.toml").write_text(head + regions + "\n\n" + tail)
+    with pytest.raises(AnalysisConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        load_analysis_config(tmp_path / "study.toml")
+
+
+def test_non_ascii_sample_name_is_refused_up_front_naming_the_key(tmp_path, capsys):
+    """coffea hashes dataset names as ASCII: it crashed inside coffea; now the config load says so."""
+    bkg = write_events(random_events(20, seed=35), tmp_path / "b.root")
+    (tmp_path / "study.toml").write_text(study_toml(background=bkg, signal=bkg, signal_name='"sïg"'))
+    one_error(capsys, ["analyze", str(tmp_path / "study.toml"), "--out", str(tmp_path / "o")],
+              "[inputs.signals] sïg", "must be printable ASCII")
+
+
+def test_signal_identical_to_background_is_warned(causal, folder, tmp_path, caplog):
+    from eventlm.finetune import finetune
+
+    path = folder / "in.parquet"
+    finetune(causal, [path], [path], tmp_path / "ft", epochs=1, progress=False, exclude_test=False)
+    warned = [r.getMessage() for r in caplog.records if "also background events" in r.getMessage()]
+    assert warned == ["60 of the 60 signal events are also background events (same event id, MET and objects): "
+                      "labelled both ways, they cannot be separated (is the signal the background file?)"]
+
+
+@pytest.mark.parametrize(("key", "change", "needle"), [
+    ("pt_edges", lambda v: v[:2] + [float("nan")] + v[3:], "pt_edges must be a list of finite numbers"),
+    ("eta_edges", lambda v: v[::-1], "eta_edges must increase"),
+])
+def test_tokenizer_file_with_nan_or_reversed_bins_is_refused(causal, folder, tmp_path, capsys, key, change, needle):
+    import json
+
+    payload = json.loads((causal / "tokenizer.json").read_text())
+    payload["params"][key] = change(payload["params"][key])
+    (tmp_path / "t.json").write_text(json.dumps(payload))
+    one_error(capsys, ["tokens", str(folder / "in.parquet"), "--tokenizer", str(tmp_path / "t.json")], "t.json", needle)

@@ -122,6 +122,20 @@ def finetune(
                          exclude_test=exclude_test, lr=lr, validation=validation, progress=progress, device=device)
 
 
+def _warn_shared(sig: ak.Array, bkg: ak.Array) -> None:
+    """One warning when signal and background share events (the same file given twice, say): those
+    are labelled both ways and no classifier can separate them."""
+    def keys(events):
+        met = ak.to_numpy(events.met).astype(np.float32).view(np.int32)
+        return set(zip(ak.to_numpy(events.event_id).tolist(), met.tolist(), ak.to_numpy(ak.num(events.particles)).tolist()))
+
+    shared = len(keys(sig) & keys(bkg))
+    if shared:
+        log.warning("%d of the %d signal events are also background events (same event id, MET and objects): "
+                    "labelled both ways, they cannot be separated%s", shared, len(sig),
+                    " (is the signal the background file?)" if shared == len(sig) else "")
+
+
 def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, max_signal, max_background, scratch,
               name, exclude_test, lr, validation, progress, device) -> FinetuneResult:
     from eventlm._version import __version__
@@ -165,6 +179,7 @@ def _finetune(model_dir, signal, background, out_dir, *, freeze, epochs, seed, m
         bkg = bkg[np.sort(rng.choice(len(bkg), max_background, replace=False))]
     if len(sig) < 2 or len(bkg) < 2:
         raise FinetuneError(f"need at least 2 signal and 2 background events, got {len(sig)} and {len(bkg)}")
+    _warn_shared(sig, bkg)
 
     ids_s, mask_s = token_inputs(tokenizer.encode(sig), tokenizer.special, objective)
     ids_b, mask_b = token_inputs(tokenizer.encode(bkg), tokenizer.special, objective)

@@ -285,6 +285,8 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
             signals = table.get("signals", {})
             if not isinstance(signals, dict):
                 raise AnalysisConfigError(f"{source}: [inputs.signals] must be a table name = [paths]")
+            for k in signals:
+                _ascii_name(k, f"{source}: [inputs.signals] {k}")
             table["signals"] = {k: _paths(v, base, f"{source}: [inputs.signals] {k}") for k, v in signals.items()}
         if name == "statistics" and "statistics" in data:
             table.setdefault("enabled", True)
@@ -312,6 +314,14 @@ def parse_config(data: dict, *, base: Path = Path("."), source: str = "<config>"
     return config
 
 
+def _ascii_name(name: str, where: str) -> None:
+    """A dataset name coffea can take (it hashes the names as ASCII): refused here, naming the key,
+    rather than deep inside coffea's preprocessing."""
+    if not name.isascii() or not name.isprintable():
+        raise AnalysisConfigError(f"{where}: the sample name {name!r} must be printable ASCII (coffea's dataset "
+                                  "names are); the process label may be anything (process = \"...\")")
+
+
 def _samples(table, base: Path, source: str) -> tuple[SampleConfig, ...]:
     """The ``[samples.<name>]`` tables, checked key by key."""
     if not isinstance(table, dict):
@@ -320,6 +330,7 @@ def _samples(table, base: Path, source: str) -> tuple[SampleConfig, ...]:
     out = []
     for name, entry in table.items():
         where = f"{source}: [samples.{name}]"
+        _ascii_name(name, where)
         if not isinstance(entry, dict):
             raise AnalysisConfigError(f"{where} must be a table (files = [...], role = ..., cross_section = ...)")
         bad = set(entry) - known
@@ -358,6 +369,14 @@ def _samples(table, base: Path, source: str) -> tuple[SampleConfig, ...]:
     return tuple(out)
 
 
+def _definition(region) -> tuple:
+    """What a region selects, independent of its name and the selection's spacing."""
+    import ast
+
+    selection = ast.dump(ast.parse(region.selection, mode="eval")) if region.selection.strip() else ""
+    return selection, sorted(region.minimum.items()), sorted(region.maximum.items())
+
+
 def _validate(config: AnalysisConfig, source: str) -> None:
     names = {r.name for r in config.regions}
     if "all" in names:
@@ -366,6 +385,15 @@ def _validate(config: AnalysisConfig, source: str) -> None:
     for key in ("control_region", "signal_region"):
         if getattr(t, key) not in names:
             raise AnalysisConfigError(f"{source}: [threshold] {key} = {getattr(t, key)!r} is not a region ({sorted(names)})")
+    for r in config.regions:  # an empty [regions.X] would select every event without saying so
+        if not r.selection.strip() and not r.minimum and not r.maximum:
+            raise AnalysisConfigError(f"{source}: [regions.{r.name}] has no selection and no bounds: it would select "
+                                      "every event (give selection = \"...\"; the inclusive selection is 'all')")
+    cr, sr = config.region(t.control_region), config.region(t.signal_region)
+    if _definition(cr) == _definition(sr):
+        raise AnalysisConfigError(f"{source}: [threshold] control_region {cr.name!r} and signal_region {sr.name!r} "
+                                  "select the same events: the threshold is chosen in the CR and applied in a "
+                                  "different SR")
     if t.score not in SCORES:
         raise AnalysisConfigError(f"{source}: [threshold] score must be one of {SCORES}")
     if t.method not in METHODS:

@@ -45,6 +45,7 @@ import numpy as np
 from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
+    checked_counts,
     default_process,
     SUSPICIOUS_REJECTS,
     Cut,
@@ -373,6 +374,8 @@ def iter_nanoaod(
         return
     for arrays in tree.iterate(branches, step_size=step_size, library="ak"):
         n = len(arrays)
+        for c, fs in plan.read.items():
+            checked_counts(path, {f"{c}_{f}": arrays[f"{c}_{f}"] for f in fs}, entry0)
         colls = {c: ak.zip({f: arrays[f"{c}_{f}"] for f in fs}) for c, fs in plan.read.items()}
         # bad values (NaN MET, impossible charges, ...) are judged by eventlm.sanity in iter_events
         events = plan.map(colls, {b: arrays[b] for b in plan.top}, n, entry0, process)

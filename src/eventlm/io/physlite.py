@@ -44,6 +44,7 @@ from eventlm.errors import EventFormatError
 from eventlm.events import Kind
 from eventlm.io.selection import (
     Cut,
+    checked_counts,
     plain_array,
     nanoevents_fields,
     build_events,
@@ -341,6 +342,8 @@ def iter_physlite(path, tree, *, step_size, options: PHYSLITEOptions | None = No
         colls = {}
         for c, fs in plan.read.items():
             if fs:
+                if c != "EventInfo":
+                    checked_counts(path, {branches[c, f]: arrays[branches[c, f]] for f in fs}, entry0)
                 colls[c] = ak.zip({f: _link_index(arrays[branches[c, f]]) if f == "btaggingLink"
                                    else arrays[branches[c, f]] for f in fs}, depth_limit=None if c != "EventInfo" else 1)
         events = plan.map(colls, n, entry0, process)  # bad values: eventlm.sanity, in iter_events

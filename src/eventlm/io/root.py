@@ -251,15 +251,38 @@ def _events_from_branches(arrays, names: dict[int, str], path, entry0: int) -> a
             first = int(np.flatnonzero(np.diff(these) != np.diff(offsets))[0]) if len(these) == len(offsets) else 0
             raise EventFormatError(path, f"Particle_{name} disagrees with Particle_kind on the number of particles",
                                    entry=entry0 + first)
+    for name in PARTICLE_FIELDS:
+        _check_numbers(path, f"Particle_{name}", flat[name], entry0, offsets)
     particles = make_particles(counts=np.diff(offsets), **flat)
+    columns = {b: ak.to_numpy(arrays[b]) for b in ("event", "process_code", "weight", "MET_pt", "MET_phi")}
+    for name, values in columns.items():
+        _check_numbers(path, name, values, entry0)
     return make_events(
-        event_id=ak.to_numpy(arrays["event"]),
-        process=_labels(ak.to_numpy(arrays["process_code"]), names),
-        weight=ak.to_numpy(arrays["weight"]),
-        met=ak.to_numpy(arrays["MET_pt"]),
-        met_phi=ak.to_numpy(arrays["MET_phi"]),
+        event_id=columns["event"],
+        process=_labels(columns["process_code"], names),
+        weight=columns["weight"],
+        met=columns["MET_pt"],
+        met_phi=columns["MET_phi"],
         particles=particles,
     )
+
+
+#: Branches that hold integers (an id, a code, a kind, a charge): a fraction there is refused, never cut.
+_INTEGER_BRANCHES = ("event", "process_code", "Particle_kind", "Particle_charge")
+
+
+def _check_numbers(path, name: str, values: np.ndarray, entry0: int, offsets=None) -> None:
+    """A boolean branch where a number belongs, or a fraction in an integer branch, is an error naming
+    the branch and the first entry (``offsets``: of a particle branch, to find the event)."""
+    kind = values.dtype.kind
+    if kind == "b":
+        raise EventFormatError(path, f"branch {name} is boolean; it must hold numbers", entry=entry0)
+    if name in _INTEGER_BRANCHES and kind == "f":
+        fractional = np.flatnonzero(values != np.round(values))
+        if len(fractional):
+            at = int(fractional[0])
+            event = at if offsets is None else int(np.searchsorted(offsets, at, side="right") - 1)
+            raise EventFormatError(path, f"{name} = {values[at].item()!r} is not an integer", entry=entry0 + event)
 
 
 def _labels(codes: np.ndarray, names: dict[int, str]) -> ak.Array:

@@ -61,6 +61,25 @@ def candidates(pt, eta, phi, mass, charge, kind) -> ak.Array:
     )
 
 
+def checked_counts(path, branches: dict[str, ak.Array], entry0: int) -> None:
+    """The jagged ``branches`` of one collection (name -> array) hold as many objects per entry,
+    else an :class:`~eventlm.errors.EventFormatError` naming the two branches and the first entry
+    (a miscounted jagged branch, not a "truncated or corrupt" file)."""
+    from eventlm.errors import EventFormatError
+
+    jagged = {name: ak.num(values, axis=1) for name, values in branches.items() if values.ndim > 1}
+    if len(jagged) < 2:
+        return
+    (first, counts), *others = jagged.items()
+    counts = ak.to_numpy(counts)
+    for name, these in others:
+        differ = np.flatnonzero(ak.to_numpy(these) != counts)
+        if len(differ):
+            at = int(differ[0])
+            raise EventFormatError(path, f"miscounted jagged branches: {name} holds {int(these[at])} objects, "
+                                         f"{first} {int(counts[at])}", entry=entry0 + at)
+
+
 def constant_like(pt, value, dtype=np.int8) -> ak.Array:
     """A jagged array shaped like ``pt`` filled with ``value``."""
     return ak.values_astype(ak.zeros_like(pt, dtype=dtype), dtype) + np.asarray(value, dtype=dtype)

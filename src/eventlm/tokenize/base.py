@@ -186,6 +186,8 @@ def load_tokenizer(
         tokenizer = REGISTRY[kind].from_params(payload["params"], directory=path.parent)
     except (KeyError, TypeError) as err:
         raise CheckpointMismatchError(f"{path}: malformed {kind!r} tokenizer parameters ({err!r})") from None
+    except (ValueError, CheckpointMismatchError) as err:  # NaN or reversed bin edges, a count that disagrees
+        raise CheckpointMismatchError(f"{path}: {err}") from None
     tokenizer.check_compatible(vocab_size=expected_vocab_size, fingerprint=expected_fingerprint)
     return tokenizer
 

@@ -311,7 +311,15 @@ class LUTTokenizer(Tokenizer):
 
         def arr(name):
             v = params.get(name)
-            return None if v is None else np.asarray(v, dtype=np.float64)
+            if v is None:
+                return None
+            values = np.asarray(v, dtype=np.float64)
+            if values.ndim != 1 or not np.isfinite(values).all():
+                raise ValueError(f"{name} must be a list of finite numbers")
+            if name.endswith("_edges") and np.any(np.diff(values) < 0):
+                at = int(np.flatnonzero(np.diff(values) < 0)[0])
+                raise ValueError(f"{name} must increase: {values[at]:g} is followed by {values[at + 1]:g}")
+            return values
 
         tok.pt_edges, tok.eta_edges = arr("pt_edges"), arr("eta_edges")
         tok.pt_centers, tok.eta_centers = arr("pt_centers"), arr("eta_centers")

@@ -230,6 +230,9 @@ def diagnose_line(raw: bytes) -> str:
 
 
 def _number_problem(value: str, *, integer: bool = False) -> str | None:
+    if not value.isascii() or "_" in value:  # Python's int() and float() take these, the reader does not
+        return (f"not a{'n integer' if integer else ' number'}: {value!r} (ASCII digits only: no '_' "
+                "separators, no other scripts' digits)")
     try:
         number = int(value) if integer else float(value)
     except ValueError:
