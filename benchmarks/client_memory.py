@@ -36,7 +36,7 @@ import json, sys, time
 mode, skim_dir, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 from coffea import processor
 from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
-from eventlm.analysis.processor import columns_of, read_skim_columns, skims_of
+from eventlm.analysis.skims import columns_of, read_skim_columns, skims_of
 from eventlm.analysis.execution import _quiet_coffea_bars
 
 def status(key):

@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 
 from eventlm.analysis import AnomalyProcessor, EventlmNanoAODSchema, Region
-from eventlm.analysis.processor import (
-    columns_of,
-    process_names_of,
-    read_skim_columns,
-    score_branch,
-    skims_of,
-    to_event_model,
-)
+from eventlm.analysis.processor import score_branch
+from eventlm.analysis.skims import columns_of, process_names_of, read_skim_columns, skims_of
+from eventlm.io.schema import to_event_model
 from eventlm.analysis.execution import chunk_error, coffea_runner
 from eventlm.errors import EventFormatError, EventlmError
 from eventlm.io import read_events, write_events

@@ -169,7 +169,7 @@ def test_threshold_and_score_histograms_follow_the_configured_score(tmp_path):
 def test_thresholds_and_rocs_from_skims_equal_those_from_memory(study, tmp_path):
     """The skims the workers write give exactly the analysis the per-event columns gave."""
     from eventlm.analysis.config import load_analysis_config
-    from eventlm.analysis.processor import columns_of
+    from eventlm.analysis.skims import columns_of
     from eventlm.analysis.execution import run_processor
     from eventlm.analysis.inputs import prepare_inputs, skim_columns
     from eventlm.analysis.runner import analyse_columns

@@ -156,7 +156,8 @@ def test_classifier_scores_the_same_through_every_path(classifier, fixture_path,
 
     from eventlm.analysis.execution import coffea_runner
     from eventlm.analysis.ml import EventlmScorer
-    from eventlm.analysis.processor import AnomalyProcessor, columns_of
+    from eventlm.analysis.processor import AnomalyProcessor
+    from eventlm.analysis.skims import columns_of
     from eventlm.cli import main
     from eventlm.io.schema import EventlmNanoAODSchema
 

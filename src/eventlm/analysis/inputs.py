@@ -247,7 +247,7 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
 
 def skim_columns(prepared: Prepared, output: dict, dataset: str) -> dict[str, np.ndarray]:
     """The per-event columns of one dataset, read back from its skims; every analysed event exactly once."""
-    from eventlm.analysis.processor import read_skim_columns, skims_of
+    from eventlm.analysis.skims import read_skim_columns, skims_of
 
     cols = read_skim_columns(skims_of(output, dataset), dataset=dataset)
     ids = ak.to_numpy(prepared.events[dataset].event_id)

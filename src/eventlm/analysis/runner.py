@@ -39,7 +39,7 @@ from eventlm.analysis.config import AnalysisConfig
 from eventlm.analysis.features import fixed_features
 from eventlm.metrics import Metrics, evaluate, roc_curve
 from eventlm.analysis.execution import run_processor
-from eventlm.analysis.processor import process_names_of
+from eventlm.analysis.skims import process_names_of
 from eventlm.analysis.inputs import BACKGROUND, DATA, Prepared, prepare_inputs, skim_columns
 from eventlm.analysis.report import EVENTLM, json_default, make_plots, results_table, write_hists
 from eventlm.atomic import write_text
