@@ -255,3 +255,66 @@ def test_tokenizer_file_with_nan_or_reversed_bins_is_refused(causal, folder, tmp
     payload["params"][key] = change(payload["params"][key])
     (tmp_path / "t.json").write_text(json.dumps(payload))
     one_error(capsys, ["tokens", str(folder / "in.parquet"), "--tokenizer", str(tmp_path / "t.json")], "t.json", needle)
+
+
+# ---- model-directory files: corrupt, NaN-bearing or a refused pickle payload --------------------------
+
+class _Payload:
+    """A pickle that would run code when loaded (print); every load must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("this payload ran",))
+
+
+@pytest.fixture
+def model_copy(causal, tmp_path):
+    import shutil
+
+    from eventlm.apply import calibrate
+
+    model = shutil.copytree(causal, tmp_path / "m")
+    calibrate(model, random_events(200, seed=32))
+    return model
+
+
+@pytest.mark.parametrize(("name", "write", "needle"), [
+    ("calibration.json", lambda p: p.write_text(p.read_text().replace("[", "[NaN, ", 1)), "not a calibration file"),
+    ("calibration.json", lambda p: p.write_text("not json"), "not a calibration file"),
+    ("sampling.npz", lambda p: __import__("numpy").savez(p, pt=__import__("numpy").array([_Payload()], dtype=object)),
+     "a pickled object array, refused"),
+    ("best.pt", lambda p: __import__("torch").save({"model": _Payload()}, p), "refused to unpickle, nothing run"),
+])
+def test_corrupt_model_files_are_one_line_naming_the_file(model_copy, folder, tmp_path, capsys, name, write, needle):
+    write(model_copy / name)
+    command = ["sample", str(model_copy), "-n", "3"] if name == "sampling.npz" else \
+        ["score", str(folder / "in.parquet"), "--model", str(model_copy)]
+    one_error(capsys, [*command, "-o", str(tmp_path / "o.parquet"), "--no-progress"], f"m/{name}", needle)
+    assert "this payload ran" not in capsys.readouterr().out
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_best_pt_of_another_architecture_is_refused(model_copy, folder, tmp_path, capsys):
+    import torch
+
+    state = torch.load(model_copy / "best.pt", weights_only=True)
+    state["run_config"]["model"]["n_embd"] = 32  # another run's best.pt, the same tokenizer
+    torch.save(state, model_copy / "best.pt")
+    one_error(capsys, ["score", str(folder / "in.parquet"), "--model", str(model_copy), "-o",
+                       str(tmp_path / "o.parquet")], "m/best.pt", "weights of another model ([model] n_embd = 32, "
+              "config.toml says 16)")
+
+
+def test_learned_tokenizer_weights_with_a_pickle_payload_are_refused(tmp_path, capsys):
+    import torch
+
+    from eventlm.errors import CheckpointMismatchError
+    from eventlm.tokenize import get_tokenizer, load_tokenizer
+
+    tok = get_tokenizer("vqvae", seed=3, codebook_size=16, hidden=16, latent_dim=4)
+    tok.fit(random_events(120, seed=36), epochs=1, progress=False)
+    path = tok.save(tmp_path / "tokenizer.json")
+    weights = next(p for p in tmp_path.iterdir() if p.suffix == ".pt")
+    torch.save({"w": _Payload()}, weights)
+    with pytest.raises(CheckpointMismatchError, match="refused or unreadable"):
+        load_tokenizer(path)
+    assert "this payload ran" not in capsys.readouterr().out

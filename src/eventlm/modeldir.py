@@ -62,10 +62,12 @@ Layers: this module imports the scorers (:mod:`eventlm.score`, :mod:`eventlm.cla
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -141,8 +143,11 @@ def read_checkpoint(path, map_location="cpu", *, keys=CHECKPOINT_KEYS) -> dict:
             warnings.simplefilter("ignore", UserWarning)
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0] if str(err) else "not a pickle"
-        raise ModelDirError(f"{path}: not an eventlm checkpoint (refused to unpickle: {reason})") from None
+        # torch's own message is several paragraphs with terminal colour codes: the gist, in one line
+        found = re.search(r"(Unsupported global|Unsupported operand)[^\n]*", str(err))
+        reason = found.group(0).split(". ")[0] if found else "it holds more than tensors and plain data"
+        raise ModelDirError(f"{path}: not an eventlm checkpoint (a pickle payload: refused to unpickle, nothing run: "
+                            f"{reason})") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, AttributeError,
             TypeError, IndexError) as err:
         raise ModelDirError(f"{path}: not an eventlm checkpoint (unreadable: {type(err).__name__}: {err})") from None
@@ -435,9 +440,33 @@ class ModelDir:
                                             f"no {CLASSIFIER_WEIGHTS}")
         ckpt = self.checkpoint(which)
         self._check_tokenizer_file(ckpt)
+        if kind == LANGUAGE_MODEL:
+            self._check_same_run(ckpt, which)
         if kind == LANGUAGE_MODEL and calibration:
             self.read_calibration(which)
         return self
+
+    def _check_same_run(self, ckpt: dict, which: str) -> None:
+        """The weights belong to the run ``config.toml`` records: a ``best.pt`` copied in from another
+        model (another architecture or seed, same tokenizer) is refused, not scored with."""
+        path = self.path / CONFIG
+        if not path.exists():
+            return
+        from eventlm.config import load_config
+
+        try:
+            config = load_config(path)
+        except (OSError, ValueError) as err:
+            raise ModelDirError(f"{path}: not a run config ({one_line_reason(err)})") from None
+        run = ckpt.get("run_config") if isinstance(ckpt.get("run_config"), dict) else {}
+        mine = {"seed": config.seed, **{f"[model] {k}": v for k, v in dataclasses.asdict(config.model).items()}}
+        theirs = {"seed": run.get("seed"), **{f"[model] {k}": v for k, v in (run.get("model") or {}).items()}}
+        differ = [k for k in mine if k in theirs and theirs[k] != mine[k]]
+        if differ:
+            k = differ[0]
+            raise CheckpointMismatchError(
+                f"{self.weights_path(which)}: weights of another model ({k} = {theirs[k]!r}, {CONFIG} says "
+                f"{mine[k]!r}{f' and {len(differ) - 1} more' if len(differ) > 1 else ''})")
 
     def _check_tokenizer_file(self, ckpt: dict) -> dict:
         """The ``tokenizer.json`` payload, checked against the checkpoint's record of its tokenizer."""

@@ -197,12 +197,24 @@ class SamplingTable:
     def load(cls, path, tokenizer=None) -> SamplingTable:
         import json
 
+        import zipfile
+
+        from eventlm.errors import ModelDirError
+
         path = Path(path)
-        with np.load(path) as f:
-            weights = json.loads(str(f["weights"])) if "weights" in f.files else None
-            table = cls(pt=f["pt"], mass=f["mass"], abseta=f["abseta"], phi=f["phi"], met=f["met"],
-                        met_phi=f["met_phi"], fingerprint=str(f["fingerprint"]), n_events=int(f["n_events"]),
-                        weights=weights)
+        try:  # np.load refuses pickled (object) arrays: nothing in the file is executed
+            with np.load(path) as f:
+                weights = json.loads(str(f["weights"])) if "weights" in f.files else None
+                table = cls(pt=f["pt"], mass=f["mass"], abseta=f["abseta"], phi=f["phi"], met=f["met"],
+                            met_phi=f["met_phi"], fingerprint=str(f["fingerprint"]), n_events=int(f["n_events"]),
+                            weights=weights)
+            for name in ("pt", "mass", "abseta", "phi", "met", "met_phi"):
+                if not np.isfinite(np.asarray(getattr(table, name), dtype=np.float64)).all():
+                    raise ValueError(f"{name} holds a non-finite value")
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
+            reason = "a pickled object array, refused" if "allow_pickle" in str(err) else \
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            raise ModelDirError(f"{path}: not a sampling table ({reason}); rebuild it with --reference") from None
         if tokenizer is not None and tokenizer.fingerprint() != table.fingerprint:
             raise ModelKindError(f"{path}: made for another tokenizer (fingerprint {table.fingerprint}, the "
                                  f"model's is {tokenizer.fingerprint()}); rebuild it with --reference")

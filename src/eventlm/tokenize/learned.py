@@ -22,6 +22,8 @@ import hashlib
 import io
 import logging
 import math
+import pickle
+import zipfile
 from pathlib import Path
 
 import awkward as ak
@@ -528,7 +530,15 @@ class LearnedTokenizer(Tokenizer):
             path = Path(directory or ".") / weights
             if not path.exists():
                 raise CheckpointMismatchError(f"{path}: the {cls.kind} tokenizer's weights file is missing")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # weights_only: a pickle payload is refused, never run
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise CheckpointMismatchError(f"{path}: not the {cls.kind} tokenizer's weights (refused or "
+                                              f"unreadable: {reason})") from None
+            if not isinstance(state, dict):
+                raise CheckpointMismatchError(f"{path}: not the {cls.kind} tokenizer's weights "
+                                              f"(a {type(state).__name__}, not a state dict)")
             model = tok._build_model()
             try:
                 model.load_state_dict(state)
