@@ -1,7 +1,8 @@
 """Fuzzing ``read_events`` (issue 13): random bytes and random mutations (bit flips, truncation, byte
-insertion) of small valid CSV, ROOT and Parquet files either give valid events (the event model's
-shape, finite values) or raise EventFormatError, never anything else. Bounded and derandomized, so
-CI is reproducible and fast."""
+insertion) of small valid CSV, ROOT and Parquet files, of a small NanoAOD and of a real PHYSLITE file
+either give valid events (the event model's shape, finite values) or raise EventFormatError, never
+anything else; a model directory with one mutated file scores or gives the one-line error (issue 24).
+Bounded and derandomized, so CI is reproducible and fast."""
 
 from __future__ import annotations
 
@@ -93,3 +94,89 @@ def test_csv_like_text_gives_events_or_format_error(tmp_path, lines):
     path = tmp_path / "text.csv"
     path.write_text("\n".join(lines))
     read_or_format_error(path)
+
+
+@pytest.fixture(scope="module")
+def small_nanoaod(tmp_path_factory):
+    """Six events of real CMS NanoAOD with only the branches the reader reads, uncompressed (a
+    mutation lands in values and structure, not in a compressed basket only)."""
+    import uproot
+
+    from conftest import real_file
+
+    from eventlm.io.nanoaod import NanoAODOptions, _fields_from_keys, _Plan
+
+    with uproot.open(real_file("nano_dy.root")) as f:
+        tree = f["Events"]
+        fields, top = _fields_from_keys(tree.keys())
+        keep = _Plan(fields, top, NanoAODOptions(), "fuzz").branches()
+        arrays = tree.arrays(keep, entry_stop=6)
+    path = tmp_path_factory.mktemp("nano") / "nano.root"
+    with uproot.recreate(path, compression=None) as out:
+        out.mktree("Events", {k: arrays[k].type.content for k in keep}, counter_name=lambda c: "n" + c.split("_")[0])
+        out["Events"].extend({k: arrays[k] for k in keep})
+    assert len(read_events(path)) == 6
+    return path.read_bytes()
+
+
+@settings(FUZZ, max_examples=25)
+@given(steps=st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_nanoaod_gives_events_or_format_error(small_nanoaod, tmp_path, steps):
+    path = tmp_path / "mutant_nano.root"
+    path.write_bytes(mutate(small_nanoaod, steps))
+    read_or_format_error(path)
+
+
+@settings(FUZZ, max_examples=4)
+@given(steps=st.lists(st.tuples(st.just("flip"), st.integers(0, 1 << 21), st.integers(0, 7)), min_size=1,
+                      max_size=3))
+def test_mutated_physlite_gives_events_or_format_error(tmp_path, steps):
+    """Bit flips anywhere in a real PHYSLITE file (a cut or an insertion fails at the header: cheap,
+    and covered above); each example reads the whole file, so few."""
+    from conftest import real_file
+
+    path = tmp_path / "mutant_physlite.root"
+    path.write_bytes(mutate(real_file("PHYSLITE_example.root").read_bytes(), steps))
+    read_or_format_error(path)
+
+
+@pytest.fixture(scope="module")
+def fuzz_model(tmp_path_factory):
+    """A tiny model directory as `eventlm train` writes it (calibration included) and an input."""
+    from conftest import random_events, trained_model
+
+    from eventlm.apply import calibrate
+    from eventlm.config import RunConfig
+
+    events = random_events(200, seed=3)
+    config = RunConfig(seed=1).replace(model={"n_embd": 16, "n_head": 2, "n_layer": 1},
+                                       train={"objective": "causal", "epochs": 1, "batch_size": 64})
+    model = trained_model(tmp_path_factory, config, events)
+    calibrate(model, events)
+    return model, write_events(events[:20], model.parent / "in.parquet")
+
+
+MODEL_FILES = ("tokenizer.json", "calibration.json", "config.toml", "split.json", "best.pt")
+
+
+@settings(FUZZ, max_examples=20)
+@given(name=st.sampled_from(MODEL_FILES), steps=st.lists(mutation, min_size=1, max_size=3))
+def test_model_directory_with_a_mutated_file_scores_or_says_one_line(fuzz_model, tmp_path, capsys, name, steps):
+    """`eventlm score` either scores (finite scores) or exits 2 with one line: never a traceback."""
+    import shutil
+
+    from eventlm.cli import main
+
+    model, inputs = fuzz_model
+    copy = shutil.copytree(model, tmp_path / "m", dirs_exist_ok=True)
+    (copy / name).write_bytes(mutate((model / name).read_bytes(), steps))
+    out = tmp_path / "o.parquet"
+    out.unlink(missing_ok=True)
+    code = main(["score", str(inputs), "--model", str(copy), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    if code == 0:
+        assert np.isfinite(ak.to_numpy(read_events(out).anomaly_score)).all()
+    else:
+        lines = [line for line in err.splitlines() if line.startswith("eventlm ")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert not out.exists()
