@@ -98,6 +98,27 @@ def scored_study(folder: Path, *, n_ttbar: int, n_wjets: int, n_signal: int, sig
     return {"paths": paths, "events": {"background": bkg, signal: sig}}
 
 
+def tiny_config(objective: str = "masked"):
+    """The smallest explicit run config (look-up-table tokenizer, one layer of 16, one epoch): no test
+    depends on today's default tokenizer or objective."""
+    from eventlm.config import RunConfig
+
+    return RunConfig(seed=5).replace(
+        tokenizer={"kind": "lut", "params": {}},
+        model={"n_embd": 16, "n_head": 2, "n_layer": 1},
+        train={"objective": objective, "epochs": 1, "batch_size": 64, "warmup_steps": 2},
+    )
+
+
+def tiny_causal_model(tmp_path_factory, events) -> Path:
+    """A tiny causal model directory with its sampling table (what ``eventlm sample`` needs)."""
+    from eventlm.sample import prepare_sampling
+
+    model = trained_model(tmp_path_factory, tiny_config("causal"), events)
+    prepare_sampling(model, events)
+    return model
+
+
 def trained_model(tmp_path_factory, config, events, name: str = "model") -> Path:
     """A model directory trained with ``config`` on ``events`` in a fresh temporary folder."""
     from eventlm.train import train

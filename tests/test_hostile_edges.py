@@ -12,14 +12,7 @@ import pytest
 
 from conftest import one_error, random_events, study_toml
 
-from eventlm.config import RunConfig
 from eventlm.io import read_events, write_events
-
-TINY = RunConfig(seed=5).replace(
-    tokenizer={"kind": "lut", "params": {}},
-    model={"n_embd": 16, "n_head": 2, "n_layer": 1},
-    train={"objective": "causal", "epochs": 1, "batch_size": 64, "warmup_steps": 2},
-)
 
 
 def parse_error(capsys, argv, *needles):
@@ -44,14 +37,9 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def causal(tmp_path_factory):
     """A causal tiny model with its sampling table."""
-    from conftest import trained_model
+    from conftest import tiny_causal_model
 
-    from eventlm.sample import prepare_sampling
-
-    events = random_events(200, seed=32)
-    model = trained_model(tmp_path_factory, TINY, events)
-    prepare_sampling(model, events)
-    return model
+    return tiny_causal_model(tmp_path_factory, random_events(200, seed=32))
 
 
 @pytest.mark.parametrize(("toml", "needle"), [

@@ -10,21 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import one_error
+from conftest import one_error, tiny_config
 
 from eventlm.cli import main
-from eventlm.config import RunConfig
 from eventlm.errors import CheckpointMismatchError, ModelDirError
 from eventlm.io import write_events
 from eventlm.modeldir import ModelDir, check_device
 from eventlm.train import train
 
-# everything explicit: no test depends on today's default tokenizer or objective
-TINY = RunConfig(seed=5).replace(
-    tokenizer={"kind": "lut", "params": {}},
-    model={"n_embd": 16, "n_head": 2, "n_layer": 1},
-    train={"objective": "masked", "epochs": 1, "batch_size": 64, "warmup_steps": 2},
-)
+TINY = tiny_config("masked")
 TOML = """seed = 5
 [tokenizer]
 kind = "lut"

@@ -17,14 +17,8 @@ import pytest
 
 from conftest import one_error, random_events, study_toml
 
-from eventlm.config import RunConfig
 from eventlm.io import write_events
 
-TINY = RunConfig(seed=5).replace(
-    tokenizer={"kind": "lut", "params": {}},
-    model={"n_embd": 16, "n_head": 2, "n_layer": 1},
-    train={"objective": "causal", "epochs": 1, "batch_size": 64, "warmup_steps": 2},
-)
 TOML = """seed = 5
 [model]
 n_embd = 16
@@ -40,14 +34,11 @@ warmup_steps = 2
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A causal tiny model (with its sampling table), inputs, a signal file, a run config and a study."""
-    from conftest import scored_study, trained_model
-
-    from eventlm.sample import prepare_sampling
+    from conftest import scored_study, tiny_causal_model
 
     folder = tmp_path_factory.mktemp("contract")
     events = random_events(240, seed=21)
-    model = trained_model(tmp_path_factory, TINY, events)
-    prepare_sampling(model, events)
+    model = tiny_causal_model(tmp_path_factory, events)
     inputs = write_events(events[:60], folder / "in.parquet")
     signal = write_events(random_events(60, seed=22, process="sig", start_id=10_000), folder / "sig.parquet")
     (folder / "run.toml").write_text(TOML)
