@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from eventlm.analysis.demo import signal_names as signal_names_of
 from eventlm.cli import main
 
 
@@ -29,6 +30,21 @@ def test_quick_demo_runs_end_to_end(tmp_path, background_path, signal_paths, cap
     for signal in ("tttt_H500", "gluino_1000"):
         assert f"#### {signal}" in text and (out / "validation" / f"validation_roc_{signal}.png").exists()
     assert (out / "token_confusion.png").stat().st_size > 10_000
+    # the search on both bundled studies: their workspace.json loads in pyhf, validates and reproduces the
+    # limits and significances results.md reports (pyhf alone, from the file); limits for every signal
+    import json
+
+    from test_statistics import assert_pyhf_reproduces
+
+    for study in ("tttt_H500", "gluino_1000"):
+        assert "Background estimate and limits" in (out / study / "results.md").read_text()
+        lim = json.loads((out / study / "metrics.json").read_text())["statistics"]["limits"][study]
+        assert "error" not in lim, lim
+        assert_pyhf_reproduces(out / study / "workspace.json", study, lim)
+        assert f"| {study} | {lim['z_expected']:.2f} |" in text  # the limit table, as printed
+    assert "## Background estimate and limits for every bundled signal" in text
+    every = json.loads((out / "limits" / "workspace.json").read_text())
+    assert {m["name"] for m in every["measurements"]} == set(signal_names_of(background_path.parent))
     assert (out / "model" / "split.json").exists()
 
 

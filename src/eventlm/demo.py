@@ -246,6 +246,11 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
                                                             seed=study0.study.seed),
                                 fitted_baselines=fitted)
     seconds["validation"] = time.perf_counter() - t0
+    print(f"      background estimate and limits for every signal ({study0.study.name}'s regions) ...", flush=True)
+    t0 = time.perf_counter()
+    search = limits_for_every_signal(study0, test, signals, validation["scores"], out_dir / "limits",
+                                     n_bootstrap=settings.n_bootstrap, efficiency=settings.statistics_efficiency)
+    seconds["limits"] = time.perf_counter() - t0
 
     # 6. results ----------------------------------------------------------------------------------
     _step(6, n_steps, "results")
@@ -257,16 +262,40 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
         f"{'QUICK reduced configuration: numbers are not meaningful. ' if quick else ''}"
         f"total {seconds['total']:.0f} s (train {seconds['train']:.0f}, score {seconds['score']:.0f}, "
         f"baselines {seconds['baselines']:.0f}, analysis {seconds['analysis']:.0f}, "
-        f"validation {seconds['validation']:.0f}).", "",
+        f"validation {seconds['validation']:.0f}, limits {seconds['limits']:.0f}).", "",
     ]
     text = ("\n".join(header) + "\n".join(r.table for r in studies.values())
-            + "\n## Validation: every signal, the baselines and the references\n\n" + validation["markdown"])
+            + "\n## Validation: every signal, the baselines and the references\n\n" + validation["markdown"]
+            + "\n## Background estimate and limits for every bundled signal\n\n" + search.markdown)
     (out_dir / "results.md").write_text(text)
     print(text, flush=True)
     print(f"outputs in {out_dir}/ (figures: {out_dir}/<study>/*.png, token confusion: "
           f"{out_dir}/token_confusion.png)", flush=True)
     return {"results": text, "seconds": seconds, "studies": studies, "model_dir": model_dir,
             "validation": validation}
+
+
+def limits_for_every_signal(config, background: ak.Array, signals: dict[str, ak.Array], scores: dict, out_dir,
+                            *, n_bootstrap: int, efficiency: float):
+    """The [statistics] chain (:func:`eventlm.analysis.search.run_search`) with ``config``'s regions on
+    the background test split (weights rescaled to the full sample) and every signal, from their
+    ``anomaly_score`` (``scores[dataset]``, as :func:`eventlm.analysis.validation.score_all` gives them)."""
+    from eventlm.analysis.features import variables_of
+    from eventlm.analysis.search import run_search
+
+    names = {n: (Path(n),) for n in signals}  # only the names matter: the events are given
+    cfg = config.with_overrides(inputs={"signals": names}, metrics={"n_bootstrap": n_bootstrap},
+                                statistics={"background_efficiency": efficiency})
+    scale = cfg.study.lumi / cfg.study.weights_lumi  # the bundled weights are at weights_lumi
+    columns, variables = {}, {}
+    for ds, events in {"background": background, **signals}.items():
+        v = variables_of(events)
+        variables[ds] = v
+        columns[ds] = {"weight": ak.to_numpy(events.weight).astype(np.float64) * scale,
+                       "anomaly_score": np.asarray(scores[ds]["anomaly_score"], np.float64),
+                       **{f"in_{r.name}": r.mask(v) for r in cfg.regions}}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return run_search(cfg, columns, variables, out_dir)
 
 
 def signal_names(data_dir: Path) -> list[str]:

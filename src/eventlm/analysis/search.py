@@ -18,7 +18,6 @@ The observations are the ``data`` samples where the study has them, otherwise th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -247,7 +246,7 @@ def search_table(config, r: SearchResult) -> str:
             lines.append(f"| | {lim['error']} |" + " |" * 10)
             continue
         b = lim["mu_limit_band"]
-        s = f"{s} (limits at the POI bound: ≥)" if lim.get("limit_at_poi_bound") else s
+        s = s if lim.get("band_ordered", True) else f"{s} (band collapsed: asymptotics unreliable)"
         lines.append(f"| {s} | {lim['z_expected']:.2f} | {lim['z_observed_injected']:.2f} | {b[2]:.3g} | {b[0]:.3g} | "
                      f"{b[1]:.3g} | {b[3]:.3g} | {b[4]:.3g} | {lim['mu_limit_observed']:.3g} | "
                      f"{lim['cross_section_fb']:.3g} | {lim['xs_limit_expected']:.3g} | {lim['xs_limit_observed']:.3g} |")

@@ -5,9 +5,10 @@ the anomaly threshold. Samples and modifiers::
 
     background   shapefactor bkg_norm (shared by CR and SR: free below- and above-threshold
                  normalisations, fixed by the CR), normfactor bkg_SR_over_CR (SR only, free: the
-                 below-threshold SR count fixes it); on the SR's above-threshold bin one histosys,
-                 abcd_mcstat_nonclosure: the MC-statistical error of the ABCD factor kappa and the
-                 non-closure (measured in the validation region), in quadrature
+                 below-threshold SR count fixes it). In the SR the above-threshold bin is a sample of
+                 its own, background_above, with the same factors and one normsys (log-normal, never
+                 negative), abcd_mcstat_nonclosure: the MC-statistical error of the ABCD factor kappa
+                 and the non-closure (measured in the validation region), in quadrature
     <signal>     normfactor mu_<signal> (the parameter of interest)
 
 With three free background parameters for four bins the fit is the ABCD method: the SR background above
@@ -15,7 +16,7 @@ the threshold is ``n_A * (B/n_B) * (C/n_C) / (D/n_D)`` (``n_*`` the MC yields, t
 ABCD prediction times the MC's own ABCD factor ``kappa = n_A n_D / (n_B n_C)`` (about 1 for a
 transferable score). Only kappa's MC-statistical error reaches the prediction: the free normalisations
 absorb any change of the other three MC yields. Why one nuisance parameter and not a staterror beside a
-non-closure histosys: two constrained parameters on the one bin that the pseudo-data (10^5 events)
+non-closure normsys: two constrained parameters on the one bin that the pseudo-data (10^5 events)
 measure to 0.3 % form a valley in which neither MINUIT nor SLSQP converged reliably (limit scans failed
 at random points); per-bin staterrors add parameters the free normalisations already absorb. The
 signal's MC statistics (about 1.5 % in the SR) are left out for the same reason. The signal enters every
@@ -47,8 +48,12 @@ SCHEMA_VERSION = "1.0.0"
 #: non-closure, in quadrature
 UNCERTAINTY = "abcd_mcstat_nonclosure"
 BACKGROUND_SAMPLE = "background"
-#: Relative tolerance of pyhf's limit search (toms748).
-LIMIT_RTOL = 1e-2
+#: the SR's background above the threshold (a sample of its own: the one the uncertainty acts on)
+BACKGROUND_ABOVE = "background_above"
+#: POI values of the limit scan (from bound/LIMIT_POINTS to the bound of the measurement).
+LIMIT_POINTS = 16
+#: Below this expected significance a limit scan whose curves do not all cross 0.05 is not retried.
+NO_SENSITIVITY = 0.1
 #: MINUIT's tolerance (EDM goal 0.002 x tolerance): pyhf's 0.1 asks for an EDM of 2e-4, which MIGRAD does not
 #: reach with pseudo-data counts of 10^6-10^7; an EDM of 0.02 moves -2 ln L by 0.04, a 1 % change of a limit.
 MINUIT_TOLERANCE = 10.0
@@ -69,12 +74,12 @@ def _errors(c: Counts) -> list[float]:
 
 
 def poi_upper_bound(b: Counts, s: Counts, relative: float) -> float:
-    """A POI bound above the upper limit: 2x the estimate ``2 sigma_b / s`` (:func:`infer_all` doubles it
-    where pyhf needs more; too high a bound makes the CLs of the scan's first step 0/0)."""
+    """The POI bound, the end of the limit scan: 2.5x the estimate ``2 sigma_b / s`` of the median limit,
+    so that the +2σ limit is inside (:func:`infer_all` adjusts it where that is not so)."""
     sigma_b = math.sqrt(b.above.value + (relative * b.above.value) ** 2)
     if s.above.value <= 0:
         raise ValueError(f"no {s.region} signal above the threshold: no limit can be set")
-    return float(max(1.0, 2.0 * 2.0 * sigma_b / s.above.value))
+    return float(max(1.0, 2.5 * 2.0 * sigma_b / s.above.value))
 
 
 def workspace_spec(background: Mapping[str, Counts], signals: Mapping[str, Mapping[str, Counts]],
@@ -86,13 +91,14 @@ def workspace_spec(background: Mapping[str, Counts], signals: Mapping[str, Mappi
     rel = math.hypot(rel_kappa, nonclosure)
     for region in (control_region, signal_region):
         b = background[region]
-        mods = [{"name": "bkg_norm", "type": "shapefactor", "data": None}]
-        if region == signal_region:
-            lo, hi = b.above.value * max(1.0 - rel, 0.0), b.above.value * (1.0 + rel)
-            mods += [{"name": "bkg_SR_over_CR", "type": "normfactor", "data": None},
-                     {"name": UNCERTAINTY, "type": "histosys",
-                      "data": {"lo_data": [b.below.value, lo], "hi_data": [b.below.value, hi]}}]
-        samples = [{"name": BACKGROUND_SAMPLE, "data": _bins(b), "modifiers": mods}]
+        norm = [{"name": "bkg_norm", "type": "shapefactor", "data": None}]
+        if region == control_region:
+            samples = [{"name": BACKGROUND_SAMPLE, "data": _bins(b), "modifiers": norm}]
+        else:  # the above-threshold background its own sample, so that the log-normal acts on it alone
+            norm = norm + [{"name": "bkg_SR_over_CR", "type": "normfactor", "data": None}]
+            samples = [{"name": BACKGROUND_SAMPLE, "data": [b.below.value, 0.0], "modifiers": norm},
+                       {"name": BACKGROUND_ABOVE, "data": [0.0, b.above.value], "modifiers": norm + [
+                           {"name": UNCERTAINTY, "type": "normsys", "data": {"hi": 1.0 + rel, "lo": 1.0 / (1.0 + rel)}}]}]
         for name, per_region in signals.items():
             s = per_region[region]
             samples.append({"name": name, "data": _bins(s),
@@ -169,65 +175,92 @@ def asimov(model, mu: float) -> np.ndarray:
     return np.asarray(model.expected_data(pars), np.float64)
 
 
-def infer(spec: dict, measurement: str) -> dict:
-    """Significances and CLs upper limits of one measurement of the workspace (pyhf, asymptotic)."""
+def cls_grid(data, model, grid) -> np.ndarray:
+    """CLs at every POI value of ``grid``: rows (observed, expected -2σ, -1σ, median, +1σ, +2σ) x points
+    (pyhf's ``hypotest``, qmu-tilde, asymptotic); NaN where pyhf's CLs is 0/0 (far above a limit)."""
     import pyhf
-    from pyhf.infer.intervals.upper_limits import upper_limit
 
-    # a CLs of 0/0 far above the limit is NaN here (handled by infer_all), not a numpy warning
+    out = np.full((6, len(grid)), np.nan)
+    for j, mu in enumerate(grid):
+        obs, expected = pyhf.infer.hypotest(float(mu), data, model, return_expected_set=True)
+        out[:, j] = [float(obs)] + [float(e) for e in expected]
+    return out
+
+
+def crossing(grid, cls, level: float = 0.05) -> float | None:
+    """The POI where ``cls`` first falls below ``level``: ``log CLs`` interpolated linearly between the two
+    grid points around it (CLs falls about like a Gaussian tail, so its log is smooth); None when it does
+    not within the grid, or already at its first point."""
+    ok = np.isfinite(cls) & (cls > 0)
+    g, c = np.asarray(grid)[ok], np.asarray(cls)[ok]
+    below = np.nonzero(c < level)[0]
+    if len(below) == 0 or below[0] == 0:
+        return None
+    i = below[0]
+    x0, x1, y0, y1 = g[i - 1], g[i], math.log(c[i - 1]), math.log(c[i])
+    return float(x0 + (math.log(level) - y0) * (x1 - x0) / (y1 - y0))
+
+
+def limit_grid(bound: float) -> np.ndarray:
+    """The POI values of the limit scan: ``LIMIT_POINTS`` from bound/LIMIT_POINTS to the bound."""
+    return np.linspace(bound / LIMIT_POINTS, bound, LIMIT_POINTS)
+
+
+def infer(spec: dict, measurement: str) -> dict:
+    """Significances and CLs upper limits of one measurement of the workspace (pyhf, asymptotic).
+
+    The limits: CLs on :func:`limit_grid` of the measurement's POI bound, where each of the six curves
+    crosses 0.05 (:func:`crossing`); a curve that does not cross gives None (see :func:`infer_all`)."""
+    import pyhf
+
+    # a CLs of 0/0 far above a limit is NaN here (the crossing skips it), not a numpy warning
     with _backend("scipy"), np.errstate(divide="ignore", invalid="ignore"):
         model, data = model_and_data(spec, measurement)
         injected = asimov(model, 1.0)
         p_obs, p_exp = pyhf.infer.hypotest(0.0, data, model, test_stat="q0", return_expected=True)
         p_inj = pyhf.infer.hypotest(0.0, injected, model, test_stat="q0")
-        obs, band = upper_limit(data, model, level=0.05, rtol=LIMIT_RTOL)
-    band = [float(x) for x in band]
+        bound = float(model.config.suggested_bounds()[model.config.poi_index][1])
+        grid = limit_grid(bound)
+        cls = cls_grid(data, model, grid)
+    limits = [crossing(grid, row) for row in cls]
     return {
         "z_expected": z_of(float(p_exp)), "p0_expected": float(p_exp),
         "z_observed": z_of(float(p_obs)), "p0_observed": float(p_obs),
         "z_observed_injected": z_of(float(p_inj)), "p0_observed_injected": float(p_inj),
-        "mu_limit_expected": band[2], "mu_limit_band": band,  # -2σ, -1σ, median, +1σ, +2σ
-        "mu_limit_observed": float(obs),
+        "mu_limit_expected": limits[3], "mu_limit_band": limits[1:],  # -2σ, -1σ, median, +1σ, +2σ
+        "mu_limit_observed": limits[0], "mu_grid": grid.tolist(), "cls_grid": cls.tolist(),
     }
 
 
-def infer_all(spec: dict, *, max_tries: int = 12) -> dict[str, dict]:
-    """:func:`infer` for every measurement (signal) of ``spec``, adjusting the POI bound the workspace
-    declares until pyhf's limit scan works with it: doubled where the scan needs a POI above it (it
-    tests the +2σ expected limit too) or a limit comes out at the bound, cut to 0.6 where the CLs at
-    the bound is 0/0 (far above the limit). ``spec`` keeps the bound that worked, so the workspace written afterwards reproduces them."""
+def infer_all(spec: dict, *, max_tries: int = 4) -> dict[str, dict]:
+    """:func:`infer` for every measurement (signal) of ``spec``, with the POI bound the workspace
+    declares adjusted until every limit lies inside the scan: doubled where a curve does not fall below
+    0.05 within it, cut to a quarter where one is already below at the first point. ``spec`` keeps the
+    bound that worked (the workspace written afterwards reproduces the limits). A measurement whose
+    limits never all fall inside (or, below ``NO_SENSITIVITY`` expected significance, not at the first
+    try) is reported with ``"error"``, not fatal for the others."""
     out = {}
     for m in spec["measurements"]:
         poi = next(p for p in m["config"]["parameters"] if p["name"] == m["config"]["poi"])
-        at_bound = None  # the last result with a limit at the bound (and its bound)
         for _ in range(max_tries):
-            try:
-                result = infer(spec, m["name"])
-            except ValueError as err:
-                if "outside of its bounds" in str(err):
-                    poi["bounds"][0][1] *= 2.0
-                    continue
-                if "NaN" not in str(err):
-                    raise
-                if at_bound is not None:  # above the bound the scan fails: keep the bounded result
-                    poi["bounds"][0][1] = at_bound[1]
-                    out[m["name"]] = {**at_bound[0], "limit_at_poi_bound": True}
-                    break
-                poi["bounds"][0][1] *= 0.6
-                continue
-            if max(result["mu_limit_band"] + [result["mu_limit_observed"]]) < 0.98 * poi["bounds"][0][1]:
-                out[m["name"]] = {**result, "limit_at_poi_bound": False}
+            result = infer(spec, m["name"])
+            curves = [result["mu_limit_observed"]] + result["mu_limit_band"]
+            if all(c is not None for c in curves):
+                band = result["mu_limit_band"]
+                # asymptotic bands collapse where a large signal over-fills the CR (the free
+                # normalisations hit 0): said, not hidden
+                result["band_ordered"] = bool(all(b1 > 1.001 * b0 for b0, b1 in zip(band, band[1:])))
+                out[m["name"]] = result
                 break
-            at_bound = (result, poi["bounds"][0][1])  # a limit at the bound is the bound, not a limit
-            poi["bounds"][0][1] *= 2.0
+            if result["z_expected"] < NO_SENSITIVITY:
+                break  # no range will do: the signal changes the expected yields by far less than their error
+            cls = np.asarray(result["cls_grid"])
+            first_below = any(np.isfinite(row[0]) and row[0] < 0.05 for row in cls)
+            poi["bounds"][0][1] *= 0.25 if first_below else 2.0
         else:
-            if at_bound is None:  # said in the results, not fatal for the other signals
-                log.warning("%s: pyhf's limit scan failed for every POI bound tried", m["name"])
-                out[m["name"]] = {"error": "pyhf's asymptotic limit scan failed (CLs undefined: the signal "
-                                           "barely changes the expected yields)"}
-                continue
-            poi["bounds"][0][1] = at_bound[1]
-            out[m["name"]] = {**at_bound[0], "limit_at_poi_bound": True}
+            log.warning("%s: no POI range found in which every CLs curve crosses 0.05", m["name"])
+            out[m["name"]] = {"error": "no POI range in which every CLs curve crosses 0.05 (the signal barely "
+                                       "changes the expected yields)"}
     return out
 
 

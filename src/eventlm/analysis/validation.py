@@ -204,4 +204,5 @@ def run_validation(model_dir, background: ak.Array, signals: dict[str, ak.Array]
     (out / "validation.md").write_text(text)
     payload = {"signals": results, "closure": clos, "seed_spread": spreads, "seconds": seconds}
     (out / "validation.json").write_text(json.dumps(payload, indent=1))
-    return {"markdown": text, **payload}
+    # the scores too (not in validation.json): the demo's limits for every signal are computed on them
+    return {"markdown": text, **payload, "scores": scores}
