@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventlm.analysis.demo import signal_names as signal_names_of
+from eventlm.demo import signal_names as signal_names_of
 from eventlm.cli import main
 
 
