@@ -257,10 +257,12 @@ def infer_all(spec: dict, *, max_tries: int = 4) -> dict[str, dict]:
             cls = np.asarray(result["cls_grid"])
             first_below = any(np.isfinite(row[0]) and row[0] < 0.05 for row in cls)
             poi["bounds"][0][1] *= 0.25 if first_below else 2.0
-        else:
+        if m["name"] not in out:
             log.warning("%s: no POI range found in which every CLs curve crosses 0.05", m["name"])
-            out[m["name"]] = {"error": "no POI range in which every CLs curve crosses 0.05 (the signal barely "
-                                       "changes the expected yields)"}
+            out[m["name"]] = {"error": f"no POI range in which every CLs curve crosses 0.05 (expected "
+                                       f"significance {result['z_expected']:.2g}: the signal barely changes "
+                                       "the expected yields)",
+                              "z_expected": result["z_expected"], "p0_expected": result["p0_expected"]}
     return out
 
 
