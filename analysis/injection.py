@@ -35,10 +35,12 @@ def main(argv=None) -> int:
             r["seconds"] = time.perf_counter() - t0
             out[f"{name} mu={mu:g}"] = {k: v for k, v in r.items() if k not in ("mu_hat", "pulls", "p_values")}
             print(f"{name} mu_true={mu:g}: {args.toys} toys ({r['failed']} failed fits), mu_hat mean "
-                  f"{r['mu_hat_mean']:.3f} ± {r['mu_hat_mean_error']:.3f} (sigma_A {r['sigma_asimov']:.3f}), "
+                  f"{r['mu_hat_mean']:.3f} ± {r['mu_hat_mean_error']:.3f}, median {r['mu_hat_median']:.3f} (sigma_A "
+                  f"{r['sigma_asimov']:.3f}), "
                   f"pull mean {r['pull_mean']:+.3f} ± {r['pull_mean_error']:.3f}, width {r['pull_width']:.3f} ± "
-                  f"{r['pull_width_error']:.3f}, KS p (p-values uniform) {r['ks_p_uniform']:.3f}, "
-                  f"{r['seconds']:.0f} s", flush=True)
+                  f"{r['pull_width_error']:.3f}, "
+                  + (f"KS p (p-values uniform) {r['ks_p_uniform']:.3f}, " if mu == 0 else "")
+                  + f"{r['seconds']:.0f} s", flush=True)
     (args.workspace.parent / "injection.json").write_text(json.dumps(out, indent=1))
     return 0
 

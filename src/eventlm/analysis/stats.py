@@ -321,7 +321,7 @@ def injection(spec: dict, measurement: str, mu_true: float, *, n_toys: int = 300
     gauss = (mu_hat - mu_true) / sigma_a
     n = len(pulls)
     return {"measurement": measurement, "mu_true": mu_true, "n_toys": n_toys, "failed": failed,
-            "sigma_asimov": sigma_a, "mu_hat_mean": float(mu_hat.mean()),
+            "sigma_asimov": sigma_a, "mu_hat_mean": float(mu_hat.mean()), "mu_hat_median": float(np.median(mu_hat)),
             "mu_hat_mean_error": float(mu_hat.std(ddof=1) / math.sqrt(n)), "mu_hat_std": float(mu_hat.std(ddof=1)),
             "pull_mean": float(pulls.mean()), "pull_mean_error": float(pulls.std(ddof=1) / math.sqrt(n)),
             "pull_width": float(pulls.std(ddof=1)), "pull_width_error": float(pulls.std(ddof=1) / math.sqrt(2 * (n - 1))),

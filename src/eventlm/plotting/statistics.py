@@ -35,10 +35,10 @@ def plot_limits(limits: Mapping[str, Mapping], path, *, label: PlotLabel = PlotL
             ax.set_yscale("log")
         lo = min(limits[n][f"{key}_limit_band"][0] for n in names)
         hi = max(limits[n][f"{key}_limit_band"][4] for n in names)
-        if log:
-            ax.set_ylim(lo / 3, hi * 30)
+        if log:  # room above for the label and the legend, below for the title
+            ax.set_ylim(lo / 10, hi * 100)
         else:
-            ax.set_ylim(0, hi * 1.6)
+            ax.set_ylim(0, hi * 1.8)
         ax.set_ylabel(ylabel)
-        finish(ax, label, note=title, legend_loc="upper right", fontsize=11)
+        finish(ax, label, note=title, note_xy=(0.04, 0.10), legend_loc="upper right", fontsize=11)
     return path
