@@ -119,7 +119,7 @@ def small_nanoaod(tmp_path_factory):
     return path.read_bytes()
 
 
-@settings(FUZZ, max_examples=25)
+@settings(FUZZ, max_examples=25, deadline=None)  # a loaded CI machine: whole reads
 @given(steps=st.lists(mutation, min_size=1, max_size=4))
 def test_mutated_nanoaod_gives_events_or_format_error(small_nanoaod, tmp_path, steps):
     path = tmp_path / "mutant_nano.root"
@@ -127,7 +127,7 @@ def test_mutated_nanoaod_gives_events_or_format_error(small_nanoaod, tmp_path, s
     read_or_format_error(path)
 
 
-@settings(FUZZ, max_examples=4)
+@settings(FUZZ, max_examples=4, deadline=None)
 @given(steps=st.lists(st.tuples(st.just("flip"), st.integers(0, 1 << 21), st.integers(0, 7)), min_size=1,
                       max_size=3))
 def test_mutated_physlite_gives_events_or_format_error(tmp_path, steps):
@@ -159,7 +159,7 @@ def fuzz_model(tmp_path_factory):
 MODEL_FILES = ("tokenizer.json", "calibration.json", "config.toml", "split.json", "best.pt")
 
 
-@settings(FUZZ, max_examples=20)
+@settings(FUZZ, max_examples=20, deadline=None)
 @given(name=st.sampled_from(MODEL_FILES), steps=st.lists(mutation, min_size=1, max_size=3))
 def test_model_directory_with_a_mutated_file_scores_or_says_one_line(fuzz_model, tmp_path, capsys, name, steps):
     """`eventlm score` either scores (finite scores) or exits 2 with one line: never a traceback."""
