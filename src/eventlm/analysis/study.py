@@ -181,18 +181,19 @@ def comparison_table(comp: SignalComparison, *, title: str | None = None) -> str
 
 
 def closure(scores_b, in_cr, in_sr, weights_b=None, *, efficiency: float = 0.01) -> dict[str, float]:
-    """Background efficiency in the SR at the threshold that keeps ``efficiency`` of the CR background.
+    """Background efficiency in the SR at the threshold that keeps ``efficiency`` of the CR background
+    (:func:`eventlm.analysis.transfer.closure_ratio`, which also gives bootstrap errors).
 
     Returns ``{"cr": ..., "sr": ..., "ratio": sr / cr, "threshold": ...}``; a score whose threshold
     transfers from CR to SR has ratio 1.
     """
+    from eventlm.analysis.transfer import closure_ratio, efficiency as efficiency_of, threshold_at
+
     s = np.asarray(scores_b, np.float64)
     w = np.ones(len(s)) if weights_b is None else np.asarray(weights_b, np.float64)
     cr, sr = np.asarray(in_cr, bool), np.asarray(in_sr, bool)
-    order = np.argsort(-s[cr], kind="stable")
-    cum = np.cumsum(w[cr][order]) / w[cr].sum()
-    k = int(np.searchsorted(cum, efficiency))
-    thr = float(s[cr][order][min(k, cr.sum() - 1)])
-    eff_cr = float(w[cr][s[cr] >= thr].sum() / w[cr].sum())
-    eff_sr = float(w[sr][s[sr] >= thr].sum() / w[sr].sum()) if sr.any() else float("nan")
-    return {"cr": eff_cr, "sr": eff_sr, "ratio": eff_sr / eff_cr if eff_cr else float("nan"), "threshold": thr}
+    thr = threshold_at(s, w, cr, efficiency)
+    if not sr.any():
+        return {"cr": efficiency_of(s, w, cr, thr), "sr": float("nan"), "ratio": float("nan"), "threshold": thr}
+    eff_cr, eff_sr, ratio = closure_ratio(s, w, cr, sr, efficiency)
+    return {"cr": eff_cr, "sr": eff_sr, "ratio": ratio, "threshold": thr}
