@@ -22,6 +22,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from eventlm.errors import EventlmError
+
+
+class ABCDError(EventlmError, ValueError):
+    """A region without events on one side of the threshold: no ABCD prediction (``eventlm analyze``
+    says it in one line and which [statistics] setting to change)."""
+
 
 @dataclass(frozen=True)
 class Count:
@@ -107,9 +114,9 @@ def predict(target: Counts, reference: Counts, *, target_mc: Counts | None = Non
     reference_mc = reference_mc or reference
     b, c, d = target.below, reference.above, reference.below
     if min(b.value, c.value, d.value) <= 0:
-        raise ValueError(f"ABCD for {target.region} needs positive yields below the threshold in {target.region} "
+        raise ABCDError(f"ABCD for {target.region} needs positive yields below the threshold in {target.region} "
                          f"and below and above it in {reference.region}; got {b.value:.3g}, {d.value:.3g} "
-                         f"and {c.value:.3g} (lower the threshold or widen the regions)")
+                         f"and {c.value:.3g} (raise [statistics] background_efficiency or widen the regions)")
     abcd = b.value * c.value / d.value
     a_mc, c_mc = target_mc.above, reference_mc.above
     tf = a_mc.value / c_mc.value
@@ -124,4 +131,4 @@ def nonclosure_uncertainty(closure: float, closure_error: float) -> float:
     return float(max(abs(closure), closure_error))
 
 
-__all__ = ["Count", "Counts", "Prediction", "nonclosure_uncertainty", "predict"]
+__all__ = ["ABCDError", "Count", "Counts", "Prediction", "nonclosure_uncertainty", "predict"]

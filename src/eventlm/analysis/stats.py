@@ -77,8 +77,8 @@ def poi_upper_bound(b: Counts, s: Counts, relative: float) -> float:
     """The POI bound, the end of the limit scan: 2.5x the estimate ``2 sigma_b / s`` of the median limit,
     so that the +2σ limit is inside (:func:`infer_all` adjusts it where that is not so)."""
     sigma_b = math.sqrt(b.above.value + (relative * b.above.value) ** 2)
-    if s.above.value <= 0:
-        raise ValueError(f"no {s.region} signal above the threshold: no limit can be set")
+    if s.above.value <= 0:  # no signal above the threshold in the SR: infer_all finds out whether any range works
+        return 10.0
     return float(max(1.0, 2.5 * 2.0 * sigma_b / s.above.value))
 
 
