@@ -73,8 +73,17 @@ def score_files(
     on_error: str = "raise",
     report=None,
     max_events: int | None = None,
+    reader: dict | None = None,
+    copy_branches=(),
 ) -> dict:
     """Score every event of ``inputs`` (read in steps of ``step_size``) and write ``output``.
+
+    ``reader``: the NanoAOD/PHYSLITE reader options (``{"nanoaod": ..., "physlite": ...}``); when they
+    differ from those in the model card, one warning says how. Every event gets the column
+    ``in_training_phase_space`` (:mod:`eventlm.card`; a model without a card: none), and the summary's
+    ``outside_phase_space`` counts, per input file, the events outside it (also logged, one line per
+    file). ``copy_branches``: names or glob patterns of input branches (NanoAOD, PHYSLITE TTrees)
+    copied through to the output beside the event model and the scores, entry by entry.
 
     ``on_error="skip"`` leaves bad lines/entries out (recorded in ``report``, an
     :class:`eventlm.io.ReadReport`, and counted in the summary's ``skipped``); every good event is
@@ -87,10 +96,18 @@ def score_files(
     (:mod:`eventlm.progress`). ``scorer``: one already open (e.g. :class:`eventlm.parallel.PoolScorer`;
     default: :meth:`ModelDir.open_scorer`). Returns a summary dict (events, seconds, events/s, output path).
     """
+    from eventlm.card import FLAG, in_phase_space, outside_description, read_card, reader_difference
     from eventlm.io import EventWriter, ReadReport, as_paths, iter_events
     from eventlm.progress import count_events, progress_bar
 
     md = model_dir if isinstance(model_dir, ModelDir) else ModelDir(model_dir)
+    card = read_card(md.path)
+    difference = reader_difference(card, reader)
+    if difference:
+        log.warning("%s: %s", md.path, difference)
+    if copy_branches and on_error == "skip":
+        raise ValueError("--copy-branches needs every input entry: it cannot be combined with --on-error skip")
+    outside: dict[str, int] = {}
     scorer = scorer or md.open_scorer(device=device)
     vocab = scorer.tokenizer.vocab_size
     background = set(scorer.background_processes)
@@ -106,9 +123,17 @@ def score_files(
             remaining = None if max_events is None else max_events - n_events
             if remaining is not None and remaining <= 0:
                 break
+            copier = BranchCopier(path, copy_branches) if copy_branches else None
+            n_outside = 0
             for chunk in iter_events(path, step_size=step_size, max_events=remaining, on_error=on_error,
-                                     report=report):
+                                     report=report, **(reader or {})):
                 cols = scorer.score(chunk, return_tokens=matrices is not None)
+                inside = in_phase_space(card, chunk)
+                if inside is not None:
+                    cols[FLAG] = inside
+                    n_outside += int(np.count_nonzero(~inside))
+                if copier is not None:
+                    cols.update(copier.next(len(chunk), clash=set(cols) | set(chunk.fields)))
                 if matrices is not None:
                     is_bkg = np.isin(np.asarray(chunk.process), list(background))
                     true, pred = cols.pop("token_true"), cols.pop("token_pred")
@@ -120,12 +145,56 @@ def score_files(
                 n_events += len(chunk)
                 bar.update(len(chunk))
             bar.file_done(path)
+            if card is not None:
+                outside[str(path)] = n_outside
+                if n_outside:
+                    log.warning("%s: %d events outside the training phase space (%s): their scores say nothing "
+                                "about how typical they are (column %s)", path, n_outside,
+                                outside_description(card), FLAG)
     seconds = time.perf_counter() - t0
     if matrices is not None:
         plot_token_confusion(matrices, confusion, scorer.tokenizer)
     return {"output": str(output), "events": n_events, "seconds": seconds,
             "events_per_s": n_events / seconds if seconds else float("nan"),
-            "skipped": report.n_skipped}
+            "skipped": report.n_skipped, "outside_phase_space": outside if card is not None else None}
+
+
+class BranchCopier:
+    """Input branches of a NanoAOD or PHYSLITE TTree, read entry range by entry range beside the events
+    (``eventlm score --copy-branches``): the k-th scored event gets the k-th entry's values."""
+
+    def __init__(self, path, patterns):
+        import uproot
+
+        from eventlm.errors import EventFormatError
+
+        self.path = Path(path)
+        if not str(path).lower().endswith(".root"):
+            raise EventFormatError(path, "--copy-branches copies branches of ROOT input (NanoAOD, PHYSLITE) only")
+        self._file = uproot.open(path)
+        keys = {k.split(";")[0] for k in self._file.keys(recursive=False)}
+        name = "Events" if "Events" in keys else "CollectionTree" if "CollectionTree" in keys else None
+        if name is None or not hasattr(self._file[name], "arrays"):
+            raise EventFormatError(path, "--copy-branches needs a TTree Events (NanoAOD) or CollectionTree (PHYSLITE)")
+        self.tree = self._file[name]
+        self.names = []
+        for pattern in patterns:
+            found = self.tree.keys(filter_name=pattern, recursive=False)
+            if not found:
+                raise EventFormatError(path, f"--copy-branches {pattern!r} matches no branch of {name}")
+            self.names += [n for n in found if n not in self.names]
+        self.entry = 0
+
+    def next(self, n: int, *, clash=()) -> dict:
+        """The copied branches of the next ``n`` entries, by branch name."""
+        from eventlm.errors import EventFormatError
+
+        bad = [b for b in self.names if b in clash]
+        if bad:
+            raise EventFormatError(self.path, f"--copy-branches {', '.join(bad)}: already a column of the output")
+        arrays = self.tree.arrays(self.names, entry_start=self.entry, entry_stop=self.entry + n, library="ak")
+        self.entry += n
+        return {b: arrays[b] for b in self.names}
 
 
 def plot_token_confusion(matrices: dict, path, tokenizer) -> Path:

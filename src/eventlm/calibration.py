@@ -97,8 +97,14 @@ class ScoreCalibration:
         return out
 
     def transform(self, values, n_objects) -> np.ndarray:
-        """``-log10`` of :meth:`survival` (float32): 0 for the background's bulk, 2 at its top 1 %."""
-        return (-np.log10(np.clip(self.survival(values, n_objects), 1e-300, 1.0))).astype(np.float32)
+        """``-log10`` of :meth:`survival` (float32): 0 for the background's bulk, 2 at its top 1 %.
+
+        An event with fewer objects than the calibration's lowest class holds gets NaN: no background
+        event of its object count was seen, so no tail fraction is known (it used to be put in the
+        lowest class and read as typical). Never ``-0``."""
+        out = -np.log10(np.clip(self.survival(values, n_objects), 1e-300, 1.0)) + 0.0  # + 0.0: no -0
+        out[np.asarray(n_objects, dtype=np.int64) < self.lower[0]] = np.nan
+        return out.astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"score": self.score, "lower": list(self.lower), "quantiles": [list(q) for q in self.quantiles],

@@ -149,7 +149,8 @@ class PoolScorer:
 
 def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: int = 50_000, device="cpu",
                          confusion=None, progress: bool = False, piece_events: int = PIECE_EVENTS,
-                         on_error: str = "raise", report=None, max_events: int | None = None) -> dict:
+                         on_error: str = "raise", report=None, max_events: int | None = None,
+                         reader: dict | None = None, copy_branches=()) -> dict:
     """:func:`eventlm.apply.score_files` with the scoring on ``workers`` processes (1: in this process).
 
     The summary gains ``workers`` and ``startup_seconds`` (starting the workers, loading the model
@@ -165,7 +166,8 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
     from eventlm.progress import quiet
 
     with quiet("eventlm.io", "eventlm.sanity"):  # the scoring reads these events again and says it then
-        first = read_events(inputs, max_events=min(count, max_events or count), on_error=on_error)
+        first = read_events(inputs, max_events=min(count, max_events or count), on_error=on_error,
+                            **(reader or {}))
     workers = capped_workers(workers, len(first))
     warmup = first[:64]
     if workers == 1:  # in this process, with the same start-up as a worker's
@@ -175,11 +177,11 @@ def score_files_parallel(model_dir, inputs, output, *, workers: int, step_size: 
         startup = time.perf_counter() - t0
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
                               progress=progress, scorer=scorer, on_error=on_error, report=report,
-                              max_events=max_events)
+                              max_events=max_events, reader=reader, copy_branches=copy_branches)
         return {**summary, "workers": 1, "startup_seconds": startup}
     with PoolScorer(model_dir, workers, device=device, piece_events=piece_events, warmup=warmup) as scorer:
         summary = score_files(model_dir, inputs, output, step_size=step_size, device=device, confusion=confusion,
                               progress=progress, scorer=scorer, on_error=on_error, report=report,
-                              max_events=max_events)
+                              max_events=max_events, reader=reader, copy_branches=copy_branches)
     return {**summary, "workers": workers, "startup_seconds": scorer.startup_seconds}
 

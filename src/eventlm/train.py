@@ -239,8 +239,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    reader: dict | None = None,
+    sources=None,
 ) -> TrainResult:
     """Train on ``background`` (paths or an event array) and write the model directory ``out_dir``.
+
+    ``reader``: the NanoAOD/PHYSLITE reader options (``{"nanoaod": NanoAODOptions, "physlite": ...}``,
+    as :func:`eventlm.io.iter_events` takes them) the background is (or was) read with; the model
+    card (``model_card.json``, :mod:`eventlm.card`) records them with the training phase space;
+    ``sources``: the file names it lists when ``background`` is an event array read from them.
 
     ``resume``: continue from ``out_dir/checkpoint.pt`` (its run config is used; the given one is
     ignored except ``device``). ``stop_after_epochs``: return after that many epochs of this call
@@ -250,7 +257,7 @@ def train(
     """
     with torch_threads(config.train.threads, config.device):
         return _train(config, background, out_dir, resume=resume, progress=progress,
-                      stop_after_epochs=stop_after_epochs)
+                      stop_after_epochs=stop_after_epochs, reader=reader, sources=sources)
 
 
 @dataclass
@@ -276,12 +283,13 @@ def _resumed(md: ModelDir, config: RunConfig, resume: bool):
     return None, config
 
 
-def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist, device, progress: bool) -> _Data:
+def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist, device, progress: bool,
+                  reader: dict | None = None, sources=None) -> _Data:
     """Read and split the background, write ``config.toml`` and ``split.json``, fit (rank 0, new
     run) or read the tokenizer, and tokenize the training and validation events."""
     from eventlm.rows import row_keys
 
-    events = as_events(background, config.train.max_events)
+    events = as_events(background, config.train.max_events, **(reader or {}))
     keys = row_keys(events)
     split = split_indices(len(events), (config.split.train, config.split.validation, config.split.test),
                           config.seed)
@@ -294,6 +302,10 @@ def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist,
         md.path.mkdir(parents=True, exist_ok=True)
         md.write_config(config)
         md.write_split(keys, split, seed=config.seed, fractions=asdict(config.split))
+        from eventlm.card import make_card, write_card
+
+        paths = sources if hasattr(background, "fields") else background  # an event array has no file names
+        write_card(md.path, make_card(events, inputs=paths, reader=reader))
     from eventlm.tokenize import load_tokenizer
 
     if ckpt is None and dist.is_main:
@@ -381,7 +393,8 @@ class _Progress:
         return improved
 
 
-def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) -> TrainResult:
+def _train(config, background, out_dir, *, resume, progress, stop_after_epochs, reader=None,
+           sources=None) -> TrainResult:
     t_start = time.perf_counter()
     md = ModelDir(out_dir)
     dist = init_distributed(config.device)
@@ -389,7 +402,7 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs) 
     device = resolve_device(config.device, local_rank=dist.local_rank if dist.world > 1 else None)
     tc, seed = config.train, config.seed
     seed_everything(seed)
-    data = _prepare_data(config, background, md, ckpt, dist, device, progress)
+    data = _prepare_data(config, background, md, ckpt, dist, device, progress, reader, sources)
     special = data.tokenizer.special
     collator = Collator(special, objective=tc.objective, masking=config.masking,
                         n_met_tokens=data.tokenizer.n_met_tokens, seed=seed)

@@ -90,7 +90,9 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
     thresholds, yields, metrics, rocs = {}, {}, {}, {}
     for signal in config.signals:
         sig = columns[signal]
-        cr_b, cr_s = bkg[f"in_{t.control_region}"], sig[f"in_{t.control_region}"]
+        # the threshold is chosen on the events that have a value of the score (see below)
+        cr_b = bkg[f"in_{t.control_region}"] & np.isfinite(bkg[t.score])
+        cr_s = sig[f"in_{t.control_region}"] & np.isfinite(sig[t.score])
         w_s_cr = _injected_weights(config, bkg["weight"][cr_b], sig["weight"][cr_s])
         if t.method == "youden" and cr_s.sum() == 0:
             raise ValueError(f"no {signal} events in the control region {t.control_region!r}: cannot choose a threshold")
@@ -102,6 +104,8 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
         yields[signal] = {}
         for region in [r.name for r in config.regions]:
             rb, rs = bkg[f"in_{region}"], sig[f"in_{region}"]
+            if region == t.control_region:  # with the injected signal weights (of the events with a value)
+                rs = cr_s
             w_s = sig["weight"][rs] if region != t.control_region else w_s_cr
             observed = data[t.score][data[f"in_{region}"]] if data is not None else None
             yields[signal][region] = region_yields(
@@ -125,10 +129,15 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
             methods[f"{label} alone"] = (references[BACKGROUND][label], references[signal][label])
         metrics[signal], rocs[signal] = {}, {}
         for name, (sb, ss) in methods.items():
-            if mb.sum() == 0 or ms.sum() == 0:
+            # an event without a value (NaN: the calibrated score of an object count the calibration
+            # never saw) is left out of this method's figures, and the table says how many
+            mbf, msf = mb & np.isfinite(sb), ms & np.isfinite(ss)
+            if mbf.sum() == 0 or msf.sum() == 0:
                 continue
             settings = {"working_points": config.metrics.working_points, "n_bootstrap": config.metrics.n_bootstrap,
                         "seed": config.study.seed}
+            left_out = (int(mb.sum() - mbf.sum()), int(ms.sum() - msf.sum()))
+            mb_all, ms_all, mb, ms = mb, ms, mbf, msf
             w_b, w_s = bkg["weight"][mb], sig["weight"][ms]
             if references:
                 n_b, n_s = references[BACKGROUND]["object count"], references[signal]["object count"]
@@ -138,9 +147,13 @@ def analyse_columns(config: AnalysisConfig, columns: dict[str, dict[str, np.ndar
                 m.errors["length_matched_auc"] = result.stratified_error
             else:
                 m = evaluate(sb[mb], ss[ms], w_b, w_s, **settings)
+            if any(left_out):
+                m.undefined["events"] = (f"{left_out[0]} background and {left_out[1]} signal events have no value "
+                                         "(an object count outside the calibration) and are left out")
             metrics[signal][name] = m
             if w_b.sum() > 0 and w_s.sum() > 0:  # else no curve: the metrics say why
                 rocs[signal][name] = roc_curve(sb[mb], ss[ms], w_b, w_s)
+            mb, ms = mb_all, ms_all
     return thresholds, yields, metrics, rocs
 
 

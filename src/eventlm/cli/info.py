@@ -10,11 +10,14 @@ from eventlm.cli import add_on_error
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
-        help="summarise event files (events, processes, object multiplicities)",
+        help="summarise event files (events, processes, object multiplicities) or a model's card",
         description="Print, per file, the number of events, the processes with their event counts and "
-        "summed weights, and the object multiplicities per type. Streams, so any size works.",
+        "summed weights, and the object multiplicities per type. Streams, so any size works. For a model "
+        "directory, print its model card: reader options, training inputs, process mix, sum of weights and "
+        "the training phase space (object counts, HT and MET ranges).",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .csv.gz, .root or .parquet files")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .csv.gz, .root or .parquet files, or "
+                   "model directories")
     add_on_error(p)
     from eventlm.cli.reader_options import add_arguments
 
@@ -23,16 +26,33 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from eventlm.cli import check_inputs
 
-    check_inputs(args.files)
+    models = [f for f in args.files if Path(f).is_dir()]
+    check_inputs([f for f in args.files if f not in models])
     from eventlm.cli.reader_options import options
 
     for i, path in enumerate(args.files):
         if i:
             print()
-        print(summarize(path, on_error=args.on_error, **options(args)))
+        print(model_info(path) if path in models else summarize(path, on_error=args.on_error, **options(args)))
     return 0
+
+
+def model_info(path) -> str:
+    """The model card of a model directory (``eventlm info MODEL``)."""
+    from eventlm.card import format_card, read_card
+    from eventlm.errors import ModelDirError
+    from eventlm.modeldir import ModelDir
+
+    ModelDir(path).check(calibration=False)  # a model directory, whole (one line if not)
+    card = read_card(path)
+    if card is None:
+        raise ModelDirError(f"{path}: no model card (model_card.json): trained before eventlm wrote one; "
+                            "retrain to record the reader options and the training phase space")
+    return format_card(card, path)
 
 
 def summarize(path, *, on_error: str = "raise", **read_options) -> str:

@@ -13,7 +13,11 @@ def add_parser(subparsers) -> None:
         help="score events with a trained model",
         usage="%(prog)s [-h] [MODEL] INPUT [INPUT ...] -o OUT [options]   (or --model MODEL INPUT ...)",
         description="Read INPUT files in steps, score every event with the model in MODEL and write OUT "
-        "(.root ntuple or .parquet): every input event once, in input order, with its columns plus the "
+        "(.root ntuple or .parquet): every input event once, in input order, as the event model (event, "
+        "weight, process, MET_pt/MET_phi, the selected objects as Particle_*; from NanoAOD and PHYSLITE also "
+        "the event identity run, luminosityBlock (and mcChannelNumber), so the output joins back to the input; "
+        "the input's other branches only with --copy-branches), in_training_phase_space (whether the event "
+        "lies inside the phase space the model was trained on; see eventlm info MODEL) and the "
         "score columns (eventlm.score.SCORE_COLUMNS; docs/method.md): anomaly_score, "
         "anomaly_score_calibrated (where the model has a calibration), anomaly_score_mean, "
         "anomaly_score_sum, anomaly_score_max, reco_accuracy, log_likelihood (causal model), token_nll, and "
@@ -29,8 +33,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="scoring processes, each with one torch thread (default 1; see eventlm.parallel)")
+    p.add_argument("--copy-branches", nargs="+", default=(), metavar="BRANCH",
+                   help="input branches to copy through, names or glob patterns (NanoAOD, PHYSLITE), e.g. "
+                   "'HLT_*' Flag_goodVertices")
     add_on_error(p)
     add_no_progress(p)
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)  # as the model was trained with (a difference is warned about)
     p.set_defaults(func=run)
 
 
@@ -54,13 +64,15 @@ def run(args: argparse.Namespace) -> int:
         check_output_png(args.confusion)
     check_device(args.device)
     ModelDir(args.model).open_scorer(args.device)  # the model directory, checked whole
+    from eventlm.cli.reader_options import options
     from eventlm.io import ReadReport
 
     report = ReadReport()
     summary = score_files_parallel(args.model, args.inputs, args.output, workers=args.workers,
                                    step_size=args.step_size, device=args.device, confusion=args.confusion,
                                    progress=not args.no_progress, on_error=args.on_error, report=report,
-                                   max_events=args.max_events)
+                                   max_events=args.max_events, reader=options(args),
+                                   copy_branches=tuple(args.copy_branches))
     warn_skipped("eventlm.score", report, " (not scored, not written)")
     logging.getLogger("eventlm.score").info(
         "wrote %s: %d events in %.1f s (%.0f events/s)", summary["output"], summary["events"],

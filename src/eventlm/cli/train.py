@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     add_on_error(p)
     add_no_progress(p)
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)  # recorded in the model card (model_card.json; `eventlm info MODEL` prints it)
     p.set_defaults(func=run)
 
 
@@ -77,16 +80,20 @@ def run(args: argparse.Namespace) -> int:
     check_device(config.device)
     if args.resume:
         check_resume(args, config)
-    background = args.background
-    if args.on_error == "skip":  # read once here, bad lines/entries left out and reported
-        from eventlm.io import read_events
+    from eventlm.cli.reader_options import options
+    from eventlm.io import read_events
 
-        background, report = read_events(args.background, on_error="skip", return_report=True)
-        warn_skipped("eventlm.train", report, " of the background")
+    reader = options(args)
+    # read once here, with the reader options (training, calibration and the sampling table use the
+    # same events); bad lines/entries left out and reported with --on-error skip
+    background, report = read_events(args.background, on_error=args.on_error, return_report=True,
+                                     max_events=config.train.max_events, **reader)
+    warn_skipped("eventlm.train", report, " of the background")
     # a failed run leaves no model directory behind (one stopped by Ctrl-C or SIGTERM keeps it when
     # --resume can continue it)
     with removed_on_error(args.out, keep_interrupted=lambda path: (path / LAST).exists()):
-        result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress)
+        result = train(config, background, args.out, resume=args.resume, progress=not args.no_progress,
+                       reader=reader, sources=args.background)
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
         from eventlm.apply import calibrate

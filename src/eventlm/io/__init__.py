@@ -410,12 +410,12 @@ class EventWriter:
             self.abort()
 
 
-def as_events(source: ak.Array | PathsLike, max_events: int | None = None) -> ak.Array:
-    """An event array from ``source``: paths (read with :func:`read_events`) or an event array
-    (returned as it is, cut to ``max_events`` when given)."""
+def as_events(source: ak.Array | PathsLike, max_events: int | None = None, **options) -> ak.Array:
+    """An event array from ``source``: paths (read with :func:`read_events`, ``options`` the reader
+    options) or an event array (returned as it is, cut to ``max_events`` when given)."""
     if isinstance(source, ak.Array):
         return source if not max_events else source[:max_events]
-    return read_events(source, max_events=max_events or None)
+    return read_events(source, max_events=max_events or None, **options)
 
 
 def write_events(events: ak.Array, path: str | os.PathLike[str], extra_columns: dict | None = None) -> Path:
