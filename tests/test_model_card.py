@@ -68,6 +68,21 @@ def test_score_keeps_the_event_identity_of_real_data_entry_by_entry(model, tmp_p
     for name in a:  # the scored file joins back to the input (a friend tree): entry k is entry k
         np.testing.assert_array_equal(b[name], a[name], err_msg=name)
     assert (a["run"] == 315267).all() and (a["luminosityBlock"] == 205).all()
+    with uproot.open(out) as g:  # the MET flavour, recorded (eventlm.io.selection.MET_FLAVOURS: 1 = PF MET)
+        assert (g["Events"]["met_flavour"].array(library="np") == 1).all()
+
+
+def test_score_keeps_the_atlas_event_identity(model, tmp_path):
+    src = real_file("PHYSLITE_example.root")
+    out = tmp_path / "scored.root"
+    assert main(["score", str(model), str(src), "-o", str(out), "--no-progress"]) == 0
+    info = uproot.open(src)["CollectionTree"].arrays(
+        ["EventInfoAuxDyn.runNumber", "EventInfoAuxDyn.lumiBlock", "EventInfoAuxDyn.eventNumber",
+         "EventInfoAuxDyn.mcChannelNumber"], library="np")
+    scored = uproot.open(out)["Events"].arrays(["run", "luminosityBlock", "event", "mcChannelNumber"], library="np")
+    for a, b in (("runNumber", "run"), ("lumiBlock", "luminosityBlock"), ("eventNumber", "event"),
+                 ("mcChannelNumber", "mcChannelNumber")):
+        np.testing.assert_array_equal(scored[b].astype(np.int64), info[f"EventInfoAuxDyn.{a}"].astype(np.int64), err_msg=a)
 
 
 def test_btag_era_on_score_and_convert_gives_the_same_b_tags(model, tmp_path):
@@ -117,3 +132,26 @@ def test_drell_yan_outside_the_training_phase_space_is_flagged_and_counted(model
     assert not np.any(np.signbit(calibrated) & (calibrated == 0))  # never -0
     n_objects = ak.to_numpy(ak.num(scored.Particle_pt))
     assert np.isnan(calibrated[n_objects < box["n_objects"][0]]).all()  # no class seen: NaN, not the lowest
+
+
+@pytest.mark.parametrize("command", ["tokens", "analyze", "sample", "export", "finetune", "train", "score"])
+def test_every_command_that_reads_events_takes_the_reader_options(command, model, tmp_path, capsys):
+    """The reader options reach the reading of every command: a wrong era is refused in one line."""
+    nano = str(real_file(DY17))
+    argv = {
+        "tokens": ["tokens", nano, "--tokenizer", str(model)],
+        "analyze": ["analyze", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")],
+        "sample": ["sample", str(model), "--events", "2", "--out", str(tmp_path / "g.parquet"), "--reference", nano],
+        "export": ["export", str(model), "--onnx", str(tmp_path / "m.onnx"), "--reference", nano],
+        "finetune": ["finetune", str(model), "--signal", nano, "--background", nano, "--out", str(tmp_path / "c")],
+        "train": ["train", nano, "--out", str(tmp_path / "m")],
+        "score": ["score", str(model), nano, "-o", str(tmp_path / "s.root")],
+    }[command]
+    if command == "analyze":  # the config is read first: give it one
+        from conftest import study_toml
+
+        (tmp_path / "missing.toml").write_text(study_toml(background=nano, signal=nano))
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--btag-era", "1999"])
+    assert exit_.value.code == 2
+    assert "btag_era must be one of" in capsys.readouterr().err

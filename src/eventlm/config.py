@@ -101,6 +101,12 @@ class TrainSpec:
     num_workers: int = 0
     threads: int = 1  # torch intra-op threads on CPU (0: torch's default); 1 is fastest for this small model
     score_batch_events: int = 64  # events per forward pass when scoring (x their particle count copies)
+    #: the event weights in the training loss: "none" (the default: every event counts once, whatever
+    #: its weight), "abs" (|w|: stable, but a sample with negative weights is then learnt as the sum of
+    #: its positive and negative parts) or "signed" (w as it is: the weighted likelihood of an NLO
+    #: sample, whose negative events pull probability away; noisier). Weights are divided by their mean
+    #: |w| over the training events; the validation loss stays unweighted (docs/model.md).
+    event_weights: str = "none"
 
 
 @dataclass(frozen=True)

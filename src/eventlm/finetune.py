@@ -87,7 +87,8 @@ def _load_events(source, what: str):
 
     events = as_events(source)
     if len(events) == 0:
-        raise FinetuneError(f"no {what} events in {source}")
+        where = "the event array" if isinstance(source, ak.Array) else source
+        raise FinetuneError(f"no {what} events in {where}")
     return events
 
 

@@ -270,6 +270,7 @@ class _Data:
     split_keys: dict  # split name -> row keys (uint64)
     fingerprint: str
     processes: list
+    train_weights: object = None  # (N_train,) float32 tensor of loss weights, or None ([train] event_weights)
 
 
 def _resumed(md: ModelDir, config: RunConfig, resume: bool):
@@ -305,7 +306,8 @@ def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist,
         from eventlm.card import make_card, write_card
 
         paths = sources if hasattr(background, "fields") else background  # an event array has no file names
-        write_card(md.path, make_card(events, inputs=paths, reader=reader))
+        write_card(md.path, make_card(events, inputs=paths, reader=reader,
+                                      weights_in_loss=config.train.event_weights != "none"))
     from eventlm.tokenize import load_tokenizer
 
     if ckpt is None and dist.is_main:
@@ -321,7 +323,16 @@ def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist,
         split_keys=split_keys,
         fingerprint=fingerprint,
         processes=sorted(set(np.asarray(events.process[split["train"]]).tolist())),
+        train_weights=_loss_weights_tensor(events, split["train"], config.train.event_weights),
     )
+
+
+def _loss_weights_tensor(events, rows, mode: str):
+    w = loss_weights(np.asarray(events.weight[rows], dtype=np.float64), mode)
+    if w is not None:
+        log.info("event weights in the loss (%s): %d of %d training events weigh < 0", mode,
+                 int((w < 0).sum()), len(w))
+    return None if w is None else torch.from_numpy(w)
 
 
 def _key_tensor(keys: np.ndarray) -> torch.Tensor:
@@ -449,7 +460,8 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs, 
                              seed=seed * 1_000_003 + state.epoch, pin_memory=device.type == "cuda")
         bar = _progress(len(train_sampler), f"epoch {state.epoch + 1}/{tc.epochs}", progress and dist.is_main)
         t0 = time.perf_counter()
-        sums = _train_epoch(net, model, loader, optimizer, scheduler, device, tc.grad_clip, state.metrics, bar)
+        sums = _train_epoch(net, model, loader, optimizer, scheduler, device, tc.grad_clip, state.metrics, bar,
+                            data.train_weights)
         elapsed = time.perf_counter() - t0
         loss_sum, n_sum, tokens, n_events = dist.sum(sums, device)
         val_loss = evaluate(model, data.validation, collator, val_sampler, device, dist)
@@ -479,18 +491,51 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs, 
                        seconds=time.perf_counter() - t_start)
 
 
-def batch_loss(net, batch) -> tuple[torch.Tensor, int]:
+#: How ``[train] event_weights`` turns the events' weights into loss weights.
+EVENT_WEIGHTS = ("none", "abs", "signed")
+
+
+def loss_weights(weights, mode: str) -> np.ndarray | None:
+    """Per-event loss weights of the training events (None for ``"none"``): ``|w|`` or ``w``, divided
+    by the mean ``|w|`` so the loss keeps its scale."""
+    if mode not in EVENT_WEIGHTS:
+        raise ValueError(f"[train] event_weights must be one of {', '.join(EVENT_WEIGHTS)}, not {mode!r}")
+    if mode == "none":
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    w = np.abs(w) if mode == "abs" else w
+    scale = float(np.mean(np.abs(w))) if len(w) else 0.0
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError("[train] event_weights: the training events' weights are all 0 (or not finite)")
+    return (w / scale).astype(np.float32)
+
+
+def weighted_mean(nll: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
+    """``sum_t w_t NLL_t / sum_t |w_t|`` over the targets: each target weighs as its event (signed
+    weights keep their sign; the normalisation by ``|w|`` keeps a batch whose weights nearly cancel
+    finite)."""
+    return (nll * token_weights).sum() / token_weights.abs().sum().clamp_min(1e-12)
+
+
+def batch_loss(net, batch, event_weights=None) -> tuple[torch.Tensor, int]:
     """The training loss of one batch: the mean :func:`~eventlm.model.token_nll` over its targets, and
-    their number; a batch without any target (events with nothing to mask) gives exactly 0."""
+    their number; a batch without any target (events with nothing to mask) gives exactly 0.
+    ``event_weights``: (N_train,) loss weights of the dataset's events ([train] event_weights), each
+    target then weighing as its event (:func:`weighted_mean`)."""
     where = batch.targets >= 0  # (B, T)
     logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
     n = int(where.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
-    return token_nll(logits, batch.targets[where]).mean(), n
+    nll = token_nll(logits, batch.targets[where])
+    if event_weights is None:
+        return nll.mean(), n
+    rows = event_weights[batch.index.to(event_weights.device)].to(nll.device)  # (B,): the batch's events
+    return weighted_mean(nll, rows[:, None].expand_as(batch.targets)[where]), n
 
 
-def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: float, metrics: dict, bar) -> list:
+def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: float, metrics: dict, bar,
+                 event_weights=None) -> list:
     """One pass over ``loader``: ``[loss sum, targets, tokens, events]`` of this rank (the step
     losses are appended to ``metrics["step_loss"]``)."""
     model.train()
@@ -500,7 +545,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: fl
     for batch in loader:
         batch = batch.to(device)
         with amp:
-            loss, n = batch_loss(net, batch)
+            loss, n = batch_loss(net, batch, event_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:

@@ -127,6 +127,20 @@ def normalise(sample, events: ak.Array, config: AnalysisConfig) -> tuple[ak.Arra
     return events, norm
 
 
+def study_reader(config: AnalysisConfig, reader: dict | None = None) -> dict:
+    """The reader options of a study: ``reader`` (the command's), with the NanoAOD trigger and filter
+    bits that the regions and the preselection use added to what is read."""
+    from dataclasses import replace
+
+    from eventlm.io.nanoaod import NanoAODOptions
+
+    reader = dict(reader or {})
+    if config.flags:
+        nano = reader.get("nanoaod") or NanoAODOptions()
+        reader["nanoaod"] = replace(nano, flags=tuple(dict.fromkeys((*nano.flags, *config.flags))))
+    return reader
+
+
 def selection_values(events: ak.Array, flags=()) -> dict[str, np.ndarray]:
     """The event variables of ``events`` and their trigger/filter bits, for a selection's mask."""
     from eventlm.analysis.features import variables_of
@@ -158,9 +172,10 @@ def _check_unique_ids(events: ak.Array, dataset: str) -> None:
 
 
 def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None, *,
-                   need_train: bool = True) -> Prepared:
+                   need_train: bool = True, reader: dict | None = None) -> Prepared:
     """Read and normalise every sample, keep the background test split, write one ntuple per dataset
-    (``background``, one per signal process, ``data``)."""
+    (``background``, one per signal process, ``data``). ``reader``: the NanoAOD/PHYSLITE reader options
+    (:func:`study_reader` adds the trigger and filter bits the selections use)."""
     from eventlm.io import read_events, write_events
 
     inputs = config.inputs
@@ -173,11 +188,7 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
     ntuple_dir.mkdir(parents=True, exist_ok=True)
     notes, norms = [], []
     by_dataset: dict[str, list[ak.Array]] = {}
-    reader = {}
-    if config.flags:  # the trigger and filter bits the selections use, read beside the events
-        from eventlm.io.nanoaod import NanoAODOptions
-
-        reader["nanoaod"] = NanoAODOptions(flags=config.flags)
+    reader = study_reader(config, reader)
     preselection = Region("preselection", inputs.preselection) if inputs.preselection else None
     for sample in samples:
         log.info("reading %s %s: %s", sample.role, sample.name, ", ".join(p.name for p in sample.files))

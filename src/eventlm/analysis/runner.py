@@ -234,8 +234,11 @@ def run_analysis(
     progress: bool = True,
     fitted_baselines=None,
     plots: bool = True,
+    reader: dict | None = None,
 ) -> AnalysisResult:
     """Run one study end to end and write its outputs to ``out_dir`` (see the module docstring).
+
+    ``reader``: the NanoAOD/PHYSLITE reader options every sample is read with (as the model was trained).
 
     ``model`` overrides ``[study] model``. ``fitted_baselines``: baselines already fitted on the same
     background training split (reused instead of refitting).
@@ -249,7 +252,7 @@ def run_analysis(
     if model_dir is not None and not model_dir.exists():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     log.info("[%s] preparing inputs", config.study.name)
-    prepared = prepare_inputs(config, out_dir, model_dir, need_train=fitted_baselines is None)
+    prepared = prepare_inputs(config, out_dir, model_dir, need_train=fitted_baselines is None, reader=reader)
     log.info("[%s] running the processor", config.study.name)
     skim_dir = out_dir / "scored"
     if skim_dir.exists():  # skims of an earlier run (other chunk boundaries) must not mix with these

@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     add_no_progress(p)
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)  # how the samples are read (as the model was trained)
     p.set_defaults(func=run)
 
 
@@ -49,16 +52,19 @@ def run(args: argparse.Namespace) -> int:
         overrides["baselines"] = {"names": ()}
     if overrides:
         config = config.with_overrides(**overrides)
-    precheck(config, args.model, args.out)
+    from eventlm.cli.reader_options import options
+
+    reader = options(args)
+    precheck(config, args.model, args.out, reader)
     with removed_on_error(args.out):  # a failed study leaves no --out behind
-        result = run_analysis(config, args.out, model=args.model, progress=not args.no_progress)
+        result = run_analysis(config, args.out, model=args.model, progress=not args.no_progress, reader=reader)
     print(result.table)
     print(f"wrote {result.out_dir}/ in {result.seconds:.0f} s: results.md, metrics.json, hists.pkl, hists.root, "
           f"scored/, {sum(1 for k in result.files if str(result.files[k]).endswith('.png'))} figures")
     return 0
 
 
-def precheck(config, model, out) -> None:
+def precheck(config, model, out, reader: dict | None = None) -> None:
     """What can be checked before the processing: the output directory, the model directory (whole),
     the inputs (readable; without a model they must carry the score column), and the regions (the
     control region must select background, and signal for Youden's J; an empty signal region is
@@ -85,6 +91,11 @@ def precheck(config, model, out) -> None:
         from eventlm.modeldir import ModelDir
 
         ModelDir(model_dir).check()
+        from eventlm.card import read_card, reader_difference
+
+        difference = reader_difference(read_card(model_dir), reader)
+        if difference:
+            log.warning("%s: %s", model_dir, difference)
     datasets: dict[str, list] = {}
     for sample in config.all_samples:
         name = {"background": "background", "data": "data"}.get(sample.role, sample.label)
@@ -110,14 +121,10 @@ def precheck(config, model, out) -> None:
                         f"[study] model), or give inputs written by `eventlm score`")
     cr = config.region(config.threshold.control_region)
     sr = config.region(config.threshold.signal_region)
-    from eventlm.analysis.inputs import selection_values
+    from eventlm.analysis.inputs import selection_values, study_reader
     from eventlm.analysis.regions import Region
 
-    reader = {}
-    if config.flags:
-        from eventlm.io.nanoaod import NanoAODOptions
-
-        reader["nanoaod"] = NanoAODOptions(flags=config.flags)
+    reader = study_reader(config, reader)
     pre = Region("preselection", config.inputs.preselection)
     counts = {}
     for name, paths in datasets.items():

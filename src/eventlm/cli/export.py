@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--preprocess", metavar="JSON", help="the preprocessing JSON (default: preprocess.json "
                    "beside OUT.onnx)")
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)  # how --reference is read
     p.add_argument("--reference", metavar="EVENTS", help="event file whose first events go into the JSON "
                    "with their token ids and scores (a test vector for a C++ tokenizer)")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to export")
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.reference:
         from eventlm.io import read_events
 
-        reference = read_events(args.reference, max_events=8)
+        from eventlm.cli.reader_options import options
+
+        reference = read_events(args.reference, max_events=8, **options(args))
     # the ONNX file and its JSON come together or not at all (a full disk at the second removes the first)
     with removed_on_error(onnx), removed_on_error(preprocess):
         for path in (onnx, preprocess):

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--name", metavar="NAME", help="score column score_NAME (default: the name of DIR)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
     add_no_progress(p)
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
             raise FinetuneError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     check_location(args.out, directory=True)
     with removed_on_error(args.out):  # a failed run leaves no classifier directory behind
-        result = finetune(args.model, args.signal, args.background, args.out, freeze=args.freeze,
+        from eventlm.cli.reader_options import read_with
+
+        result = finetune(args.model, read_with(args, args.signal), read_with(args, args.background), args.out,
+                          freeze=args.freeze,
                           epochs=args.epochs, seed=args.seed, max_signal=args.max_signal,
                           max_background=args.max_background, scratch=args.scratch, name=args.name,
                           progress=not args.no_progress, device=args.device)

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     from eventlm.cli import check_inputs
 
-    models = [f for f in args.files if Path(f).is_dir()]
+    marks = ("model_card.json", "best.pt", "checkpoint.pt", "classifier.json")  # else: "is a directory"
+    models = [f for f in args.files if Path(f).is_dir() and any((Path(f) / m).exists() for m in marks)]
     check_inputs([f for f in args.files if f not in models])
     from eventlm.cli.reader_options import options
 

@@ -29,6 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="only the pT and eta cuts: no identification, isolation or overlap removal")
 
 
+def read_with(args: argparse.Namespace, paths, **kwargs):
+    """The events of ``paths`` read with the command's reader options (None when ``paths`` is None)."""
+    if paths is None:
+        return None
+    from eventlm.io import read_events
+
+    return read_events(paths, **kwargs, **options(args))
+
+
 def options(args: argparse.Namespace) -> dict:
     """``{"nanoaod": NanoAODOptions, "physlite": PHYSLITEOptions}`` from the parsed arguments."""
     from dataclasses import replace

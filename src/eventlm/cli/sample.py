@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output file (.csv.gz, .root, .parquet)")
     p.add_argument("--temperature", type=positive_float, default=1.0, metavar="T", help="softmax temperature (default 1)")
     p.add_argument("--top-k", type=int, metavar="K", help="draw only from the K most likely allowed tokens")
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)  # how --reference is read (as the model was trained)
     p.add_argument("--reference", nargs="+", metavar="BACKGROUND",
                    help="the training background: (re)build MODEL/sampling.npz from its training split")
     p.add_argument("--first-id", type=int, default=0, metavar="ID", help="event id of the first event (default 0)")
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eventlm.cli import INT64, check_output, resolve_model
+    from eventlm.cli.reader_options import read_with
     from eventlm.errors import EventlmError
     from eventlm.io import write_events
     from eventlm.sample import sample_events
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise EventlmError(f"--top-k must be >= 1, got {args.top_k}")
     t0 = time.perf_counter()
     events = sample_events(args.model, args.events, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
-                           reference=args.reference, device=args.device, first_id=args.first_id,
+                           reference=read_with(args, args.reference), device=args.device, first_id=args.first_id,
                            progress=not args.no_progress)
     write_events(events, args.out)
     seconds = time.perf_counter() - t0

@@ -33,6 +33,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top", type=positive_int, default=10, metavar="K", help="list the K most frequent tokens")
     p.add_argument("--epochs", type=positive_int, default=10, help="training epochs with --fit vqvae/graph")
     add_on_error(p)
+    from eventlm.cli.reader_options import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -51,7 +54,10 @@ def _run(args: argparse.Namespace) -> int:
     import awkward as ak
     import numpy as np
 
+    from eventlm.cli.reader_options import options
     from eventlm.io import read_events
+
+    reader = options(args)
     from eventlm.tokenize import get_tokenizer
 
     from eventlm.atomic import check_location
@@ -65,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         check_location(out, directory=True)
     samples = []
     for path in args.files:
-        events, report = read_events(path, max_events=args.max_events, on_error=args.on_error, return_report=True)
+        events, report = read_events(path, max_events=args.max_events, on_error=args.on_error, return_report=True,
+                                     **reader)
         if report.n_skipped:
             print(f"{path}: skipped {report.n_skipped} bad lines/entries")
         samples.append(events)

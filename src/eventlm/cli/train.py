@@ -37,6 +37,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N")
     p.add_argument("--max-events", type=positive_int, metavar="N", help="read at most N background events")
     p.add_argument("--seed", type=seed_int, metavar="S", help="the one seed of the run")
+    p.add_argument("--event-weights", choices=("none", "abs", "signed"),
+                   help="event weights in the loss ([train] event_weights; default none: every event once)")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     add_on_error(p)
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tokenizer is not None and args.tokenizer != config.tokenizer.kind:
         config = config.replace(tokenizer={"kind": args.tokenizer, "params": {}})
     overrides = {k: v for k, v in (("objective", args.objective), ("epochs", args.epochs),
+                                   ("event_weights", args.event_weights),
                                    ("max_events", args.max_events)) if v is not None}
     if overrides:
         config = config.replace(train=overrides)
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     # read once here, with the reader options (training, calibration and the sampling table use the
     # same events); bad lines/entries left out and reported with --on-error skip
     background, report = read_events(args.background, on_error=args.on_error, return_report=True,
-                                     max_events=config.train.max_events, **reader)
+                                     max_events=config.train.max_events or None, **reader)
     warn_skipped("eventlm.train", report, " of the background")
     # a failed run leaves no model directory behind (one stopped by Ctrl-C or SIGTERM keeps it when
     # --resume can continue it)
@@ -171,6 +174,8 @@ def _check_consistency(config, source: str) -> None:
             raise ConfigError(f"{source}: [model] max_len = {model.max_len} is shorter than the longest token "
                               f"sequence ({longest}: BOS, {max_particles} particles, MET, EOS) that position = "
                               "\"learned\" must embed")
+    p.add_argument("--event-weights", choices=("none", "abs", "signed"),
+                   help="event weights in the loss ([train] event_weights; default none: every event once)")
 
 
 def _check_type(source: str, key: str, value, hint) -> None:

@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Event fields beyond the model that the experiment readers add: the event identity (NanoAOD's
 #: ``run``/``luminosityBlock``; PHYSLITE's ``runNumber``/``lumiBlock`` under those names, and
-#: ``mcChannelNumber``). Written to ROOT and Parquet, read back; the CSV cannot hold them.
-IDENTITY_FIELDS = ("run", "luminosityBlock", "mcChannelNumber")
+#: ``mcChannelNumber``) and what the MET is (``met_flavour``: :data:`eventlm.io.selection.MET_FLAVOURS`).
+#: Written to ROOT and Parquet, read back; the CSV cannot hold them.
+IDENTITY_FIELDS = ("run", "luminosityBlock", "mcChannelNumber", "met_flavour")
 #: Events per chunk yielded by :func:`iter_events` unless told otherwise.
 DEFAULT_STEP_SIZE = 100_000
 

@@ -314,6 +314,7 @@ class _Plan:
         from eventlm.io.selection import build_events
 
         extra = {b: ak.to_numpy(top[b]).astype(np.uint32) for b in IDENTITY if b in top}
+        extra["met_flavour"] = np.full(n, {"MET": 1, "PuppiMET": 2}.get(self.met, 0), dtype=np.int8)
         extra.update({b: ak.to_numpy(top[b]).astype(bool) for b in o.flags})
         return build_events(particles, event_id=event_id, weight=weight, process=process, met=met,
                             met_phi=met_phi, extra=extra)

@@ -248,7 +248,7 @@ class _Plan:
             weight = ak.to_numpy(ak.fill_none(ak.firsts(info.mcEventWeights, axis=1), 1.0)).astype(np.float64)
         else:
             weight = np.ones(n)
-        extra = {}
+        extra = {"met_flavour": np.full(n, 3 if self.soft else 0, dtype=np.int8)}  # selection.MET_FLAVOURS
         for field, name in IDENTITY.items():  # the event identity, under the ntuple's names
             if info is not None and field in self.read["EventInfo"]:
                 extra[name] = ak.to_numpy(info[field]).astype(np.uint32)

@@ -181,6 +181,12 @@ def kept_particles(parts: list[tuple[ak.Array, ak.Array]]) -> ak.Array:
     return ak.to_packed(joined[order])
 
 
+#: What ``met``/``met_phi`` hold, recorded per event in the field ``met_flavour`` by the experiment
+#: readers (the ntuple's ``MET_pt`` is one documented name for all of them).
+MET_FLAVOURS = {0: "computed from the selected objects", 1: "NanoAOD MET (PF)", 2: "NanoAOD PuppiMET",
+                3: "PHYSLITE: the selected objects and the MET_Core soft term"}
+
+
 def build_events(
     particles: ak.Array, *, event_id, weight, process: str, met, met_phi, extra: dict | None = None,
 ) -> ak.Array:
