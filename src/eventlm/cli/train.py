@@ -174,8 +174,11 @@ def _check_consistency(config, source: str) -> None:
             raise ConfigError(f"{source}: [model] max_len = {model.max_len} is shorter than the longest token "
                               f"sequence ({longest}: BOS, {max_particles} particles, MET, EOS) that position = "
                               "\"learned\" must embed")
-    p.add_argument("--event-weights", choices=("none", "abs", "signed"),
-                   help="event weights in the loss ([train] event_weights; default none: every event once)")
+    from eventlm.train import EVENT_WEIGHTS
+
+    if config.train.event_weights not in EVENT_WEIGHTS:
+        raise ConfigError(f"{source}: [train] event_weights = {config.train.event_weights!r} must be one of "
+                          f"{', '.join(EVENT_WEIGHTS)}")
 
 
 def _check_type(source: str, key: str, value, hint) -> None:
