@@ -180,5 +180,7 @@ def score_columns(spec: dict, out: dict, ids: list[list[int]]) -> dict:
                 survival[i] = grid[-1] * math.exp(-(x[i] - q[-1]) / cal["tail_scale"][klass[i]])
             else:
                 survival[i] = np.interp(x[i], q, grid, left=1.0, right=grid[-1])
-        cols["anomaly_score_calibrated"] = (-np.log10(np.clip(survival, 1e-300, 1.0))).astype(np.float32)
+        calibrated = -np.log10(np.clip(survival, 1e-300, 1.0)) + 0.0  # never -0
+        calibrated[np.asarray(n_objects) < lower[0]] = np.nan  # below the calibrated object counts
+        cols["anomaly_score_calibrated"] = calibrated.astype(np.float32)
     return cols

@@ -56,13 +56,15 @@ def phase_space_values(events: ak.Array) -> dict[str, np.ndarray]:
     }
 
 
-def _plain(value):
+def as_plain(value):
+    """Dataclasses, dicts and tuples as plain JSON values (the reader options in the card and in
+    ``preprocess.json``)."""
     if is_dataclass(value):
-        return {k: _plain(v) for k, v in asdict(value).items()}
+        return {k: as_plain(v) for k, v in asdict(value).items()}
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): as_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [as_plain(v) for v in value]
     return value
 
 
@@ -74,7 +76,7 @@ def reader_dict(reader: dict | None) -> dict:
 
     reader = dict(reader or {})
     full = {"nanoaod": reader.get("nanoaod") or NanoAODOptions(), "physlite": reader.get("physlite") or PHYSLITEOptions()}
-    return {k: _plain(v) for k, v in full.items()}
+    return {k: as_plain(v) for k, v in full.items()}
 
 
 def make_card(events: ak.Array, *, inputs=None, reader: dict | None = None, weights_in_loss: bool = False) -> dict:

@@ -20,11 +20,11 @@ Pure numpy/awkward (never imports torch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, is_dataclass
 
 import numpy as np
 
 from eventlm._version import __version__
+from eventlm.card import as_plain
 from eventlm.events import Kind
 
 #: The schema of ``preprocess.json``; raised whenever a key changes meaning or a rule is added.
@@ -135,31 +135,21 @@ def tokenization_spec(tokenizer) -> dict:
     }
 
 
-def _plain(value):
-    if is_dataclass(value):
-        return {k: _plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def selection_spec(ckpt: dict) -> dict:
     """The object selection and MET flavour behind the training events, and the readers' defaults."""
     from eventlm.io import nanoaod, physlite
 
     return {
-        "training": _plain(ckpt.get("reader") or ckpt.get("inputs")) or None,
-        "nanoaod": {"options": _plain(nanoaod.NanoAODOptions()),
+        "training": as_plain(ckpt.get("reader") or ckpt.get("inputs")) or None,
+        "nanoaod": {"options": as_plain(nanoaod.NanoAODOptions()),
                     "met_preference_by_run": {str(r): list(m) for r, m in nanoaod.MET_PREFERENCE.items()},
                     "btag_branch_by_run": {str(r): list(b) for r, b in nanoaod.DEFAULT_BTAG_BRANCH.items()},
                     "btag_era_by_run": {str(r): e for r, e in nanoaod.DEFAULT_BTAG_ERA.items()},
                     "btag_eta_default": "options.btag_eta, else 2.4 for the eras starting with 2016, else 2.5: "
                                         "a jet is b-tagged only below it (the tracker)",
-                    "btag_working_points": _plain(nanoaod.BTAG_WORKING_POINTS)},
-        "physlite": {"options": _plain(physlite.PHYSLITEOptions()),
-                     "btag_working_points": _plain(physlite.BTAG_WORKING_POINTS)},
+                    "btag_working_points": as_plain(nanoaod.BTAG_WORKING_POINTS)},
+        "physlite": {"options": as_plain(physlite.PHYSLITEOptions()),
+                     "btag_working_points": as_plain(physlite.BTAG_WORKING_POINTS)},
         "overlap_removal": {"precedence": ["lepton", "photon", "jet"], "metric": "delta_r",
                             "removes": "a photon within overlap_dr of a kept lepton; a jet within overlap_dr "
                                        "of a kept lepton or photon"},
@@ -196,7 +186,8 @@ def score_spec(ckpt: dict, tokenizer, calibration=None) -> dict:
             "survival": "linear interpolation of survival_grid against quantiles[class] (1 below the "
                         "first quantile); above the last quantile survival_grid[-1] * exp(-(x - "
                         "quantiles[class][-1]) / tail_scale[class])",
-            "output": "anomaly_score_calibrated = -log10(max(survival, 1e-300)), float32",
+            "output": "anomaly_score_calibrated = -log10(max(survival, 1e-300)) + 0.0 (never -0), float32; "
+                      "NaN where n_objects < lower[0] (no background of that object count was calibrated)",
         })
         out["calibration"] = cal
     return out

@@ -29,13 +29,17 @@ def _label_lines(ax, lines: Sequence[str], *, y: float = 0.80) -> None:
         ax.text(0.05, y - 0.06 * i, line, transform=ax.transAxes, fontsize=13, va="top")
 
 
-def _values_with_flow(h) -> np.ndarray:
-    """Bin contents with the underflow added to the first and the overflow to the last bin (so no
-    event is lost from a figure whose range is narrower than the data, e.g. a signal with > 15 jets)."""
+def _values_with_flow(h, *, variances: bool = False) -> np.ndarray:
+    """Bin contents (or, with ``variances``, summed squared weights) with the underflow added to the
+    first and the overflow to the last bin (so no event is lost from a figure whose range is narrower
+    than the data, e.g. a signal with > 15 jets)."""
     try:
-        v = np.asarray(h.values(flow=True), dtype=np.float64)
+        v = h.variances(flow=True) if variances else h.values(flow=True)
     except TypeError:  # an axis without flow bins
-        return np.asarray(h.values(), dtype=np.float64)
+        v = h.variances() if variances else h.values()
+    if v is None:  # unweighted storage: Poisson variances
+        return _values_with_flow(h)
+    v = np.asarray(v, dtype=np.float64)
     n = len(h.axes[0])
     if len(v) == n:
         return v
@@ -58,26 +62,6 @@ def _trim_range(edges: np.ndarray, counts: list[np.ndarray]) -> tuple[float, flo
     lo = max(0, nz[0] - 1)
     hi = min(len(edges) - 1, nz[-1] + 2)
     return float(edges[lo]), float(edges[hi])
-
-
-def _variances_with_flow(h) -> np.ndarray:
-    """Summed squared weights per bin, flow bins added to the edge bins as :func:`_values_with_flow`."""
-    variances = h.variances(flow=True)
-    if variances is None:  # unweighted storage: Poisson
-        return _values_with_flow(h)
-    n = len(h.axes[0])
-    v = np.asarray(variances, dtype=np.float64)
-    if len(v) == n:
-        return v
-    ax = h.axes[0]
-    under = bool(getattr(ax.traits, "underflow", False))
-    over = bool(getattr(ax.traits, "overflow", False))
-    core = v[int(under): int(under) + n].copy()
-    if under:
-        core[0] += v[0]
-    if over:
-        core[-1] += v[-1]
-    return core
 
 
 def events_per_bin_label(edges, xlabel: str) -> str:
@@ -134,7 +118,7 @@ def plot_stack(
     # and figure of a study, whatever the stacking order
     colors = {p: _BKG_COLORS[i % len(_BKG_COLORS)] for i, p in enumerate(sorted(backgrounds))}
     bkg = {p: _values_with_flow(sub[{"process": p}]) * lumi_scale for p in backgrounds}
-    var = {p: _variances_with_flow(sub[{"process": p}]) * lumi_scale ** 2 for p in backgrounds}
+    var = {p: _values_with_flow(sub[{"process": p}], variances=True) * lumi_scale ** 2 for p in backgrounds}
     bkg = {p: v for p, v in bkg.items() if np.abs(v).sum() > 0}  # no empty legend entries (e.g. ttbarHiggs in a CR)
     bkg = dict(sorted(bkg.items(), key=lambda kv: kv[1].sum()))  # the largest on top of the stack
     total = np.sum(list(bkg.values()), axis=0) if bkg else np.zeros(len(edges) - 1)
