@@ -298,7 +298,8 @@ def _prepare_data(config: RunConfig, background, md: ModelDir, ckpt, dist: Dist,
     fingerprint = _fingerprint(keys)
     if ckpt is not None and (ckpt["data_fingerprint"] != fingerprint or any(
             not torch.equal(_key_tensor(split_keys[s]), ckpt["split"][s]) for s in SPLITS)):
-        raise CheckpointMismatchError(f"{md.path}: the background events differ from the interrupted run's")
+        raise CheckpointMismatchError(f"{md.path}: the background events differ from the interrupted run's (or its "
+                                      "checkpoint predates row keys: start a new run)")
     if dist.is_main:
         md.path.mkdir(parents=True, exist_ok=True)
         md.write_config(config)
