@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import awkward as ak
@@ -230,3 +231,15 @@ def one_error(capsys, argv, *needles):
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _eventlm_log_levels_restored():
+    """A test that holds eventlm's loggers down (or the CLI that sets them) leaves them as it found
+    them: a level left at ERROR silenced the warnings that later tests assert (caplog saw nothing)."""
+    loggers = [logging.getLogger(name) for name in ("eventlm", *logging.root.manager.loggerDict)
+               if name == "eventlm" or name.startswith("eventlm.")]
+    levels = [lg.level for lg in loggers]
+    yield
+    for lg, level in zip(loggers, levels):
+        lg.setLevel(level)

@@ -6,7 +6,6 @@ yields at the study luminosity, every efficiency is in [0, 1] and every AUC in [
 from __future__ import annotations
 
 import json
-import logging
 import math
 
 import numpy as np
@@ -16,6 +15,7 @@ import uproot
 from conftest import ROOT_DIR
 from eventlm.cli import main
 from eventlm.config import RunConfig
+from eventlm.progress import quiet
 
 STUDY = ROOT_DIR / "analysis" / "cms_nanoaod.toml"
 TINY = RunConfig(seed=3).replace(
@@ -36,8 +36,8 @@ def study(tmp_path_factory, background_events):
 
     model = trained_model(tmp_path_factory, TINY, background_events[:1500], "real_study_model")
     out = tmp_path_factory.mktemp("cms_nanoaod")
-    logging.getLogger("eventlm").setLevel(logging.ERROR)  # the readers' notes on the slimmed files
-    assert main(["analyze", str(STUDY), "--model", str(model), "--out", str(out), "--no-progress"]) == 0
+    with quiet("eventlm"):  # the readers' notes on the slimmed files; restored for the tests after it
+        assert main(["analyze", str(STUDY), "--model", str(model), "--out", str(out), "--no-progress"]) == 0
     return out, json.loads((out / "metrics.json").read_text())
 
 
