@@ -225,6 +225,22 @@ def test_write_failure_leaves_no_file_under_the_final_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_regression_inputs_with_and_without_event_identity_into_one_output_are_one_line(tmp_path):
+    """`eventlm score MODEL nano.root fixture.csv.gz -o out.root`: NanoAOD chunks carry run and lumi
+    block, CSV chunks don't; that was a bare ValueError (a traceback), now one line naming the output
+    and the columns, with nothing left under the final name."""
+    from eventlm.errors import OutputError
+    from eventlm.io import EventWriter
+
+    final = tmp_path / "out.root"
+    nano_like = ak.with_field(random_events(5), np.full(5, 315267, np.uint32), "run")
+    with pytest.raises(OutputError, match=r"out\.root: its inputs differ in the columns run"):
+        with EventWriter(final) as out:
+            out.write(nano_like)
+            out.write(random_events(5, seed=2))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_file_survives_a_failed_overwrite(tmp_path):
     final = write_events(random_events(10), tmp_path / "keep.parquet")
     before = final.read_bytes()

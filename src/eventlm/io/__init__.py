@@ -55,7 +55,7 @@ from typing import Literal, Union, overload
 import awkward as ak
 
 from eventlm.atomic import commit, faults_named, temporary_path
-from eventlm.errors import EventFormatError
+from eventlm.errors import EventFormatError, OutputError
 from eventlm.events import EVENT_FIELDS, empty_events
 
 #: One event file or several (read in order).
@@ -369,9 +369,10 @@ class EventWriter:
         if self._extra_names is None:
             self._extra_names = sorted(extra)
         elif sorted(extra) != self._extra_names:
-            raise ValueError(
-                f"every chunk must carry the same extra columns: first {self._extra_names}, now {sorted(extra)}"
-            )
+            differ = sorted(set(extra).symmetric_difference(self._extra_names))
+            raise OutputError(self.path, f"its inputs differ in the columns {', '.join(differ)} (an experiment "
+                              "file's events carry their run and lumi block, a Dark Machines CSV's do not): "
+                              "write them to separate outputs")
         with faults_named(self.path):  # a full disk names the output, not the temporary file
             self._sink.write(ak.to_packed(events), {k: ak.to_packed(v) for k, v in extra.items()})
         self.n_events += len(events)
