@@ -11,23 +11,11 @@ import numpy as np
 import pytest
 import uproot
 
-from conftest import real_file
+from conftest import real_file, tiny_config
 from eventlm.cli import main
+from eventlm.config import save_config
 from eventlm.events import Kind
 
-TINY = """seed = 3
-[tokenizer]
-kind = "lut"
-[model]
-n_embd = 16
-n_head = 2
-n_layer = 1
-[train]
-objective = "causal"
-epochs = 1
-batch_size = 64
-warmup_steps = 2
-"""
 DY17 = "DYJetsToLL--UL17_v6-v2_109_Skim.root"  # 2017 NanoAOD: two jets between the 2018 and 2017 medium cuts
 
 
@@ -36,7 +24,7 @@ def model(tmp_path_factory, background_path):
     """A tiny model trained by `eventlm train` on the bundled background (HT >= 300 GeV, >= 4 jets,
     >= 1 b-jet), with a reader option given (recorded in the card)."""
     d = tmp_path_factory.mktemp("card")
-    (d / "tiny.toml").write_text(TINY)
+    save_config(tiny_config("causal"), d / "tiny.toml")
     out = d / "model"
     assert main(["train", str(background_path), "--out", str(out), "--config", str(d / "tiny.toml"),
                  "--max-events", "1500", "--btag-era", "2017", "--no-progress"]) == 0
