@@ -27,12 +27,15 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from eventlm.atomic import check_location, removed_on_error
     from eventlm.extras import require_extra
 
     require_extra("analysis", "eventlm demo")
     from eventlm.demo import DemoSettings, run_demo
 
+    check_location(args.out, directory=True)  # before any training
     settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     settings = replace(settings, executor=args.executor)
-    run_demo(args.out, quick=args.quick, settings=settings, data_dir=args.data)
+    with removed_on_error(args.out):  # a failed demo leaves no --out behind
+        run_demo(args.out, quick=args.quick, settings=settings, data_dir=args.data)
     return 0

@@ -46,9 +46,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eventlm.atomic import check_location
     from eventlm.errors import EventlmError
     from eventlm.generate.pythia import generate, get_process, require_generator
 
+    check_location(args.out)  # before Pythia starts (write_events then writes atomically)
     get_process(args.process)  # unknown or unavailable (wtop) processes fail before Pythia is needed
     require_generator()
     if args.jobs < 1:
