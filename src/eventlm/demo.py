@@ -29,7 +29,6 @@ short epoch, few bootstrap resamplings); its numbers mean nothing.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ import numpy as np
 
 from eventlm.errors import EventlmError
 
-log = logging.getLogger(__name__)
 
 #: The source checkout this module sits in (``src/eventlm/demo.py``); installed, a site-packages folder.
 ROOT_DIR = Path(__file__).resolve().parents[2]
@@ -104,9 +102,7 @@ class DemoSettings:
 
 
 def _step(i: int, n: int, text: str) -> None:
-    msg = f"[{i}/{n}] {text}"
-    log.info(msg)
-    print(msg, flush=True)
+    print(f"[{i}/{n}] {text}", flush=True)  # the demo's own output (a log line too printed it twice)
 
 
 def score_events(scorer, events: ak.Array, path: Path, matrices: dict | None, *, chunk: int = 5000,
