@@ -188,8 +188,24 @@ def _finish_curves(ax, label: PlotLabel, title: str) -> None:
     add_label(ax, label)
     if title:
         _label_lines(ax, [title], y=0.78)
-    # below the label lines of the top left corner, so a long legend never runs into them
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.84), fontsize=10, frameon=False)
+    if _legend_outside(len(ax.get_legend_handles_labels()[1])):  # beside the axes: never over a curve
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=10, frameon=False)
+    else:  # below the label lines of the top left corner, so the legend never runs into them
+        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.84), fontsize=10, frameon=False)
+
+
+#: Methods on a ROC or SIC figure above which the legend goes beside the axes (inside, ten long entries
+#: covered the curves whatever the headroom)
+MAX_LEGEND_INSIDE = 6
+
+
+def _legend_outside(n_entries: int) -> bool:
+    return n_entries > MAX_LEGEND_INSIDE
+
+
+def _headroom(n_curves: int) -> int:
+    """Curves whose legend stands inside the axes and needs room above them (none when it goes beside)."""
+    return 0 if _legend_outside(n_curves + 1) else max(0, n_curves - 3)
 
 
 def _method_style(i: int) -> dict:
@@ -233,7 +249,7 @@ def plot_roc(
             ax.set_yscale("log")
             ax.set_xlim(0, 1)
             # room for the legend above the curves: it grows with the number of entries
-            ax.set_ylim(0.8, ymax * 20 * 10 ** (0.25 * max(0, len(curves) - 4)))
+            ax.set_ylim(0.8, ymax * 20 * 10 ** (0.25 * max(0, _headroom(len(curves)) - 1)))
             ax.set_xlabel("Signal efficiency")
             ax.set_ylabel("Background rejection 1/$\\epsilon_B$")
         else:
@@ -258,7 +274,7 @@ def plot_sic(curves: Mapping[str, object], path, *, label: PlotLabel = PlotLabel
                 ymax = max(ymax, float(sic.max()))
         ax.axhline(1.0, color="grey", linestyle=":", label="random")
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, ymax * (1.9 + 0.12 * max(0, len(curves) - 3)))  # room for the label and the legend
+        ax.set_ylim(0, ymax * (1.9 + 0.12 * _headroom(len(curves))))  # room for the label and the legend
         ax.set_xlabel("Signal efficiency")
         ax.set_ylabel("SIC = $\\epsilon_S\\,/\\,\\epsilon_B^{1/2}$")
         _finish_curves(ax, label, title)
