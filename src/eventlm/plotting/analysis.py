@@ -204,8 +204,9 @@ def _legend_outside(n_entries: int) -> bool:
 
 
 def _headroom(n_curves: int) -> int:
-    """Curves whose legend stands inside the axes and needs room above them (none when it goes beside)."""
-    return 0 if _legend_outside(n_curves + 1) else max(0, n_curves - 3)
+    """Room above the curves, in legend entries: for the legend inside the axes, or (beside) for the
+    label lines of the top left corner alone."""
+    return 4 if _legend_outside(n_curves + 1) else max(0, n_curves - 3)
 
 
 def _method_style(i: int) -> dict:
