@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--signal", type=int, default=None, help="events per signal (default: all)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per variant")
     p.add_argument("--n-bootstrap", type=int, default=50)
-    p.add_argument("--baselines", default="isolation_forest,autoencoder,deep_svdd")
+    p.add_argument("--baselines", default="isolation_forest,autoencoder,deep_svdd,flow,combined")
     p.add_argument("--baseline-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     signals = {s: read_events(data / f"{s}.csv.gz", max_events=args.signal) for s in signal_list}
     scores: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, dict] = {}
-    test = train_events = None
+    test = train_events = calibration_events = None
     for name in names:
         kind, params, objective = VARIANTS[name]
         config = RunConfig(seed=args.seed).replace(
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
             md = ModelDir(out / name)
             test = rescale_to_full(md.select(background, "test"), background)
             train_events = md.select(background, "train")
+            calibration_events = md.select(background, "validation")  # calibrates the "combined" baseline
         scorer = ModelDir(out / name).open_scorer()
         t0 = time.perf_counter()
         for column, suffix in SCORES:
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
         rng = np.random.default_rng([args.seed, 11])
         sub = train_events[np.sort(rng.choice(len(train_events), n_train, replace=False))]
         fitted = fit_baselines(fixed_features(sub), baseline_names, seed=args.seed,
-                               settings=TrainSettings(epochs=args.baseline_epochs))
+                               settings=TrainSettings(epochs=args.baseline_epochs),
+                               x_calibration=fixed_features(calibration_events))
         feats = {"background": fixed_features(test), **{s: fixed_features(ev) for s, ev in signals.items()}}
         for b, model in fitted.items():
             scores[b] = {k: model.score(x) for k, x in feats.items()}

@@ -20,7 +20,8 @@ def test_quick_demo_runs_end_to_end(tmp_path, background_path, signal_paths, cap
         assert f"## {study}" in text
         for name in ("metrics.json", "results.md", "roc_" + study + ".png", "score_SR_" + study + ".png"):
             assert (out / study / name).exists(), (study, name)
-    for method in ("Isolation forest", "Dense AE", "Deep SVDD", "eventlm (lut, causal)"):
+    for method in ("Isolation forest", "Dense AE", "Deep SVDD", "Flow (MAF)", "Combined (Deep SVDD + flow)",
+                   "eventlm (lut, causal)"):
         assert method in text
     # the validation study: every bundled signal, the references, the upper bound, the closure
     assert "## Validation" in text and "length-matched AUC" in text

@@ -9,8 +9,9 @@ On the bundled samples (``data/``):
    calibrate its score per object count on the validation split;
 2. score the background test split and both studies' signals (writing scored ntuples and the token
    confusion matrices of background and signal);
-3. fit the baselines (isolation forest, dense autoencoder, Deep SVDD) once on the background
-   training split;
+3. fit the baselines (isolation forest, dense autoencoder, Deep SVDD, a normalizing flow) once on
+   the background training split, and the challenge's "Combined" (Deep SVDD + flow) calibrated on the
+   validation split;
 4. run the analysis of the studies ``tttt_H500`` and ``gluino_1000`` (:func:`study_configs`) through the
    coffea processor on the scored ntuples (CR -> SR threshold, yields, plots);
 5. the validation study (:mod:`eventlm.analysis.validation`) on every signal in ``data/``: the
@@ -188,6 +189,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
     md = ModelDir(model_dir)
     test = rescale_to_full(md.select(background, "test"), background)
     train_events = md.select(background, "train")
+    calibration_events = md.select(background, "validation")  # held out: calibrates the "combined" baseline
     del background
     scorer = md.open_scorer()
     scored_dir = out_dir / "scored"
@@ -212,7 +214,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, settings: DemoSettings 
                                                        replace=False))]
     torch.manual_seed(study0.study.seed)
     fitted = fit_baselines(fixed_features(train_events, bc.n_objects), bc.names, seed=study0.study.seed,
-                           settings=TrainSettings(epochs=settings.baseline_epochs))
+                           settings=TrainSettings(epochs=settings.baseline_epochs),
+                           x_calibration=fixed_features(calibration_events, bc.n_objects))
     seconds["baselines"] = time.perf_counter() - t0
 
     # 4. studies ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ extra      packages                                     for
 ========== ============================================ ==========================================
 nanoaod    coffea                                       reading CMS NanoAOD and ATLAS PHYSLITE
 plots      matplotlib, mplhep                           loss curves, confusion matrices, figures
-analysis   nanoaod + plots + hist, scikit-learn         ``eventlm analyze``, ``eventlm demo``, the
+analysis   nanoaod + plots + hist, scikit-learn, zuko   ``eventlm analyze``, ``eventlm demo``, the
                                                         coffea processor, baselines, studies
 dask       dask.distributed                             ``eventlm analyze --executor dask``
 onnx       onnx, onnxscript, onnxruntime                ``eventlm export``
@@ -36,7 +36,7 @@ __all__ = ["EXTRAS", "available", "missing_of", "require", "require_extra"]
 EXTRAS = {
     "nanoaod": ("coffea",),
     "plots": ("matplotlib", "mplhep"),
-    "analysis": ("coffea", "matplotlib", "mplhep", "hist", "sklearn"),
+    "analysis": ("coffea", "matplotlib", "mplhep", "hist", "sklearn", "zuko"),
     "dask": ("distributed",),
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "generate": ("pythia8mc", "fastjet"),

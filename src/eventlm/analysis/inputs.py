@@ -31,6 +31,8 @@ class Prepared:
     train_background: ak.Array | None  # the model's training split (for the baselines)
     notes: list[str] = field(default_factory=list)
     normalisation: list = field(default_factory=list)  # a Normalisation per sample
+    #: the model's validation split: held-out background that calibrates the "combined" baseline
+    calibration_background: ak.Array | None = None
 
 
 def _sorted_by_id(events: ak.Array) -> ak.Array:
@@ -216,7 +218,7 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
     for ds, ev in merged.items():
         _check_unique_ids(ev, ds)
     background = merged[BACKGROUND]
-    train = None
+    train = calibration = None
     md = None
     if model_dir is not None:
         from eventlm.modeldir import ModelDir
@@ -224,6 +226,7 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
         md = ModelDir(model_dir)
     if md is not None and md.has_split():
         train = md.select(background, "train")
+        calibration = md.select(background, "validation")
         if inputs.background_events == "test":
             test = md.select(background, "test")
             if len(test) == 0:
@@ -253,7 +256,7 @@ def prepare_inputs(config: AnalysisConfig, out_dir: Path, model_dir: Path | None
         write_events(ev, path)
         ntuples[name] = path
     return Prepared(events=events, ntuples=ntuples, train_background=train, notes=notes,
-                    normalisation=norms)
+                    normalisation=norms, calibration_background=calibration)
 
 
 def skim_columns(prepared: Prepared, output: dict, dataset: str) -> dict[str, np.ndarray]:

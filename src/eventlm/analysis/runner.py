@@ -173,7 +173,10 @@ def baseline_scores_for(config: AnalysisConfig, prepared: Prepared, columns, fit
             rng = np.random.default_rng([config.study.seed, 11])
             train = train[np.sort(rng.choice(len(train), bc.max_train_events, replace=False))]
         x_train = fixed_features(train, bc.n_objects)
-        fitted = fit_baselines(x_train, bc.names, seed=config.study.seed, settings=TrainSettings(epochs=bc.epochs))
+        calibration = prepared.calibration_background  # the model's validation split ("combined")
+        x_cal = fixed_features(calibration, bc.n_objects) if calibration is not None and len(calibration) else None
+        fitted = fit_baselines(x_train, bc.names, seed=config.study.seed, settings=TrainSettings(epochs=bc.epochs),
+                               x_calibration=x_cal)
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in fitted}
     for dataset, events in prepared.events.items():
         x = fixed_features(events, bc.n_objects)
