@@ -109,6 +109,65 @@ def test_batch_loss_backward_and_empty_target_batch():
     assert n == 0 and none.item() == 0.0
 
 
+def test_head_loss_is_the_weighted_sum_of_token_nll_of_the_logits():
+    """The fused head (eventlm.model.head_loss: chunks of HEAD_CHUNK rows, the gradient formed in the
+    forward pass) against the logits + token_nll it replaces: value and both gradients, over several
+    chunks and signed weights; the banned ids stay impossible; under no_grad it forms no gradient."""
+    from eventlm.model import HEAD_CHUNK, head_loss
+
+    torch.manual_seed(1)
+    n = 2 * HEAD_CHUNK + 37  # a partial last chunk
+    h = torch.randn(n, 16, requires_grad=True)
+    weight = (0.3 * torch.randn(SPECIAL.vocab_size, 16)).requires_grad_()
+    banned = torch.zeros(SPECIAL.vocab_size, dtype=torch.bool)
+    banned[[PAD, SPECIAL.mask, SPECIAL.bos]] = True
+    targets = torch.randint(1, SPECIAL.n_content + 1, (n,))
+    weights = torch.randn(n)  # signed, as [train] event_weights = "signed" gives them
+    logits = (h @ weight.t()).masked_fill(banned, float("-inf"))
+    expected = (weights * token_nll(logits, targets)).sum()
+    h_grad, weight_grad = torch.autograd.grad(expected, (h, weight))
+    fused = head_loss(h, weight, banned, targets, weights)
+    torch.testing.assert_close(fused, expected)
+    fused_h_grad, fused_weight_grad = torch.autograd.grad(3.0 * fused, (h, weight))  # the upstream grad scales
+    torch.testing.assert_close(fused_h_grad, 3.0 * h_grad)
+    torch.testing.assert_close(fused_weight_grad, 3.0 * weight_grad)
+    with torch.no_grad():
+        plain = head_loss(h, weight, banned, targets)
+    assert not plain.requires_grad
+    torch.testing.assert_close(plain, token_nll(logits, targets).sum().detach())
+    targets[0] = SPECIAL.bos  # a banned id has probability 0
+    assert torch.isinf(head_loss(h, weight, banned, targets)).item()
+
+
+@pytest.mark.parametrize("objective", ["masked", "causal"])
+def test_fused_training_step_equals_the_reference_step(objective):
+    """batch_loss fused (the default: head_loss and the fused attention) against the reference (the
+    logits, torch's attention, token_nll), in training mode with the same dropout draws: the same loss
+    and the same gradient of every parameter, unweighted and with event weights."""
+    from eventlm.batching import BatchKey, Collator, TokenDataset
+    from eventlm.train import batch_loss
+
+    torch.manual_seed(0)
+    m = EventTransformer(ModelConfig(vocab_size=SPECIAL.vocab_size, n_embd=32, n_head=4,
+                                     causal=objective == "causal")).train()
+    lengths = torch.randint(0, 12, (48,)).tolist()
+    dataset = TokenDataset([torch.randint(1, SPECIAL.n_content + 1, (n,)).tolist() for n in lengths])
+    batch = Collator(SPECIAL, objective=objective)(dataset.__getitems__(BatchKey(range(48), 0)))
+    event_weights = torch.rand(48) * 2 - 0.5
+    for weights in (None, event_weights):
+        results = []
+        for fused in (False, True):
+            torch.manual_seed(7)  # the same dropout masks on both paths
+            loss, n = batch_loss(m, batch, weights, fused=fused)
+            grads = torch.autograd.grad(loss, list(m.parameters()))
+            results.append((loss, n, grads))
+        (ref, n_ref, ref_grads), (fused, n_fused, fused_grads) = results
+        assert n_ref == n_fused > 0
+        torch.testing.assert_close(fused, ref)
+        for a, b in zip(fused_grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_overfits_a_tiny_masked_problem():
     """The last token is a function of the first: a working encoder learns it with the training loss."""
     from eventlm.train import batch_loss

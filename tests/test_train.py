@@ -76,6 +76,17 @@ def test_same_seed_gives_bitwise_same_losses(tiny_events, tmp_path):
     assert a.metrics["step_loss"] != c.metrics["step_loss"]
 
 
+def test_fused_training_trains_the_same_model_as_the_reference(tiny_events, tmp_path):
+    """[train] fused (the default: eventlm.model.head_loss, the fused attention, fused AdamW) and the
+    reference ops, same seed: the same validation losses, epoch by epoch, to float32 rounding."""
+    assert TINY.train.fused
+    fused = train(TINY, tiny_events, tmp_path / "fused", progress=False)
+    reference = train(TINY.replace(train={"fused": False}), tiny_events, tmp_path / "reference", progress=False)
+    assert fused.metrics["val_loss"] == pytest.approx(reference.metrics["val_loss"], rel=1e-5)
+    assert fused.metrics["step_loss"] == pytest.approx(reference.metrics["step_loss"], rel=1e-5)
+    assert fused.metrics["val_loss"][-1] < fused.metrics["val_loss"][0]  # it learns
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_events, tmp_path):
     full = train(TINY, tiny_events, tmp_path / "full", progress=False)
     part = train(TINY, tiny_events, tmp_path / "part", progress=False, stop_after_epochs=1)

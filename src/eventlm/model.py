@@ -10,6 +10,9 @@ One code path serves both objectives:
 
 The loss. :func:`token_nll` is the one loss: training takes its mean over a batch's targets
 (:func:`eventlm.train.batch_loss`), validation its sum, scoring keeps each term (:mod:`eventlm.score`).
+Training and validation compute it fused by default (``forward(..., targets=)``: :func:`head_loss`, the
+same sum of :func:`token_nll` terms without the (N, V) logits, and the attention in fewer ops); the
+plain path (logits, then :func:`token_nll`) is the reference they are tested against.
 
 Positions. The tokenizer orders an event's particles by kind, then by decreasing pT, and puts the MET
 tokens last, so a token's position carries information (its rank) that the model should see. The
@@ -84,6 +87,70 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
+#: Rows of the fused head per chunk: one chunk's logits (128 x V float32, 1.4 MB for the default
+#: vocabulary) stay in the core's L2 cache through the max, exp, sum and both gradient products.
+HEAD_CHUNK = 128
+
+
+def head_loss(h: torch.Tensor, weight: torch.Tensor, banned: torch.Tensor, targets: torch.Tensor,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_r weights_r * token_nll(h_r @ weight.T with the banned ids at -inf, targets_r)``, a scalar,
+    without the (N, V) logits: the same loss as :func:`token_nll` on the head's logits, to float32
+    rounding.
+
+    ``h``: (N, C) the final-norm outputs at the target positions; ``weight``: (V, C) the output head;
+    ``banned``: (V,) bool, ids never predicted; ``targets``: (N,) int64; ``weights``: (N,) per-target
+    weights (None: 1 each, the sum; ``1 / N`` each gives the mean). Gradients flow to ``h`` and
+    ``weight`` (not to ``weights``).
+
+    Why: with a 2825-token vocabulary and 64-dim embeddings the head is most of a training step, and
+    torch's separate ops (matmul, masked_fill, log_softmax, nll and their backward) each stream the
+    (N, V) logits through memory. Here the rows go in chunks of :data:`HEAD_CHUNK` that stay in
+    cache, and the gradient (softmax minus one-hot, times the weight) is formed in the forward pass
+    from the same exponentials, so the backward pass is two scalings.
+    """
+    if weights is None:
+        weights = torch.ones(len(targets), dtype=torch.float32, device=h.device)
+    # the gradient is formed in the forward pass only where one will be asked for (not under no_grad)
+    need_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return _HeadLoss.apply(h, weight, banned, targets, weights.detach().float(), need_grad)
+
+
+class _HeadLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, banned, targets, weights, need_grad):
+        weight_t = weight.t().contiguous()  # (C, V): the layout the (n, C) x (C, V) product runs fastest in
+        banned_ids = banned.nonzero().squeeze(1)
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        weight32 = weight.float()
+        grad_h = torch.empty_like(h, dtype=torch.float32) if need_grad else None
+        grad_weight = torch.zeros_like(weight32) if need_grad else None
+        chunk = HEAD_CHUNK if h.device.type == "cpu" else 64 * HEAD_CHUNK  # a GPU wants big products
+        for start in range(0, len(targets), chunk):
+            stop = min(start + chunk, len(targets))
+            t, w = targets[start:stop, None], weights[start:stop]
+            z = (h[start:stop] @ weight_t).float()  # (n, V) logits (the product in autocast's dtype)
+            z.index_fill_(1, banned_ids, float("-inf"))
+            z.sub_(z.amax(dim=1, keepdim=True))  # logits - max: exp cannot overflow
+            z_target = z.gather(1, t).squeeze(1)  # (n,)
+            p = z.exp_()  # (n, V) unnormalised probabilities, in place
+            norm = p.sum(dim=1)  # (n,)
+            total += (w * (norm.log() - z_target)).sum()  # -log softmax at the targets
+            if need_grad:  # d(w * nll)/d logits = w * (softmax - one-hot)
+                p.mul_((w / norm)[:, None])
+                p.scatter_add_(1, t, -w[:, None])
+                torch.mm(p, weight32, out=grad_h[start:stop])  # (n, C)
+                grad_weight.addmm_(p.t(), h[start:stop].float())  # (V, C)
+        if need_grad:
+            ctx.save_for_backward(grad_h.to(h.dtype), grad_weight.to(weight.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_h, grad_weight = ctx.saved_tensors
+        return grad_h * grad, grad_weight * grad, None, None, None, None
+
+
 def rotary_tables(T: int, head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles, (T, 1, hd): the first and second half of a head share angles."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
@@ -99,6 +166,23 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+class _ShortSoftmax(torch.autograd.Function):
+    """Softmax over a short last dimension (an event's few tokens), in plain tensor ops: torch's softmax
+    kernel costs several times more per row when rows are ~10 long. Same values to float32 rounding."""
+
+    @staticmethod
+    def forward(ctx, scores):
+        p = (scores - scores.amax(dim=-1, keepdim=True)).exp_()
+        p = p.div_(p.sum(dim=-1, keepdim=True))
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad):
+        (p,) = ctx.saved_tensors
+        return p * (grad - (grad * p).sum(dim=-1, keepdim=True))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -109,6 +193,10 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, attn_mask, rope):
+        """``attn_mask``: (B, 1, T, T) bool, True where a query may attend (torch's attention), or
+        (B * nh, T, T) float, 0 or -inf added to the scores (the fused training path, :meth:`_fused`)."""
+        if attn_mask.is_floating_point():
+            return self._fused(x, attn_mask, rope)
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head)  # (B, T, nh, hd)
@@ -121,6 +209,25 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, T, hd)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _fused(self, x, scores_mask, rope):
+        """The same attention as ``forward``'s (the math of torch's CPU attention with dropout: scores,
+        mask, softmax, dropout on the probabilities, the same random draws), in fewer and cheaper ops
+        for events of ~10 tokens: q and k rotated together, the mask added inside the score product,
+        and :class:`_ShortSoftmax`."""
+        B, T, C = x.size()
+        nh, hd = self.n_head, C // self.n_head
+        qkv = self.c_attn(x).view(B, T, 3, nh, hd)  # (B, T, 3, nh, hd)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]  # (B, T, 2, nh, hd), (B, T, nh, hd)
+        if rope is not None:
+            cos, sin = (r[:, None] for r in rope)  # (T, 1, 1, hd)
+            qk = apply_rotary(qk, cos, sin)
+        qk = qk.permute(2, 0, 3, 1, 4).reshape(2, B * nh, T, hd)  # (2, B*nh, T, hd)
+        v = v.transpose(1, 2).reshape(B * nh, T, hd)  # (B*nh, T, hd)
+        scores = torch.baddbmm(scores_mask, qk[0], qk[1].transpose(1, 2), alpha=1.0 / math.sqrt(hd))
+        p = F.dropout(_ShortSoftmax.apply(scores), self.dropout, self.training)  # (B*nh, T, T)
+        y = torch.bmm(p, v).view(B, nh, T, hd).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -196,8 +303,18 @@ class EventTransformer(nn.Module):
         # every query may see itself: a row that is all padding stays finite (no NaN from softmax)
         return allowed | torch.eye(T, dtype=torch.bool, device=padding_mask.device)
 
-    def hidden(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C): the last block's output (before ``ln_f``), what the head and a classifier read."""
+    def scores_mask(self, padding_mask: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """(B * nh, T, T) float: :meth:`attention_mask` as 0 (may attend) or -inf, added to the
+        attention scores of every head (the fused path; built once per batch for all layers)."""
+        B, T = padding_mask.shape
+        allowed = self.attention_mask(padding_mask).expand(B, self.config.n_head, T, T)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=padding_mask.device)
+        return mask.masked_fill_(~allowed, float("-inf")).view(-1, T, T)
+
+    def hidden(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+               fused: bool = False) -> torch.Tensor:
+        """(B, T, C): the last block's output (before ``ln_f``), what the head and a classifier read.
+        ``fused``: the attention in the fused training path (``SelfAttention._fused``; same values)."""
         B, T = idx.size()
         if padding_mask is None:
             padding_mask = idx != PAD
@@ -210,33 +327,47 @@ class EventTransformer(nn.Module):
         rope = None
         if self.config.position == "rotary":
             rope = rotary_tables(T, self.config.n_embd // self.config.n_head, self.config.rope_base, idx.device)
-        attn_mask = self.attention_mask(padding_mask)  # (B, 1, T, T)
+        if fused:
+            attn_mask = self.scores_mask(padding_mask, x.dtype)  # (B * nh, T, T)
+        else:
+            attn_mask = self.attention_mask(padding_mask)  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, attn_mask, rope)  # (B, T, C)
         return x
 
-    def forward(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, where=None):
-        """Logits over the vocabulary.
+    def forward(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None, where=None,
+                targets: torch.Tensor | None = None, weights: torch.Tensor | None = None):
+        """Logits over the vocabulary, or with ``targets`` the loss.
 
         ``idx``: (B, T) token ids; ``padding_mask``: (B, T) bool, True at real tokens (default
         ``idx != PAD``). ``where``: None for logits at every position, (B, T) (B, T, V); a (B, T) bool
         tensor to compute the head only there, (N, V) in row-major order; or a (B,) int64 tensor of one
         position per row, (B, V).
+
+        ``targets``: (N,) the true token at each selected position (row-major, as the logits would
+        be): then the return value is the scalar ``sum_r weights_r * token_nll_r`` (``weights``
+        default 1: the sum), computed by :func:`head_loss` without the (N, V) logits.
         """
         B = idx.size(0)
-        x = self.hidden(idx, padding_mask)  # (B, T, C)
+        x = self.hidden(idx, padding_mask, fused=targets is not None)  # (B, T, C)
         if where is not None:
             if where.dtype == torch.bool:
                 x = x[where]  # (N, C)
             else:
                 x = x[torch.arange(B, device=idx.device), where]  # (B, C)
+        if targets is not None:
+            return head_loss(self.ln_f(x).reshape(-1, x.size(-1)), self.lm_head.weight, self.banned,
+                             targets.reshape(-1), weights)
         logits = self.lm_head(self.ln_f(x))  # (..., V)
         return logits.masked_fill(self.banned, float("-inf"))
 
-    def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type="cpu"):
-        """AdamW with weight decay on matrices (>= 2-D) only, as in nanoGPT."""
+    def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type="cpu",
+                            fused: bool | None = None):
+        """AdamW with weight decay on matrices (>= 2-D) only, as in nanoGPT. ``fused``: torch's fused
+        AdamW kernel (default: on CUDA only; on CPU it is 3x faster than the per-parameter loop)."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        fused = device_type == "cuda" if fused is None else fused
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

@@ -20,7 +20,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-__all__ = ["resolve_device", "torch_threads"]
+__all__ = ["heap_padding", "resolve_device", "torch_threads"]
 
 
 def resolve_device(device=None, *, local_rank: int | None = None):
@@ -75,3 +75,42 @@ def torch_threads(n: int, device="cpu") -> Iterator[None]:
         with _lock:
             del _open_blocks[next(i for i, b in enumerate(_open_blocks) if b is block)]
             torch.set_num_threads(_open_blocks[-1][0] if _open_blocks else _before)
+
+
+#: glibc's ``mallopt`` parameter M_TOP_PAD and its default (128 KiB; mallopt(3)).
+_M_TOP_PAD, _DEFAULT_TOP_PAD = -2, 128 * 1024
+
+
+@contextlib.contextmanager
+def heap_padding(nbytes: int = 64 * 2**20) -> Iterator[bool]:
+    """Keep ``nbytes`` of freed memory at the top of the heap instead of returning it to the system
+    (glibc's ``M_TOP_PAD``), then restore the default; yields whether it was set (False off glibc).
+
+    Why: a training step allocates and frees the same few-MB activations hundreds of times; with
+    glibc's default padding the heap top is trimmed after each step and the pages fault in again
+    (measured: ~3500 page faults and ~6 ms of system time per default-model step, ~7 % of the step).
+    """
+    libc = _glibc()
+    if libc is None or not libc.mallopt(_M_TOP_PAD, int(nbytes)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        libc.mallopt(_M_TOP_PAD, _DEFAULT_TOP_PAD)
+
+
+def _glibc():
+    """The C library through ctypes where it is glibc (it has ``mallopt``), else None."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        return libc
+    except (OSError, AttributeError):
+        return None

@@ -53,7 +53,7 @@ from eventlm.errors import CheckpointMismatchError
 from eventlm.io import as_events
 from eventlm.model import EventTransformer, ModelConfig, token_nll
 from eventlm.modeldir import LAST, SPLITS, ModelDir, read_checkpoint
-from eventlm.runtime import resolve_device, torch_threads
+from eventlm.runtime import heap_padding, resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ def train(
     The loss curve is drawn by ``eventlm train`` (:func:`eventlm.plotting.training.plot_loss` on
     ``result.metrics``), not here: training needs no plotting library.
     """
-    with torch_threads(config.train.threads, config.device):
+    padding = heap_padding() if config.train.fused else contextlib.nullcontext()
+    with torch_threads(config.train.threads, config.device), padding:
         return _train(config, background, out_dir, resume=resume, progress=progress,
                       stop_after_epochs=stop_after_epochs, reader=reader, sources=sources)
 
@@ -429,7 +430,8 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs, 
 
     torch.manual_seed(seed)
     model = build_model(config, data.tokenizer.vocab_size).to(device)
-    optimizer = model.configure_optimizer(tc.lr, tc.weight_decay, device_type=device.type)
+    optimizer = model.configure_optimizer(tc.lr, tc.weight_decay, device_type=device.type,
+                                          fused=tc.fused or device.type == "cuda")
     total_steps = max(1, tc.epochs * len(train_sampler))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, tc.warmup_steps, tc.min_lr / tc.lr)
@@ -462,10 +464,10 @@ def _train(config, background, out_dir, *, resume, progress, stop_after_epochs, 
         bar = _progress(len(train_sampler), f"epoch {state.epoch + 1}/{tc.epochs}", progress and dist.is_main)
         t0 = time.perf_counter()
         sums = _train_epoch(net, model, loader, optimizer, scheduler, device, tc.grad_clip, state.metrics, bar,
-                            data.train_weights)
+                            data.train_weights, fused=tc.fused)
         elapsed = time.perf_counter() - t0
         loss_sum, n_sum, tokens, n_events = dist.sum(sums, device)
-        val_loss = evaluate(model, data.validation, collator, val_sampler, device, dist)
+        val_loss = evaluate(model, data.validation, collator, val_sampler, device, dist, fused=tc.fused)
         epochs_this_call += 1
         improved = state.record(train_loss=loss_sum / max(n_sum, 1), val_loss=val_loss,
                                 lr=scheduler.get_last_lr()[0], tokens_per_s=tokens / elapsed,
@@ -518,14 +520,28 @@ def weighted_mean(nll: torch.Tensor, token_weights: torch.Tensor) -> torch.Tenso
     return (nll * token_weights).sum() / token_weights.abs().sum().clamp_min(1e-12)
 
 
-def batch_loss(net, batch, event_weights=None) -> tuple[torch.Tensor, int]:
+def batch_loss(net, batch, event_weights=None, *, fused: bool = True) -> tuple[torch.Tensor, int]:
     """The training loss of one batch: the mean :func:`~eventlm.model.token_nll` over its targets, and
     their number; a batch without any target (events with nothing to mask) gives exactly 0.
     ``event_weights``: (N_train,) loss weights of the dataset's events ([train] event_weights), each
-    target then weighing as its event (:func:`weighted_mean`)."""
+    target then weighing as its event (:func:`weighted_mean`).
+
+    ``fused`` (``[train] fused``, the default): the head and the loss in one pass over
+    cache-sized chunks (:func:`eventlm.model.head_loss`); ``False``: the logits, then
+    :func:`~eventlm.model.token_nll` (the reference; the same loss to float32 rounding).
+    """
     where = batch.targets >= 0  # (B, T)
-    logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
     n = int(where.sum())
+    if fused:
+        targets = batch.targets[where]  # (N,)
+        if event_weights is None:
+            weights = torch.full((n,), 1.0 / max(n, 1), device=targets.device)
+        else:
+            rows = event_weights[batch.index.to(event_weights.device)].to(targets.device)  # (B,)
+            weights = rows[:, None].expand_as(batch.targets)[where]
+            weights = weights / weights.abs().sum().clamp_min(1e-12)
+        return net(batch.input_ids, batch.padding_mask, where, targets=targets, weights=weights), n
+    logits = net(batch.input_ids, batch.padding_mask, where)  # (N, V)
     if n == 0:
         return logits.sum() * 0.0, 0
     nll = token_nll(logits, batch.targets[where])
@@ -536,7 +552,7 @@ def batch_loss(net, batch, event_weights=None) -> tuple[torch.Tensor, int]:
 
 
 def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: float, metrics: dict, bar,
-                 event_weights=None) -> list:
+                 event_weights=None, fused: bool = True) -> list:
     """One pass over ``loader``: ``[loss sum, targets, tokens, events]`` of this rank (the step
     losses are appended to ``metrics["step_loss"]``)."""
     model.train()
@@ -546,7 +562,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: fl
     for batch in loader:
         batch = batch.to(device)
         with amp:
-            loss, n = batch_loss(net, batch, event_weights)
+            loss, n = batch_loss(net, batch, event_weights, fused=fused)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -570,8 +586,10 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, grad_clip: fl
 
 
 @torch.no_grad()
-def evaluate(model: EventTransformer, dataset: TokenDataset, collator: Collator, sampler, device, dist: Dist) -> float:
-    """Mean loss over every target of ``dataset`` (fixed masks), summed over ranks."""
+def evaluate(model: EventTransformer, dataset: TokenDataset, collator: Collator, sampler, device, dist: Dist,
+             fused: bool = True) -> float:
+    """Mean loss over every target of ``dataset`` (fixed masks), summed over ranks (``fused``: through
+    :func:`eventlm.model.head_loss`, as :func:`batch_loss`)."""
     model.eval()
     loss_sum, n_sum = 0.0, 0
     loader = make_loader(dataset, collator, sampler, num_workers=0)
@@ -581,8 +599,11 @@ def evaluate(model: EventTransformer, dataset: TokenDataset, collator: Collator,
         n = int(where.sum())
         if n == 0:
             continue
-        logits = model(batch.input_ids, batch.padding_mask, where)  # (N, V)
-        loss_sum += float(token_nll(logits, batch.targets[where]).sum())
+        if fused:
+            loss_sum += float(model(batch.input_ids, batch.padding_mask, where, targets=batch.targets[where]))
+        else:
+            logits = model(batch.input_ids, batch.padding_mask, where)  # (N, V)
+            loss_sum += float(token_nll(logits, batch.targets[where]).sum())
         n_sum += n
     loss_sum, n_sum = dist.sum([loss_sum, n_sum], device)
     return loss_sum / n_sum if n_sum else 0.0
