@@ -166,21 +166,66 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
-class _ShortSoftmax(torch.autograd.Function):
-    """Softmax over a short last dimension (an event's few tokens), in plain tensor ops: torch's softmax
-    kernel costs several times more per row when rows are ~10 long. Same values to float32 rounding."""
+def rotate_back(y: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`apply_rotary`'s "rotate half": (y1, y2) -> (y2, -y1)."""
+    half = y.size(-1) // 2
+    return torch.cat((y[..., half:], -y[..., :half]), dim=-1)
+
+
+class _Attention(torch.autograd.Function):
+    """Attention of the fused training path, from the qkv projection to the heads' outputs, with its
+    backward written out: the same math as torch's attention on CPU with dropout (rotary q and k, scores
+    plus the additive mask, softmax, dropout of the probabilities with ``F.dropout``'s very draws, times
+    v), in about half the ops autograd records for it. Events have ~10 tokens, so the cost is the ops'
+    count, not their arithmetic: torch's softmax kernel alone costs ~7x the plain ops on rows that short.
+
+    ``qkv``: (B, T, 3C); ``scores_mask``: (B * nh, T, T), 0 or -inf; ``cos``, ``sin``: (T, 1, 1, hd) or
+    None. Returns (B, T, C), the heads side by side (as ``c_proj`` reads them).
+    """
 
     @staticmethod
-    def forward(ctx, scores):
-        p = (scores - scores.amax(dim=-1, keepdim=True)).exp_()
-        p = p.div_(p.sum(dim=-1, keepdim=True))
-        ctx.save_for_backward(p)
-        return p
+    def forward(ctx, qkv, scores_mask, cos, sin, n_head: int, dropout: float):
+        B, T, C3 = qkv.shape
+        nh, hd = n_head, C3 // (3 * n_head)
+        x = qkv.view(B, T, 3, nh, hd)
+        qk = x[:, :, :2]  # (B, T, 2, nh, hd): q and k, rotated together
+        if cos is not None:
+            qk = apply_rotary(qk, cos, sin)
+        qk = qk.permute(2, 0, 3, 1, 4).reshape(2, B * nh, T, hd)  # (2, B*nh, T, hd)
+        q, k = qk[0], qk[1]
+        v = x[:, :, 2].transpose(1, 2).reshape(B * nh, T, hd)  # (B*nh, T, hd)
+        scale = 1.0 / math.sqrt(hd)
+        p = torch.baddbmm(scores_mask, q, k.transpose(1, 2), alpha=scale)  # (B*nh, T, T) scores
+        p = p.sub_(p.amax(dim=-1, keepdim=True)).exp_()
+        p = p.div_(p.sum(dim=-1, keepdim=True))  # softmax
+        noise = None
+        if dropout > 0:  # F.dropout on CPU: empty_like(p).bernoulli_(1 - p), / (1 - p), times p
+            noise = torch.empty_like(p).bernoulli_(1 - dropout).div_(1 - dropout)
+        dropped = p if noise is None else p * noise
+        y = torch.bmm(dropped, v)  # (B*nh, T, hd)
+        ctx.save_for_backward(q, k, v, p, noise, dropped, cos, sin)
+        ctx.shape = (B, T, nh, hd)
+        return y.view(B, nh, T, hd).transpose(1, 2).reshape(B, T, nh * hd)
 
     @staticmethod
-    def backward(ctx, grad):
-        (p,) = ctx.saved_tensors
-        return p * (grad - (grad * p).sum(dim=-1, keepdim=True))
+    def backward(ctx, grad_y):
+        q, k, v, p, noise, dropped, cos, sin = ctx.saved_tensors
+        B, T, nh, hd = ctx.shape
+        g = grad_y.reshape(B, T, nh, hd).transpose(1, 2).reshape(B * nh, T, hd)
+        grad = torch.empty(B, T, 3, nh, hd, dtype=grad_y.dtype, device=grad_y.device)
+        grad[:, :, 2] = torch.bmm(dropped.transpose(1, 2), g).view(B, nh, T, hd).transpose(1, 2)  # v
+        grad_p = torch.bmm(g, v.transpose(1, 2))  # (B*nh, T, T)
+        if noise is not None:
+            grad_p.mul_(noise)
+        grad_s = grad_p.sub_((grad_p * p).sum(dim=-1, keepdim=True)).mul_(p).mul_(1.0 / math.sqrt(hd))
+        grad_qk = torch.empty(2, B * nh, T, hd, dtype=grad_y.dtype, device=grad_y.device)
+        torch.bmm(grad_s, k, out=grad_qk[0])
+        torch.bmm(grad_s.transpose(1, 2), q, out=grad_qk[1])
+        grad_qk = grad_qk.view(2, B, nh, T, hd).permute(1, 3, 0, 2, 4)  # (B, T, 2, nh, hd)
+        if cos is not None:  # the transpose of the rotation
+            grad_qk = grad_qk * cos + rotate_back(grad_qk * sin)
+        grad[:, :, :2] = grad_qk
+        return grad.view(B, T, 3 * nh * hd), None, None, None, None, None
 
 
 class SelfAttention(nn.Module):
@@ -212,22 +257,10 @@ class SelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
     def _fused(self, x, scores_mask, rope):
-        """The same attention as ``forward``'s (the math of torch's CPU attention with dropout: scores,
-        mask, softmax, dropout on the probabilities, the same random draws), in fewer and cheaper ops
-        for events of ~10 tokens: q and k rotated together, the mask added inside the score product,
-        and :class:`_ShortSoftmax`."""
-        B, T, C = x.size()
-        nh, hd = self.n_head, C // self.n_head
-        qkv = self.c_attn(x).view(B, T, 3, nh, hd)  # (B, T, 3, nh, hd)
-        qk, v = qkv[:, :, :2], qkv[:, :, 2]  # (B, T, 2, nh, hd), (B, T, nh, hd)
-        if rope is not None:
-            cos, sin = (r[:, None] for r in rope)  # (T, 1, 1, hd)
-            qk = apply_rotary(qk, cos, sin)
-        qk = qk.permute(2, 0, 3, 1, 4).reshape(2, B * nh, T, hd)  # (2, B*nh, T, hd)
-        v = v.transpose(1, 2).reshape(B * nh, T, hd)  # (B*nh, T, hd)
-        scores = torch.baddbmm(scores_mask, qk[0], qk[1].transpose(1, 2), alpha=1.0 / math.sqrt(hd))
-        p = F.dropout(_ShortSoftmax.apply(scores), self.dropout, self.training)  # (B*nh, T, T)
-        y = torch.bmm(p, v).view(B, nh, T, hd).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        """The same attention as ``forward``'s in fewer ops (:class:`_Attention`), same dropout draws."""
+        cos, sin = (None, None) if rope is None else (r[:, None] for r in rope)  # (T, 1, 1, hd)
+        y = _Attention.apply(self.c_attn(x), scores_mask, cos, sin, self.n_head,
+                             self.dropout if self.training else 0.0)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -327,7 +360,7 @@ class EventTransformer(nn.Module):
         rope = None
         if self.config.position == "rotary":
             rope = rotary_tables(T, self.config.n_embd // self.config.n_head, self.config.rope_base, idx.device)
-        if fused:
+        if fused and idx.device.type == "cpu":  # a GPU's attention kernels need no help
             attn_mask = self.scores_mask(padding_mask, x.dtype)  # (B * nh, T, T)
         else:
             attn_mask = self.attention_mask(padding_mask)  # (B, 1, T, T)
