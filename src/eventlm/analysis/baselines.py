@@ -263,7 +263,7 @@ class FlowBaseline(_TorchBaseline):
     cosine_schedule = True
 
     def __init__(self, seed: int = 0, settings: TrainSettings | None = None, *, transforms: int = 4,
-                 hidden: tuple[int, ...] = (192, 192), dequantization: float = 0.1, atom_fraction: float = 0.01,
+                 hidden: tuple[int, ...] = (128, 128), dequantization: float = 0.1, atom_fraction: float = 0.01,
                  learning_rate: float | None = 2e-3):
         super().__init__(seed, settings)
         if learning_rate is not None:  # its own (None: the settings'); clipped steps and a cosine decay
