@@ -7,7 +7,7 @@ fit) and scores rows ``[--test-start, --test-end)`` and every signal. Prints the
 per signal (:func:`eventlm.analysis.study.compare`: ROC-AUC, length-matched AUC, eff_S at eff_B =
 1e-2/1e-3, max SIC with bootstrap errors; HT and the object count alone beside them) and writes every
 event's scores to ``--scores`` (keys ``"<baseline>/<dataset>"``, ``"background_rows"``: the row indices
-of the background test events in data/background.csv.gz; ``"fit_seconds/<baseline>"``)::
+of the background test events in data/background.csv.gz)::
 
     nice .venv/bin/python analysis/baselines.py --scores runs/baseline_scores.npz
 """
@@ -59,10 +59,6 @@ def main(argv=None) -> int:
     rows = np.arange(args.test_start, args.test_end)
     x = fixed_features(background, 10)
     torch_settings = TrainSettings(epochs=args.epochs, flow_epochs=args.flow_epochs)
-    t0 = time.perf_counter()
-    flow_alone = fit_baselines(x[:args.train], ("flow",), seed=args.seed, settings=torch_settings)
-    print(f"flow alone: fitted on {args.train} events in {time.perf_counter() - t0:.0f} s", flush=True)
-    del flow_alone
     t0 = time.perf_counter()
     fitted = fit_baselines(x[:args.train], NAMES, seed=args.seed, settings=torch_settings,
                            x_calibration=x[args.train:args.test_start])

@@ -18,6 +18,7 @@ seeded: the same seed gives the same scores.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -431,7 +432,9 @@ def fit_baselines(
     fitted = {}
     for name in to_fit:
         log.info("fitting baseline %s on %d background events", name, len(x_train))
+        t0 = time.perf_counter()
         fitted[name] = make_baseline(name, seed, settings).fit(x_train)
+        log.info("baseline %s fitted in %.1f s", name, time.perf_counter() - t0)
     if combined:
         log.info("calibrating baseline combined on %d held-out background events", len(x_calibration))
         fitted[CombinedBaseline.name] = CombinedBaseline({n: fitted[n] for n in COMBINED_PARTS}, seed).fit(
