@@ -7,9 +7,15 @@ fit) and scores rows ``[--test-start, --test-end)`` and every signal. Prints the
 per signal (:func:`eventlm.analysis.study.compare`: ROC-AUC, length-matched AUC, eff_S at eff_B =
 1e-2/1e-3, max SIC with bootstrap errors; HT and the object count alone beside them) and writes every
 event's scores to ``--scores`` (keys ``"<baseline>/<dataset>"``, ``"background_rows"``: the row indices
-of the background test events in data/background.csv.gz)::
+of the background test events in data/background.csv.gz).
+
+``--model DIR``: the split of that model instead, as the validation study uses it (the first
+``--test-end`` background events; fitted on its training split, at most 40,000 events as
+:class:`~eventlm.analysis.validation.ValidationSettings` subsamples them, "Combined" calibrated on its
+validation split, scored on its test split)::
 
     nice .venv/bin/python analysis/baselines.py --scores runs/baseline_scores.npz
+    nice .venv/bin/python analysis/baselines.py --model runs/default --scores runs/baseline_scores_split.npz
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--test-start", type=int, default=40_000, help="first background test row (rows from --train "
                    "up to here calibrate Combined)")
     p.add_argument("--test-end", type=int, default=50_000, help="background test rows end here")
+    p.add_argument("--model", help="use this model's train/validation/test split of the first --test-end events")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the torch baselines")
     p.add_argument("--flow-epochs", type=int, help="epochs of the flow (default: twice --epochs)")
     p.add_argument("--seed", type=int, default=1234)
@@ -56,13 +63,27 @@ def main(argv=None) -> int:
     background = read_events(data / "background.csv.gz", max_events=args.test_end)
     if len(background) < args.test_end:
         raise SystemExit(f"data/background.csv.gz has {len(background)} events, fewer than --test-end {args.test_end}")
-    rows = np.arange(args.test_start, args.test_end)
     x = fixed_features(background, 10)
+    if args.model:
+        from eventlm.analysis.validation import ValidationSettings
+        from eventlm.modeldir import ModelDir
+
+        md = ModelDir(args.model)
+        train_rows, cal_rows, rows = (np.flatnonzero(md.in_split(background, split))
+                                      for split in ("train", "validation", "test"))
+        limit = ValidationSettings().baseline_events
+        if len(train_rows) > limit:  # the validation study's seeded subsample
+            rng = np.random.default_rng([args.seed, 11])
+            train_rows = train_rows[np.sort(rng.choice(len(train_rows), limit, replace=False))]
+    else:
+        train_rows, cal_rows = np.arange(args.train), np.arange(args.train, args.test_start)
+        rows = np.arange(args.test_start, args.test_end)
     torch_settings = TrainSettings(epochs=args.epochs, flow_epochs=args.flow_epochs)
     t0 = time.perf_counter()
-    fitted = fit_baselines(x[:args.train], NAMES, seed=args.seed, settings=torch_settings,
-                           x_calibration=x[args.train:args.test_start])
-    print(f"fitted {', '.join(NAMES)} on {args.train} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    fitted = fit_baselines(x[train_rows], NAMES, seed=args.seed, settings=torch_settings,
+                           x_calibration=x[cal_rows])
+    print(f"fitted {', '.join(NAMES)} on {len(train_rows)} events in {time.perf_counter() - t0:.0f} s "
+          f"(Combined calibrated on {len(cal_rows)}, {len(rows)} test events)", flush=True)
     flow = fitted["flow"]
     print(f"flow: best epoch {flow.best_epoch + 1} of {len(flow.validation_curve)}; validation NLL per epoch "
           + ", ".join(f"{v:.2f}" for v in flow.validation_curve), flush=True)
