@@ -149,3 +149,9 @@ def test_combined_needs_fitting_before_scoring(fitted):
 def test_scoring_before_fitting_is_an_error():
     with pytest.raises(RuntimeError, match="fit"):
         make_baseline("autoencoder").score(np.zeros((2, 3), np.float32))
+
+
+def test_flow_keeps_the_epoch_with_the_lowest_validation_loss(fitted):
+    flow = fitted["flow"]  # 5 epochs x 2 (the flow's epochs: twice the others')
+    assert len(flow.validation_curve) == len(flow.loss_curve) == 10
+    assert flow.best_epoch == int(np.argmin(flow.validation_curve))

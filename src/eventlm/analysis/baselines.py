@@ -153,13 +153,16 @@ class _TorchBaseline(Baseline):
                 schedule.step()
             self.loss_curve.append(total / n)
             if valid is not None:
-                self.validation_curve.append(self._validation_loss(valid))
-                if best is None or self.validation_curve[-1] < min(self.validation_curve[:-1]):
-                    best = (epoch, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+                value = self._validation_loss(valid)
+                self.validation_curve.append(value)
+                if np.isfinite(value) and (best is None or value < best[0]):  # a NaN epoch is never kept
+                    best = (value, epoch, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
             log.debug("%s epoch %d loss %.4f", self.name, epoch, self.loss_curve[-1])
         if best is not None:
-            self.best_epoch = best[0]
-            self.net.load_state_dict(best[1])
+            self.best_epoch = best[1]
+            self.net.load_state_dict(best[2])
+        elif valid is not None:
+            log.warning("%s: no epoch with a finite validation loss; the last epoch's weights are kept", self.name)
 
     def _batch_loss(self, batch):
         """Per-event loss ``(B,)`` of a batch ``(B, F)``."""
