@@ -19,7 +19,7 @@ def config_text(method: str) -> str:
 
     return study_toml(background="background.root", signal="tttt_H500.root", signal_name="tttt_H500",
                       sr="min = { n_jets = 4 }", method=method, threshold="signal_injection = 0.02",
-                      baselines='"isolation_forest", "deep_svdd"', study="lumi = 139.0\nweights_lumi = 10.0",
+                      baselines='"isolation_forest", "deep_svdd", "combined"', study="lumi = 139.0\nweights_lumi = 10.0",
                       more='epochs = 1\n\n[histograms]\nvariables = ["n_jets", "met"]\n')
 
 
@@ -46,7 +46,7 @@ def test_analyze_writes_every_output(study, capsys):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     m = metrics["metrics"]["tttt_H500"]
-    assert set(m) == {"eventlm", "isolation_forest", "deep_svdd", "object count alone", "HT alone"}
+    assert set(m) == {"eventlm", "isolation_forest", "deep_svdd", "combined", "object count alone", "HT alone"}
     assert 0.6 < m["eventlm"]["values"]["auc"] < 0.9  # the toy scores are shifted by one sigma
     # beside every score its length-matched AUC (n/a here: too few toy events per object count,
     # see test_references_and_length_matched_auc_beside_every_score), the object count and HT alone
