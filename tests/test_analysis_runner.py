@@ -19,7 +19,8 @@ def config_text(method: str) -> str:
 
     return study_toml(background="background.root", signal="tttt_H500.root", signal_name="tttt_H500",
                       sr="min = { n_jets = 4 }", method=method, threshold="signal_injection = 0.02",
-                      baselines='"isolation_forest", "deep_svdd", "combined"', study="lumi = 139.0\nweights_lumi = 10.0",
+                      baselines='"isolation_forest", "deep_svdd", "combined"',
+                      study="lumi = 139.0\nweights_lumi = 10.0",
                       more='epochs = 1\n\n[histograms]\nvariables = ["n_jets", "met"]\n')
 
 
