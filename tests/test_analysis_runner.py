@@ -222,3 +222,30 @@ def test_no_progress_silences_coffea_bars(tmp_path, capfd, executor):
         out = capfd.readouterr()
         drawn = "Processing" in out.out + out.err
         assert drawn == progress, (progress, out)
+
+
+def test_combined_baseline_is_calibrated_on_the_held_out_background_the_inputs_provide(study, tmp_path):
+    """With a model split, `eventlm analyze` hands the baselines the model's validation rows: "combined"
+    calibrates its tails there, on events none of its parts was fitted on."""
+    from dataclasses import replace
+
+    from eventlm.analysis.config import load_analysis_config
+    from eventlm.analysis.features import fixed_features
+    from eventlm.analysis.inputs import prepare_inputs
+    from eventlm.analysis.runner import baseline_scores_for
+
+    config_path = study / "combined.toml"
+    config_path.write_text(config_text("background_efficiency"))
+    config = load_analysis_config(config_path).with_overrides(baselines={"names": ("combined",)})
+    prepared = prepare_inputs(config, tmp_path, None)  # no model: a seeded half as the training rows
+    background = prepared.events["background"]
+    train = prepared.train_background[:300]
+    held_out = background[~np.isin(ak.to_numpy(background.event_id), ak.to_numpy(train.event_id))][:150]
+    prepared = replace(prepared, train_background=train, calibration_background=held_out)
+    columns = {ds: {"event": ak.to_numpy(ev.event_id)} for ds, ev in prepared.events.items()}
+    scores, fitted = baseline_scores_for(config, prepared, columns)
+    combined = fitted["combined"]
+    assert set(scores) == {"combined"} and combined.n_calibration == 150
+    for name, part in combined.parts.items():
+        np.testing.assert_array_equal(combined.tails[name].sorted, np.sort(part.score(fixed_features(held_out))))
+    assert np.all(np.isfinite(scores["combined"]["tttt_H500"]))
