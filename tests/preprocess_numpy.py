@@ -7,7 +7,7 @@ rule value this port does not know is refused rather than guessed.
     spec = load("preprocess.json")
     ids = [tokenize(spec, ev) for ev in events]     # ev: {"kind", "charge", "pt", "eta", "phi", "met", "met_phi"}
     out = run_graph("model.onnx", pad(ids))         # nll_sum, nll_mean, n_terms, token_nll
-    cols = score_columns(spec, out, ids)            # anomaly_score (+ _calibrated)
+    cols = score_columns(spec, out, ids)            # anomaly_score_nll, anomaly_score (+ _calibrated)
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ KNOWN = {
     "empty_event": {"met_phi", "zero"},
     "unknown_category": {"error"},
     "score": {"nll_sum", "nll_sum_plus_count_term"},
+    "default": {"anomaly_score_nll", "lq_of_tail_probabilities"},
+    "scale": {"sum_of_representatives"},
 }
 
 
@@ -57,7 +59,10 @@ def load(path) -> dict:
     _known("tie_break", t["truncation"]["tie_break"])
     _known("tie_break", t["particle_order"]["tie_break"])
     _known("unknown_category", t["unknown_category"])
-    _known("score", spec["score"]["anomaly_score"]["rule"])
+    _known("score", spec["score"]["anomaly_score_nll"]["rule"])
+    _known("default", spec["score"]["anomaly_score"]["rule"])
+    if spec["score"]["anomaly_score"]["rule"] != "anomaly_score_nll":
+        _known("scale", spec["score"]["anomaly_score"]["scale"]["rule"])
     keys = [(k["key"], k["order"]) for k in t["particle_order"]["keys"]]
     if keys != [("cat_id", "ascending"), ("pt", "descending")]:
         raise ValueError(f"preprocess.json: particle order {keys} is unknown to this port")
@@ -156,31 +161,73 @@ def run_graph(onnx_path, token_ids: np.ndarray) -> dict:
     return dict(zip(names, session.run(names, {"token_ids": token_ids.astype(np.float32)})))
 
 
+def _survival(cal: dict, x: np.ndarray, klass: np.ndarray) -> np.ndarray:
+    """A calibration's background survival probability of each value (its class given)."""
+    grid = np.asarray(cal["survival_grid"])
+    survival = np.empty(len(x))
+    for i in range(len(x)):
+        q = np.asarray(cal["quantiles"][klass[i]])
+        if x[i] > q[-1]:
+            survival[i] = grid[-1] * math.exp(-(x[i] - q[-1]) / cal["tail_scale"][klass[i]])
+        else:
+            survival[i] = np.interp(x[i], q, grid, left=1.0, right=grid[-1])
+    return survival
+
+
+def _class(cal: dict, n_objects: np.ndarray) -> np.ndarray:
+    lower = np.asarray(cal["lower"])
+    return np.clip(np.searchsorted(lower, n_objects, side="right") - 1, 0, len(lower) - 1)
+
+
+def _scale(spec: dict, ids: list[list[int]]) -> np.ndarray:
+    """S_T of each event from its token ids: the pt digit of every particle token, the MET token's bin."""
+    rule = spec["score"]["anomaly_score"]["scale"]
+    tokens = {tok["name"]: tok for tok in spec["tokenization"]["tokens"]}
+    bins = spec["tokenization"]["bins"]
+    particle = tokens["particle"]
+    pt_stride = next(d["stride"] for d in particle["digits"] if d["bin"] == "pt")
+    n_pt = bins["pt"]["n_bins"]
+    met = tokens.get("met")
+    out = np.zeros(len(ids))
+    for row, event in enumerate(ids):
+        total = 0.0
+        for token in event:
+            if met is not None and met["offset"] < token <= met["offset"] + bins["met"]["n_bins"]:
+                total += rule["met_representatives"][token - met["offset"] - 1]
+            elif token <= (met["offset"] if met is not None else float("inf")):
+                total += rule["pt_representatives"][((token - 1) // pt_stride) % n_pt]
+        out[row] = total
+    return out
+
+
 def score_columns(spec: dict, out: dict, ids: list[list[int]]) -> dict:
     """eventlm's ``anomaly_score`` (and ``anomaly_score_calibrated`` where the JSON has a calibration)."""
     score = spec["score"]
     n_objects = np.array([max(len(x) - spec["n_met_tokens"], 0) for x in ids], dtype=np.int64)
     nll_sum = out["nll_sum"].astype(np.float64)
-    if score["anomaly_score"]["rule"] == "nll_sum_plus_count_term":
+    if score["anomaly_score_nll"]["rule"] == "nll_sum_plus_count_term":
         nll = np.asarray(score["count_term"]["nll"])
-        anomaly = nll_sum + nll[np.minimum(n_objects, len(nll) - 1)]
+        anomaly_score_nll = nll_sum + nll[np.minimum(n_objects, len(nll) - 1)]
     else:
-        anomaly = nll_sum
-    cols = {"anomaly_score": anomaly.astype(np.float32)}
+        anomaly_score_nll = nll_sum
+    cols = {"anomaly_score_nll": anomaly_score_nll.astype(np.float32), "anomaly_score": anomaly_score_nll.astype(np.float32)}
     cal = score["calibration"]
     if cal is not None:
-        x = cols[cal["score"]].astype(np.float64)
-        lower = np.asarray(cal["lower"])
-        klass = np.clip(np.searchsorted(lower, n_objects, side="right") - 1, 0, len(lower) - 1)
-        grid = np.asarray(cal["survival_grid"])
-        survival = np.empty(len(x))
-        for i in range(len(x)):
-            q = np.asarray(cal["quantiles"][klass[i]])
-            if x[i] > q[-1]:
-                survival[i] = grid[-1] * math.exp(-(x[i] - q[-1]) / cal["tail_scale"][klass[i]])
-            else:
-                survival[i] = np.interp(x[i], q, grid, left=1.0, right=grid[-1])
-        calibrated = -np.log10(np.clip(survival, 1e-300, 1.0)) + 0.0  # never -0
-        calibrated[np.asarray(n_objects) < lower[0]] = np.nan  # below the calibrated object counts
+        name = "anomaly_score_nll" if cal["score"] == "anomaly_score" else cal["score"]  # the old name of the NLL
+        x = cols[name].astype(np.float64)
+        calibrated = -np.log10(np.clip(_survival(cal, x, _class(cal, n_objects)), 1e-300, 1.0)) + 0.0
+        calibrated[np.asarray(n_objects) < cal["lower"][0]] = np.nan  # below the calibrated object counts
         cols["anomaly_score_calibrated"] = calibrated.astype(np.float32)
+    default = score["anomaly_score"]
+    if default["rule"] == "lq_of_tail_probabilities":
+        one = np.zeros(len(ids), dtype=np.int64)
+        p_nll = _survival(default["p_nll"]["calibration"], anomaly_score_nll, one)
+        cal_scale = default["p_scale"]["calibration"]
+        p_scale = _survival(cal_scale, _scale(spec, ids), _class(cal_scale, n_objects))
+        a = -np.log(np.clip(p_nll, 1e-300, 1.0))
+        b = -np.log(np.clip(p_scale, 1e-300, 1.0))
+        q = default["q"]
+        t = np.maximum(a, b) if q is None else (a ** q + b ** q) ** (1.0 / q)
+        final = _survival(default["final"]["calibration"], t, one)
+        cols["anomaly_score"] = (-np.log10(np.clip(final, 1e-300, 1.0)) + 0.0).astype(np.float32)
     return cols

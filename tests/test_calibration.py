@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,37 @@ def test_multiplicity_term_is_minus_log_of_the_smoothed_frequency():
     expected = -np.log((np.array([0, 2, 1, 3]) + 1) / (6 + k))
     np.testing.assert_allclose(m.nll(np.array([0, 4, 5, 6])), expected)
     assert m.nll(np.array([50]))[0] == pytest.approx(-np.log(1 / (6 + k)))  # beyond the table: like unseen
+
+
+def test_default_score_combines_two_tail_probabilities_and_reads_back():
+    """DefaultScore on synthetic background: the calibrated combination selects 10^-k of the rows it
+    was fitted on above k, rises with either term, survives JSON, and q=inf is the smaller p-value."""
+    from eventlm.calibration import DefaultScore
+
+    rng = np.random.default_rng(4)
+    n = rng.integers(4, 10, 20_000)
+    nll = rng.gamma(5.0, 2.0, len(n)) + 3.0 * n
+    scale = rng.lognormal(np.log(60.0 * n), 0.3)
+    d = DefaultScore.fit(nll, scale, n)
+    s = d.transform(nll, scale, n)
+    assert np.isfinite(s).all() and (s >= 0).all()
+    for k in (1.0, 2.0):
+        assert np.mean(s >= k) == pytest.approx(10 ** -k, rel=0.15)
+    # an event rare in either direction scores high; the scale is judged within its object count
+    hi_nll = d.transform(np.array([200.0]), np.array([360.0]), np.array([6]))
+    hi_scale = d.transform(np.array([30.0]), np.array([2000.0]), np.array([6]))
+    typical = d.transform(np.array([30.0]), np.array([360.0]), np.array([6]))
+    assert hi_nll[0] > 2 and hi_scale[0] > 2 and typical[0] < 1
+    assert d.transform(np.array([30.0]), np.array([900.0]), np.array([4]))[0] > \
+        d.transform(np.array([30.0]), np.array([900.0]), np.array([9]))[0]
+    back = ScoreCalibration.from_dict(json.loads(json.dumps(
+        ScoreCalibration.fit("anomaly_score_nll", nll, n).with_default(d).to_dict())))
+    np.testing.assert_array_equal(back.default.transform(nll, scale, n), s)
+    tip = DefaultScore.fit(nll, scale, n, q=np.inf)
+    p1, p2 = tip.terms(nll, scale, n)
+    order = np.argsort(np.minimum(p1, p2))
+    assert np.all(np.diff(tip.transform(nll, scale, n)[order]) <= 0)
+    assert DefaultScore.from_dict(json.loads(json.dumps(tip.to_dict()))).q == np.inf
+    bad = d.to_dict() | {"q": 0.5}
+    with pytest.raises(ValueError, match="q"):
+        DefaultScore.from_dict(bad)

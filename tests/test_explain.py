@@ -1,5 +1,5 @@
 """Per-object explanations: object_nll (one value per object, in the event's own order) plus met_nll,
-stop_nll and count_nll add up to anomaly_score on every event of the bundled background; the values
+stop_nll and count_nll add up to anomaly_score_nll (-log p(event)) on every event of the bundled background; the values
 follow their objects when the input order changes; they are written to the ntuple; the figure renders."""
 # tiny models (1 layer x 16, the paper's 5-bin look-up table, one epoch on the fixture)
 
@@ -43,14 +43,14 @@ def test_terms_add_up_on_every_background_event(scorers, background_path):
     assert len(events) > 60_000
     cols = scorers["causal"].score(events)
     assert ak.all(ak.num(cols["object_nll"]) == ak.num(events.particles))
-    np.testing.assert_allclose(_total(cols), cols["anomaly_score"], rtol=1e-6)
+    np.testing.assert_allclose(_total(cols), cols["anomaly_score_nll"], rtol=1e-6)
     assert np.all(cols["count_nll"] == 0) and np.all(cols["stop_nll"] > 0) and np.all(cols["met_nll"] > 0)
 
 
 def test_terms_add_up_for_the_masked_objective(scorers, background_events, make_events):
     events = ak.concatenate([background_events[:1500], make_events(50, seed=4, max_particles=24)])  # some empty, some truncated
     cols = scorers["masked"].score(events)
-    np.testing.assert_allclose(_total(cols), cols["anomaly_score"], rtol=1e-6)
+    np.testing.assert_allclose(_total(cols), cols["anomaly_score_nll"], rtol=1e-6)
     assert np.all(cols["stop_nll"] == 0) and np.all(cols["count_nll"] > 0)
     assert np.all(cols["met_nll"] == 0)  # trained without mask_met: the MET tokens are not scored
     # objects beyond max_particles (the softest) carry no term
@@ -86,11 +86,11 @@ def test_explanations_are_written_and_drawn(scorers, fixture_path, fixture_event
     scorer = scorers["causal"]
     score_files(scorer.model_dir, fixture_path, tmp_path / "s.root", scorer=scorer)
     with uproot.open(tmp_path / "s.root") as f:
-        t = f["Events"].arrays(["nParticle", "object_nll", *EXPLANATION_COLUMNS[1:], "anomaly_score"])
+        t = f["Events"].arrays(["nParticle", "object_nll", *EXPLANATION_COLUMNS[1:], "anomaly_score_nll"])
     assert ak.all(ak.num(t["object_nll"]) == t["nParticle"])
     total = ak.sum(t["object_nll"], axis=1) + t["met_nll"] + t["stop_nll"] + t["count_nll"]
-    np.testing.assert_allclose(ak.to_numpy(total), ak.to_numpy(t["anomaly_score"]), rtol=1e-5)
-    i = int(np.argmax(ak.to_numpy(t["anomaly_score"])))
-    terms = {k: t[k][i] for k in (*EXPLANATION_COLUMNS, "anomaly_score")}
+    np.testing.assert_allclose(ak.to_numpy(total), ak.to_numpy(t["anomaly_score_nll"]), rtol=1e-5)
+    i = int(np.argmax(ak.to_numpy(t["anomaly_score_nll"])))
+    terms = {k: t[k][i] for k in (*EXPLANATION_COLUMNS, "anomaly_score_nll")}
     path = plot_event_explanation(fixture_events[i], terms, tmp_path / "explain.png")
     assert path.stat().st_size > 20_000

@@ -72,6 +72,7 @@ def test_json_alone_reproduces_eventlm_score(exports, objective, background_path
     assert spec["schema_version"] == 2 and spec["tokenization"]["complete"]
     assert (spec["score"]["count_term"] is not None) == (objective == "masked")
     assert spec["score"]["calibration"] is not None
+    assert spec["score"]["anomaly_score"]["rule"] == "lq_of_tail_probabilities"  # the default combination
     for name in INPUTS:
         scored = d / f"{name}.root"
         argv = ["score", str(d / "model"), str(_input(name, background_path, signal_paths)), "-o", str(scored),
@@ -81,7 +82,7 @@ def test_json_alone_reproduces_eventlm_score(exports, objective, background_path
         assert main(argv) == 0
         with uproot.open(scored) as f:
             t = f["Events"].arrays(["Particle_kind", "Particle_charge", "Particle_pt", "Particle_eta",
-                                    "Particle_phi", "MET_pt", "MET_phi", "anomaly_score",
+                                    "Particle_phi", "MET_pt", "MET_phi", "anomaly_score", "anomaly_score_nll",
                                     "anomaly_score_calibrated"], library="np")
         n = len(t["MET_pt"])
         assert n == (INPUTS[name][1] or n) and n > 0
@@ -90,7 +91,7 @@ def test_json_alone_reproduces_eventlm_score(exports, objective, background_path
                    "met_phi": t["MET_phi"][i]} for i in range(n)]
         ids = [port.tokenize(spec, ev) for ev in events]
         cols = port.score_columns(spec, port.run_graph(d / "model.onnx", port.pad(ids)), ids)
-        for column in ("anomaly_score", "anomaly_score_calibrated"):
+        for column in ("anomaly_score", "anomaly_score_nll", "anomaly_score_calibrated"):
             np.testing.assert_allclose(cols[column], t[column], rtol=1e-5, atol=1e-5, err_msg=f"{name} {column}")
 
 

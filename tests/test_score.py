@@ -121,7 +121,7 @@ def test_streaming_steps_do_not_change_scores(model_dir, fixture_path, tmp_path)
     np.testing.assert_allclose(ak.to_numpy(b.anomaly_score[len(a) :]), ak.to_numpy(a.anomaly_score), rtol=1e-5)
 
 
-def test_causal_default_score_is_the_event_nll_of_a_slow_prefix_by_prefix_reference(causal_dir, fixture_events):
+def test_causal_default_score_is_the_anomaly_score_nll_of_a_slow_prefix_by_prefix_reference(causal_dir, fixture_events):
     """anomaly_score = -log p(event): every token given its prefix alone (one forward pass per prefix,
     no causal mask relied on), plus the stop token; the mean and the log-likelihood follow from it."""
     scorer = ModelDir(causal_dir).open_scorer()
@@ -148,14 +148,14 @@ def test_calibrated_score_is_the_background_tail_fraction_within_its_object_coun
     from eventlm.score import n_objects_of
 
     cal = calibrate(causal_dir, background_events)
-    assert (causal_dir / "calibration.json").exists() and cal.score == "anomaly_score"
+    assert (causal_dir / "calibration.json").exists() and cal.score == "anomaly_score_nll"
     assert min(cal.n_events) >= 300
     scorer = ModelDir(causal_dir).open_scorer()
     held_out = ModelDir(causal_dir).select(background_events, "validation")
     out = scorer.score(held_out)
     n = n_objects_of(scorer.tokenizer, scorer.tokenizer.encode(held_out))
     np.testing.assert_allclose(out["anomaly_score_calibrated"],
-                               ModelDir(causal_dir).read_calibration().transform(out["anomaly_score"], n))
+                               ModelDir(causal_dir).read_calibration().transform(out["anomaly_score_nll"], n))
     # on the calibration events, 10 % of every class lies above 1 and 2 % above -log10(0.02)
     for c in range(len(cal.lower)):
         sel = cal.class_of(n) == c
@@ -163,8 +163,55 @@ def test_calibrated_score_is_the_background_tail_fraction_within_its_object_coun
         assert np.mean(out["anomaly_score_calibrated"][sel] > -np.log10(0.02) + 1e-6) <= 0.021
     # monotone in the score within a class
     sel = cal.class_of(n) == 0
-    order = np.argsort(out["anomaly_score"][sel])
+    order = np.argsort(out["anomaly_score_nll"][sel])
     assert np.all(np.diff(out["anomaly_score_calibrated"][sel][order]) >= 0)
+
+
+def test_default_score_is_the_calibrated_combination_of_likelihood_and_scale(causal_dir, background_events):
+    """anomaly_score = -log10 of the background tail of the combined (event NLL, S_T | n) statistic:
+    recomputed here from the columns and the tokens, on the calibration rows it selects 10 % above 1,
+    it rises with the NLL at a fixed scale and with the scale at a fixed NLL; without the combination
+    in calibration.json (a file from before) anomaly_score is the event NLL."""
+    import json
+
+    from eventlm.apply import calibrate
+    from eventlm.calibration import DefaultScore
+    from eventlm.score import n_objects_of, token_scale
+
+    cal = calibrate(causal_dir, background_events)
+    assert isinstance(cal.default, DefaultScore)
+    md = ModelDir(causal_dir)
+    scorer = md.open_scorer()
+    held_out = md.select(background_events, "validation")
+    out = scorer.score(held_out)
+    tokens = scorer.tokenizer.encode(held_out)
+    n = n_objects_of(scorer.tokenizer, tokens)
+    st = token_scale(scorer.tokenizer, tokens)
+    decoded = scorer.tokenizer.decode(tokens)
+    manual = ak.to_numpy(ak.sum(ak.values_astype(decoded.particles.pt, np.float64), axis=1)) + ak.to_numpy(decoded.met)
+    np.testing.assert_allclose(st, manual)
+    np.testing.assert_allclose(out["anomaly_score"], md.read_calibration().default.transform(out["anomaly_score_nll"], st, n),
+                               atol=1e-5)  # the scorer combines the float64 NLL, the column is float32
+    assert np.isfinite(out["anomaly_score"]).all() and (out["anomaly_score"] >= 0).all()
+    assert np.mean(out["anomaly_score"] >= 1.0) == pytest.approx(0.1, abs=0.01)
+    d = cal.default
+    p_nll, p_scale = d.terms(out["anomaly_score_nll"], st, n)
+    stat = DefaultScore.statistic(p_nll, p_scale, d.q)
+    order = np.argsort(stat)
+    assert np.all(np.diff(out["anomaly_score"][order]) >= 0)  # one monotone map of the statistic
+    one = np.full(3, np.median(out["anomaly_score_nll"]))
+    for row in (d.transform(one, np.array([100.0, 400.0, 1500.0]), np.full(3, 6)),
+                d.transform(np.array([20.0, 40.0, 80.0]), np.full(3, 400.0), np.full(3, 6))):
+        assert np.all(np.diff(row) >= 0) and row[-1] > row[0]
+    # a calibration.json written before the combination: anomaly_score stays the event NLL
+    data = json.loads((causal_dir / "calibration.json").read_text())
+    data.pop("default")
+    data["score"] = "anomaly_score"
+    (causal_dir / "calibration.json").write_text(json.dumps(data))
+    old = ModelDir(causal_dir).open_scorer().score(held_out[:50])
+    np.testing.assert_array_equal(old["anomaly_score"], old["anomaly_score_nll"])
+    np.testing.assert_allclose(old["anomaly_score_calibrated"], out["anomaly_score_calibrated"][:50])
+    calibrate(causal_dir, background_events)  # leave the fixture as the other tests expect it
 
 
 def test_cli_train_and_score_on_fixture(fixture_path, tmp_path):

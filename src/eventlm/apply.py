@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["calibrate", "plot_token_confusion", "score_files"]
 
 
-def calibrate(model_dir, background, *, score: str = "anomaly_score", split: str = "validation",
+def calibrate(model_dir, background, *, score: str = "anomaly_score_nll", split: str = "validation",
               which: str = "best", scorer=None):
     """Fit and write the model's calibration (``calibration.json``; ``calibration_last.json`` for
     ``which="last"``) on its held-out background rows, stamped with the weights it was fitted for.
@@ -40,19 +40,33 @@ def calibrate(model_dir, background, *, score: str = "anomaly_score", split: str
     (:meth:`ModelDir.select` with ``complete=True``: a background lacking some is refused in one
     line; row keys are computed on the whole input, as in training), and the
     survival function of ``score`` is fitted per object-count class. From then on the scorer adds
-    the ``anomaly_score_calibrated`` column. Returns the :class:`eventlm.calibration.ScoreCalibration`.
+    the ``anomaly_score_calibrated`` column. The default ``anomaly_score``'s calibration
+    (:class:`eventlm.calibration.DefaultScore`: the event NLL's tail probability on the same rows, the
+    scale ``S_T``'s per object count on the training and held-out rows) is fitted with it and written
+    into the same file; until then ``anomaly_score`` is the event NLL. Returns the
+    :class:`eventlm.calibration.ScoreCalibration`.
     """
-    from eventlm.calibration import ScoreCalibration
+    from eventlm.calibration import DefaultScore, ScoreCalibration
+    from eventlm.score import token_scale
     from eventlm.io import as_events
 
     md = model_dir if isinstance(model_dir, ModelDir) else ModelDir(model_dir)
     if md.kind != LANGUAGE_MODEL:
         raise ModelDirError(f"{md.path}: a classifier has no anomaly score to calibrate")
-    held_out = md.select(as_events(background), split, complete=True)
+    score = "anomaly_score_nll" if score == "anomaly_score" else score  # the name of the event NLL before
+    background = as_events(background)
+    held_out = md.select(background, split, complete=True)
     scorer = scorer or md.open_scorer(which=which, calibrated=False)
     tokens = scorer.tokenizer.encode(held_out)
     cols = scorer.score_tokens(tokens)
-    cal = ScoreCalibration.fit(score, cols[score], n_objects_of(scorer.tokenizer, tokens))
+    n_objects = n_objects_of(scorer.tokenizer, tokens)
+    cal = ScoreCalibration.fit(score, cols[score], n_objects)
+    scale = token_scale(scorer.tokenizer, tokens)
+    if scale is not None:
+        train_tokens = scorer.tokenizer.encode(md.select(background, "train"))
+        rows = (np.concatenate([scale, token_scale(scorer.tokenizer, train_tokens)]),
+                np.concatenate([n_objects, n_objects_of(scorer.tokenizer, train_tokens)]))
+        cal = cal.with_default(DefaultScore.fit(cols["anomaly_score_nll"], scale, n_objects, scale_rows=rows))
     md.write_calibration(cal, which)
     scorer.use_calibration(cal)
     log.info("calibrated %s on the %d %s rows in %d object-count classes (from %s)", score, len(held_out),

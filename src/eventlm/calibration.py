@@ -18,6 +18,7 @@ calibration events; counts below the first class or above the last one use the n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ class ScoreCalibration:
     tail_scale: tuple[float, ...]  # class i: mean excess above its TAIL_SURVIVAL quantile
     n_events: tuple[int, ...]
     grid: tuple[float, ...] = tuple(SURVIVAL_GRID.tolist())  # the survival probabilities of ``quantiles``
+    #: the default ``anomaly_score``'s calibration (:class:`DefaultScore`), fitted with this one
+    default: DefaultScore | None = None
 
     @classmethod
     def fit(cls, score: str, values, n_objects, *, min_events: int = MIN_CLASS_EVENTS) -> ScoreCalibration:
@@ -106,10 +109,16 @@ class ScoreCalibration:
         out[np.asarray(n_objects, dtype=np.int64) < self.lower[0]] = np.nan
         return out.astype(np.float32)
 
+    def with_default(self, default: DefaultScore | None) -> ScoreCalibration:
+        return dataclasses.replace(self, default=default)
+
     def to_dict(self) -> dict:
-        return {"score": self.score, "lower": list(self.lower), "quantiles": [list(q) for q in self.quantiles],
-                "tail_scale": list(self.tail_scale), "n_events": list(self.n_events),
-                "survival_grid": list(self.grid)}
+        out = {"score": self.score, "lower": list(self.lower), "quantiles": [list(q) for q in self.quantiles],
+               "tail_scale": list(self.tail_scale), "n_events": list(self.n_events),
+               "survival_grid": list(self.grid)}
+        if self.default is not None:
+            out["default"] = self.default.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ScoreCalibration:
@@ -120,8 +129,10 @@ class ScoreCalibration:
         numbers = [*grid, *(x for q in quantiles for x in q), *(float(x) for x in data["tail_scale"])]
         if not all(math.isfinite(x) for x in numbers):
             raise ValueError("calibration: a quantile, tail scale or survival probability is not finite")
+        default = DefaultScore.from_dict(data["default"]) if data.get("default") is not None else None
         return cls(str(data["score"]), tuple(int(x) for x in data["lower"]), quantiles,
-                   tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid)
+                   tuple(float(x) for x in data["tail_scale"]), tuple(int(x) for x in data["n_events"]), grid,
+                   default)
 
 
 
@@ -149,3 +160,84 @@ class Multiplicity:
 
     def to_list(self) -> list[int]:
         return self.counts.tolist()
+
+
+#: The default combination's norm: ``q`` of ``(sum_i (-ln p_i)^q)^(1/q)`` over the terms' background
+#: tail probabilities (q = 1: Fisher's product of p-values, q -> inf: the smallest p-value). Chosen on
+#: the validation signals, never on the test signals (docs/method.md, docs/results.md).
+DEFAULT_Q = 3.0
+
+
+def _one_class(values) -> np.ndarray:
+    return np.zeros(len(values), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class DefaultScore:
+    """``anomaly_score``: the event's likelihood and its energy scale, each as a background tail
+    probability, combined, and calibrated once more on background (docs/method.md).
+
+    - ``p_nll = P(anomaly_score_nll' >= anomaly_score_nll | background)``: how improbable the whole event is under the
+      model (the object count included);
+    - ``p_scale = P(S_T' >= S_T | background, same object count)``: how hard the event is for its object
+      count, with ``S_T`` the scalar sum of the decoded pT of the event's tokens plus the decoded MET
+      (what the model sees, in GeV);
+    - the statistic ``t = ((-ln p_nll)^q + (-ln p_scale)^q)^(1/q)``;
+    - ``anomaly_score = -log10 P(t' >= t | background)``: 2 means 1 % of background scores higher.
+
+    ``nll`` and ``final`` are fitted on the model's held-out validation rows; ``scale`` (a property of
+    the events, not of the weights) on its training and validation rows.
+    """
+
+    nll: ScoreCalibration
+    scale: ScoreCalibration
+    final: ScoreCalibration
+    q: float = DEFAULT_Q
+
+    @staticmethod
+    def statistic(p_nll, p_scale, q: float) -> np.ndarray:
+        a = -np.log(np.clip(np.asarray(p_nll, dtype=np.float64), 1e-300, 1.0))
+        b = -np.log(np.clip(np.asarray(p_scale, dtype=np.float64), 1e-300, 1.0))
+        if math.isinf(q):
+            return np.maximum(a, b)
+        return (a ** q + b ** q) ** (1.0 / q)
+
+    @classmethod
+    def fit(cls, nll, scale, n_objects, *, scale_rows=None, q: float = DEFAULT_Q) -> DefaultScore:
+        """Fit on the held-out rows' ``nll``, ``scale`` (``S_T``) and ``n_objects``. ``scale_rows``:
+        ``(scale, n_objects)`` of more background rows to calibrate the scale on (default: the same)."""
+        nll = np.asarray(nll, dtype=np.float64)
+        scale = np.asarray(scale, dtype=np.float64)
+        n_objects = np.asarray(n_objects, dtype=np.int64)
+        s_fit, n_fit = (scale, n_objects) if scale_rows is None else scale_rows
+        cal_nll = ScoreCalibration.fit("anomaly_score_nll", nll, _one_class(nll))
+        cal_scale = ScoreCalibration.fit("scale", s_fit, n_fit)
+        t = cls.statistic(cal_nll.survival(nll, _one_class(nll)), cal_scale.survival(scale, n_objects), q)
+        final = ScoreCalibration.fit("combined", t, _one_class(t))
+        return cls(cal_nll, cal_scale, final, float(q))
+
+    def terms(self, nll, scale, n_objects) -> tuple[np.ndarray, np.ndarray]:
+        """``(p_nll, p_scale)`` per event."""
+        nll = np.asarray(nll, dtype=np.float64)
+        return (self.nll.survival(nll, _one_class(nll)),
+                self.scale.survival(np.asarray(scale, dtype=np.float64), np.asarray(n_objects, dtype=np.int64)))
+
+    def transform(self, nll, scale, n_objects) -> np.ndarray:
+        """``anomaly_score`` (float32, finite, >= 0) of each event."""
+        t = self.statistic(*self.terms(nll, scale, n_objects), self.q)
+        out = -np.log10(np.clip(self.final.survival(t, _one_class(t)), 1e-300, 1.0)) + 0.0
+        return out.astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"rule": "lq_of_tail_probabilities", "q": None if math.isinf(self.q) else self.q,
+                "nll": self.nll.to_dict(), "scale": self.scale.to_dict(), "final": self.final.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DefaultScore:
+        if data.get("rule") != "lq_of_tail_probabilities":
+            raise ValueError(f"default score rule {data.get('rule')!r} is unknown")
+        q = math.inf if data["q"] is None else float(data["q"])
+        if not q >= 1.0:
+            raise ValueError(f"default score: q = {q} (needs q >= 1)")
+        return cls(ScoreCalibration.from_dict(data["nll"]), ScoreCalibration.from_dict(data["scale"]),
+                   ScoreCalibration.from_dict(data["final"]), q)

@@ -163,7 +163,8 @@ def score_spec(ckpt: dict, tokenizer, calibration=None) -> dict:
     masked = ckpt["objective"] == "masked"
     out = {
         "n_objects": "particle tokens of the event (after truncation)",
-        "anomaly_score": {"rule": "nll_sum_plus_count_term" if masked and ckpt.get("multiplicity") else "nll_sum"},
+        "anomaly_score_nll": {"rule": "nll_sum_plus_count_term" if masked and ckpt.get("multiplicity") else "nll_sum"},
+        "anomaly_score": {"rule": "anomaly_score_nll"},
         "anomaly_score_sum": "nll_sum",
         "anomaly_score_mean": "nll_mean",
         "log_likelihood": "-nll_sum" if not masked else None,
@@ -190,7 +191,38 @@ def score_spec(ckpt: dict, tokenizer, calibration=None) -> dict:
                       "NaN where n_objects < lower[0] (no background of that object count was calibrated)",
         })
         out["calibration"] = cal
+        default = cal.pop("default", None)
+        if default is not None and tokenizer.kind == "lut":
+            out["anomaly_score"] = default_spec(default, tokenizer)
     return out
+
+
+def default_spec(default: dict, tokenizer) -> dict:
+    """The default ``anomaly_score`` (:class:`eventlm.calibration.DefaultScore`) as data."""
+    survival = ("linear interpolation of survival_grid against quantiles[class] (1 below the first "
+                "quantile); above the last quantile survival_grid[-1] * exp(-(x - quantiles[class][-1]) / "
+                "tail_scale[class])")
+    return {
+        "rule": "lq_of_tail_probabilities",
+        "scale": {
+            "rule": "sum_of_representatives",
+            "what": "S_T = sum over particle tokens of pt_representatives[pt bin - 1] + met_representatives[met "
+                    "bin - 1] of the MET token (0 without one), float64; the bins are the token's pt/met digits",
+            "pt_representatives": [float(x) for x in tokenizer.pt_centers],
+            "met_representatives": [float(x) for x in tokenizer.met.centers] if tokenizer.met_tokens else None,
+        },
+        "p_nll": {"calibration": default["nll"], "of": "anomaly_score_nll (float64, before the float32 column)",
+                  "class_rule": "one class (class 0)", "survival": survival},
+        "p_scale": {"calibration": default["scale"], "of": "S_T",
+                    "class_rule": "class = clip((number of lower <= n_objects) - 1, 0, len(lower) - 1)",
+                    "survival": survival},
+        "q": default["q"],
+        "statistic": "t = ((-ln max(p_nll, 1e-300))^q + (-ln max(p_scale, 1e-300))^q)^(1/q); q null: the larger "
+                     "of the two",
+        "final": {"calibration": default["final"], "of": "t", "class_rule": "one class (class 0)",
+                  "survival": survival},
+        "output": "anomaly_score = -log10(max(final survival of t, 1e-300)) + 0.0, float32",
+    }
 
 
 def edge_case_events(tokenizer):

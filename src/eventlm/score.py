@@ -1,15 +1,15 @@
 """Scoring: how improbable the background-trained model finds each event.
 
-The default score, ``anomaly_score``, is one event-level negative log-likelihood (higher = more
-anomalous; docs/method.md defines each column):
+Every column is higher = more anomalous; docs/method.md defines each one. First the event's negative
+log-likelihood, ``anomaly_score_nll``:
 
 Causal objective (the default). ``nll_i = -log p(t_i | BOS t_1 .. t_{i-1})`` for the n tokens and the
 stop token EOS. Then
 
-- ``anomaly_score`` = ``anomaly_score_sum`` = the sum of the n + 1 terms: the event's negative
+- ``anomaly_score_nll`` = ``anomaly_score_sum`` = the sum of the n + 1 terms: the event's negative
   log-likelihood ``-log p(event)``. The stop token makes the number of objects part of the modelled
   density, so a rare multiplicity and rare objects both raise it;
-- ``log_likelihood`` = ``-anomaly_score``;
+- ``log_likelihood`` = ``-anomaly_score_nll``;
 - ``anomaly_score_mean`` = the mean of the n + 1 terms.
 
 Masked objective (the paper's). For an event with maskable tokens ``t_1 .. t_n`` (its particles; MET
@@ -17,21 +17,28 @@ too if the model was trained with ``mask_met``), build n copies, copy i with ``t
 and take ``nll_i = -log p(t_i | copy i)`` at the masked position. Then
 
 - ``anomaly_score_sum`` = the sum of ``nll_i`` (the negated pseudo-log-likelihood);
-- ``anomaly_score`` = ``anomaly_score_sum - log p(n_particles)``, the pseudo-log-likelihood plus the
+- ``anomaly_score_nll`` = ``anomaly_score_sum - log p(n_particles)``, the pseudo-log-likelihood plus the
   background's object-count term (:class:`eventlm.calibration.Multiplicity`, fitted on the training
   events): the masked model sees each object given the others, not how many there are;
 - ``anomaly_score_mean`` = the mean of ``nll_i``: the paper's score.
+
+The default ``anomaly_score`` (:class:`eventlm.calibration.DefaultScore`, fitted by
+:func:`eventlm.apply.calibrate` into ``calibration.json``) combines the event NLL's background tail
+probability with that of the event's energy scale ``S_T`` for its object count (:func:`token_scale`:
+the decoded pT of its tokens plus the decoded MET) and calibrates the combination on background once
+more: ``anomaly_score = k`` means a fraction ``10^-k`` of the background scores higher. A model
+without a calibration (or whose tokenizer cannot decode pT) gives ``anomaly_score = anomaly_score_nll``.
 
 Both objectives also give ``anomaly_score_max`` (the largest term), ``reco_accuracy`` (fraction of
 terms whose true token is the argmax) and ``token_nll`` (the per-token terms, jagged, in token order;
 the causal stop-token term is left out). Where the model directory holds a ``calibration.json``
 (written by :func:`eventlm.apply.calibrate`, stamped with the weights it was fitted for),
-``anomaly_score_calibrated`` is ``anomaly_score`` calibrated on
+``anomaly_score_calibrated`` is ``anomaly_score_nll`` calibrated on
 background within its object-count class (:mod:`eventlm.calibration`): ``-log10`` of the fraction of
 background events with as many objects that score higher.
 
 An event with nothing to score (no particles, masked objective) gets ``anomaly_score_sum``,
-``anomaly_score_mean`` and ``anomaly_score_max`` 0, ``anomaly_score`` its object-count term alone,
+``anomaly_score_mean`` and ``anomaly_score_max`` 0, ``anomaly_score_nll`` its object-count term alone,
 ``reco_accuracy = 1`` and an empty ``token_nll``: it is kept, never NaN.
 
 All masked copies of a batch of events are built at once (vectorized) and go through one forward
@@ -60,10 +67,10 @@ from eventlm.runtime import torch_threads
 SCORE_COLUMNS = (
     "anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_max",
     "anomaly_score_calibrated", "reco_accuracy", "log_likelihood", "token_nll",
-    "object_nll", "met_nll", "stop_nll", "count_nll",
+    "object_nll", "met_nll", "stop_nll", "count_nll", "anomaly_score_nll",
 )
 #: The event-level float columns among them, in the order tables list them.
-EVENT_SCORES = ("anomaly_score", "anomaly_score_calibrated", "anomaly_score_mean", "anomaly_score_sum")
+EVENT_SCORES = ("anomaly_score", "anomaly_score_nll", "anomaly_score_calibrated", "anomaly_score_mean", "anomaly_score_sum")
 
 
 class LazyModel:
@@ -165,7 +172,7 @@ class Scorer(LazyModel):
         ``return_tokens=True`` adds ``token_true`` and ``token_pred`` (jagged int64, the true and
         argmax-predicted token of every scored position). The explanation columns (``object_nll``
         aligned with ``events.particles``, ``met_nll``, ``stop_nll``, ``count_nll``) add up to
-        ``anomaly_score``: see :func:`explain`.
+        ``anomaly_score_nll``: see :func:`explain`.
         """
         tokens = self.tokenizer.encode(events)
         state = self._load()
@@ -216,7 +223,11 @@ class Scorer(LazyModel):
             pred[slots] = p
             true[slots] = t_true
             correct[slots] = p == t_true
-        return self._columns(nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens)
+        scale = None
+        calibration = state["calibration"]
+        if calibration is not None and calibration.default is not None:
+            scale = token_scale(self.tokenizer, tokens)
+        return self._columns(nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens, scale)
 
     def _masked_batch(self, flat, offsets, idx, term_offsets):
         """All masked copies of events ``idx``: (slots in the output, true tokens, logits (M, V))."""
@@ -251,7 +262,7 @@ class Scorer(LazyModel):
         slots = term_offsets[idx[rows]] + cols  # position t predicts term t of the event
         return slots, targets[rows, cols], logits
 
-    def _columns(self, nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens):
+    def _columns(self, nll, correct, true, pred, n_terms, n_scored, term_offsets, return_tokens, scale=None):
         n_events = len(n_terms)
         event_of = np.repeat(np.arange(n_events), n_terms)
         has = n_terms > 0
@@ -271,13 +282,14 @@ class Scorer(LazyModel):
         n_met = self.tokenizer.n_met_tokens
         n_particles = np.maximum(n_scored - (n_met if self.objective == "causal" or state["mask_met"] else 0), 0)
         if self.objective == "causal":
-            event_nll = sums  # the n token terms and the stop token: -log p(event)
+            anomaly_score_nll = sums  # the n token terms and the stop token: -log p(event)
         elif state["multiplicity"] is not None:
-            event_nll = sums + state["multiplicity"].nll(n_particles)
+            anomaly_score_nll = sums + state["multiplicity"].nll(n_particles)
         else:  # a model directory from before the object-count term
-            event_nll = sums
+            anomaly_score_nll = sums
         out = {
-            "anomaly_score": event_nll.astype(np.float32),
+            "anomaly_score": anomaly_score_nll.astype(np.float32),
+            "anomaly_score_nll": anomaly_score_nll.astype(np.float32),
             "anomaly_score_mean": mean.astype(np.float32),
             "anomaly_score_sum": sums.astype(np.float32),
             "anomaly_score_max": mx,
@@ -286,7 +298,14 @@ class Scorer(LazyModel):
         }
         calibration = state["calibration"]
         if calibration is not None:
-            out["anomaly_score_calibrated"] = calibration.transform(out[calibration.score], n_particles)
+            # "anomaly_score" in a calibration file written before the default was the combination
+            # names the event NLL (what anomaly_score was then)
+            column = "anomaly_score_nll" if calibration.score == "anomaly_score" else calibration.score
+            out["anomaly_score_calibrated"] = calibration.transform(out[column], n_particles)
+            if calibration.default is not None:
+                if scale is None:
+                    raise ValueError("the default anomaly_score needs the events' scale S_T")
+                out["anomaly_score"] = calibration.default.transform(anomaly_score_nll, scale, n_particles)
         if self.objective == "causal":
             out["log_likelihood"] = (-sums).astype(np.float32)
         if return_tokens:
@@ -297,7 +316,7 @@ class Scorer(LazyModel):
         if self.objective == "causal":
             stop[has] = nll[term_offsets[1:][has] - 1]
         out["_terms"] = {"token_nll": nll[keep], "n_scored": n_scored, "n_met_scored": n_scored - n_particles,
-                         "stop": stop, "count": event_nll - sums}
+                         "stop": stop, "count": anomaly_score_nll - sums}
         return out
 
 
@@ -306,7 +325,7 @@ EXPLANATION_COLUMNS = ("object_nll", "met_nll", "stop_nll", "count_nll")
 
 
 def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
-    """``anomaly_score`` split over the event's objects and its event-level terms.
+    """``anomaly_score_nll`` split over the event's objects and its event-level terms.
 
     - ``object_nll`` (``var * float32``): one value per object of ``events.particles``, in their own
       order (the order ``Particle_*`` is written in: pT descending for the readers): the NLL term of
@@ -316,8 +335,8 @@ def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
     - ``stop_nll``: the causal stop token's term, ``-log p(EOS | the event)`` (0 masked);
     - ``count_nll``: the masked object-count term ``-log p(n_objects)`` (0 causal).
 
-    ``sum(object_nll) + met_nll + stop_nll + count_nll == anomaly_score`` for every event (to float32
-    rounding of each column).
+    ``sum(object_nll) + met_nll + stop_nll + count_nll == anomaly_score_nll`` for every event (to float32
+    rounding of each column); ``anomaly_score_nll`` is ``anomaly_score`` of a model without a calibration.
     """
     from eventlm.tokenize.particles import order_particles
 
@@ -344,6 +363,20 @@ def explain(terms: dict, events: ak.Array, tokenizer) -> dict:
         "stop_nll": terms["stop"].astype(np.float32),
         "count_nll": terms["count"].astype(np.float32),
     }
+
+
+def token_scale(tokenizer, tokens) -> np.ndarray | None:
+    """``S_T`` as the tokens say it (float64, GeV): the decoded pT of every particle token plus the
+    decoded MET; None for a tokenizer that cannot decode kinematics (the default score then stays the
+    event NLL)."""
+    flat, offsets = jagged_to_flat(tokens)
+    try:
+        decoded = tokenizer.decode(ak.unflatten(flat, np.diff(offsets)), specials="drop")
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
+    pt = ak.to_numpy(ak.sum(ak.values_astype(decoded.particles.pt, np.float64), axis=1))
+    met = np.asarray(ak.to_numpy(decoded.met), dtype=np.float64) if "met" in decoded.fields else 0.0
+    return pt + np.nan_to_num(met, nan=0.0)
 
 
 def n_objects_of(tokenizer, tokens) -> np.ndarray:

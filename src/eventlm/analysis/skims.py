@@ -14,7 +14,7 @@ import numpy as np
 
 #: Event-level score branches (``eventlm.score.SCORE_COLUMNS`` without the per-token ``token_nll``);
 #: any other ``anomaly_score*`` branch of a file is kept too.
-SCORE_COLUMNS = ("anomaly_score", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_calibrated",
+SCORE_COLUMNS = ("anomaly_score", "anomaly_score_nll", "anomaly_score_mean", "anomaly_score_sum", "anomaly_score_calibrated",
                  "anomaly_score_max", "reco_accuracy", "log_likelihood")
 #: Skim branches of the region flags: ``region_CR`` (``events.region.CR`` in NanoEvents).
 REGION_PREFIX = "region_"

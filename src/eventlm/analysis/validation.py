@@ -3,8 +3,9 @@
 :func:`run_validation` scores the background test split and every signal with a trained model and
 compares, per signal (through :func:`eventlm.analysis.study.compare`):
 
-- the default ``anomaly_score`` and its named variants (``anomaly_score_calibrated``,
-  ``anomaly_score_mean``, ``anomaly_score_sum`` where it differs from the default);
+- the default ``anomaly_score`` and its named variants (``anomaly_score_nll``, the event NLL;
+  ``anomaly_score_calibrated``, ``anomaly_score_mean``, ``anomaly_score_sum`` where it differs from
+  the NLL);
 - the isolation forest, dense autoencoder, Deep SVDD and flow baselines, fitted on the model's training
   split, and the challenge's "Combined" (Deep SVDD + flow, calibrated on the model's validation split);
 - HT alone and the object count alone (the one-number references);
@@ -37,6 +38,7 @@ DEFAULT_LABEL = "eventlm anomaly_score (default)"
 #: score column -> its row label
 SCORE_LABELS = {
     "anomaly_score": DEFAULT_LABEL,
+    "anomaly_score_nll": "eventlm anomaly_score_nll (-log p(event))",
     "anomaly_score_calibrated": "eventlm anomaly_score_calibrated",
     "anomaly_score_mean": "eventlm anomaly_score_mean (paper)",
     "anomaly_score_sum": "eventlm anomaly_score_sum",
@@ -150,8 +152,8 @@ def run_validation(model_dir, background: ak.Array, signals: dict[str, ak.Array]
         for col, label in SCORE_LABELS.items():
             if col not in scores[name]:
                 continue
-            if col == "anomaly_score_sum" and np.allclose(scores[name][col], scores[name]["anomaly_score"]):
-                continue  # the causal default is the summed NLL itself
+            if col == "anomaly_score_sum" and np.allclose(scores[name][col], scores[name]["anomaly_score_nll"]):
+                continue  # the causal event NLL is the summed NLL itself
             methods[label] = (scores["background"][col], scores[name][col])
         for m, by in base_scores.items():
             methods[m] = (by["background"], by[name])

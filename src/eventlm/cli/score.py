@@ -18,10 +18,12 @@ def add_parser(subparsers) -> None:
         "the event identity run, luminosityBlock (and mcChannelNumber), so the output joins back to the input; "
         "the input's other branches only with --copy-branches), in_training_phase_space (whether the event "
         "lies inside the phase space the model was trained on; see eventlm info MODEL) and the "
-        "score columns (eventlm.score.SCORE_COLUMNS; docs/method.md): anomaly_score, "
-        "anomaly_score_calibrated (where the model has a calibration), anomaly_score_mean, "
+        "score columns (eventlm.score.SCORE_COLUMNS; docs/method.md): anomaly_score (the default: the event's "
+        "likelihood and its energy scale for its object count, as one background tail probability, -log10; "
+        "the event NLL where the model has no calibration), anomaly_score_nll (-log p(event)), "
+        "anomaly_score_calibrated (the event NLL per object count, where the model has a calibration), anomaly_score_mean, "
         "anomaly_score_sum, anomaly_score_max, reco_accuracy, log_likelihood (causal model), token_nll, and "
-        "the score split over the objects: object_nll (one value per Particle), met_nll, stop_nll, count_nll.",
+        "anomaly_score_nll split over the objects: object_nll (one value per Particle), met_nll, stop_nll, count_nll.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="event files (CSV, ROOT, Parquet); the first "
                    "argument is the model directory unless --model is given")

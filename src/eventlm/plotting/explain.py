@@ -3,7 +3,7 @@
 :func:`plot_event_explanation` draws one event in two panels: left, the event in the (eta, phi) plane,
 one marker per object (area ~ pT, colour = the object's NLL term) and the MET as an arrow at its phi;
 right, the terms as horizontal bars, one per object (in the event's own order, labelled with kind,
-charge and pT) and the event terms (MET, stop or object count), which add up to ``anomaly_score``.
+charge and pT) and the event terms (MET, stop or object count), which add up to ``anomaly_score_nll``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def plot_event_explanation(event, terms: dict, path, *, title: str | None = None
     """Draw one event and its score terms to ``path``.
 
     ``event``: one record of the event model (``events[i]``); ``terms``: that event's explanation
-    columns (``object_nll`` (list), ``met_nll``, ``stop_nll``, ``count_nll``, ``anomaly_score``).
+    columns (``object_nll`` (list), ``met_nll``, ``stop_nll``, ``count_nll``, ``anomaly_score_nll``).
     """
     particles = event["particles"]
     kind = np.asarray(particles["kind"], dtype=int)
@@ -38,7 +38,7 @@ def plot_event_explanation(event, terms: dict, path, *, title: str | None = None
     event_terms = [("MET", float(terms["met_nll"])), ("stop (EOS)", float(terms["stop_nll"])),
                    ("object count", float(terms["count_nll"]))]
     event_terms = [(name, value) for name, value in event_terms if value != 0.0]
-    total = float(terms["anomaly_score"])
+    total = float(terms["anomaly_score_nll"])
     with figure(path, figsize=(15, 6.5), ncols=2,
                 gridspec_kw={"width_ratios": [1, 1.1], "wspace": 0.6}) as (fig, (ax, bx)):
         import matplotlib as mpl
@@ -79,7 +79,7 @@ def plot_event_explanation(event, terms: dict, path, *, title: str | None = None
         bx.set_xlim(0, max(values.max(initial=0.0), 1e-6) * 1.25)
         for yi, v in zip(y, values):
             bx.text(v, yi, f" {v:.2f}", va="center", fontsize=9)
-        bx.text(0.98, 0.02, f"sum = anomaly_score = {total:.2f}", transform=bx.transAxes, ha="right",
+        bx.text(0.98, 0.02, f"sum = anomaly_score_nll = {total:.2f}", transform=bx.transAxes, ha="right",
                 fontsize=11)
         if title:
             bx.set_title(title, fontsize=12, loc="left")
