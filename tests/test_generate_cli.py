@@ -94,3 +94,55 @@ def test_the_suite_has_six_signals_three_with_the_background_object_count():
     assert len(SIGNALS) >= 6
     assert sum(PROCESSES[p].background_multiplicity for p in SIGNALS) >= 3
     assert all(f"{p}.csv.gz" in FILE_INDEX for p in SIGNALS)
+
+
+def test_validation_signals_are_the_test_families_at_other_masses_and_never_bundled():
+    """The validation set (issue 25: choose the score without the test signals) shares no card with
+    data/'s signals: other masses of the same families, each with its decay check, no bundle file."""
+    from eventlm.generate.bundle import FILE_INDEX, SIGNALS, VALIDATION_BLOCK, VALIDATION_SIGNALS, id_blocks
+
+    assert len(VALIDATION_SIGNALS) >= 4
+    assert not set(VALIDATION_SIGNALS) & set(SIGNALS)
+    assert not any(f"{p}.csv.gz" in FILE_INDEX for p in VALIDATION_SIGNALS)
+    import re
+
+    def family(name):  # the name without its masses
+        return re.sub(r"\d+", "", name)
+
+    test_cards = {family(p): p for p in SIGNALS}
+    for name in VALIDATION_SIGNALS:
+        card = PROCESSES[name]
+        assert card.signal and card.validation and card.checks
+        sibling = PROCESSES[test_cards[family(name)]]  # the test signal of the same family
+        assert card.checks[0].mass != sibling.checks[0].mass
+        assert [c.products for c in card.checks] == [c.products for c in sibling.checks]
+    blocks = range(VALIDATION_BLOCK, VALIDATION_BLOCK + len(VALIDATION_SIGNALS))
+    assert not set(blocks) & set(id_blocks().values())
+
+
+def test_the_test_signal_cards_did_not_change_when_they_became_parametric():
+    """The seven bundled signals were generated from these exact settings (data/MANIFEST.json commands)."""
+    from eventlm.generate.pythia import process_settings
+
+    zprime = process_settings(PROCESSES["zprime_1500"], 1)
+    assert "32:m0 = 1500" in zprime and "Zprime:gmZmode = 3" in zprime
+    a3 = process_settings(PROCESSES["A3_ttbar_750"], 1)
+    assert {"36:mWidth = 30.0000", "36:mMin = 450", "36:mMax = 1050"} <= set(a3)
+    assert "35:m0 = 500." in process_settings(PROCESSES["tttt_H500"], 1)
+    assert "35:mWidth = 7.9566" in process_settings(PROCESSES["ttbar_S200_inv"], 1)
+    # below the t tbar threshold the A3's Breit-Wigner starts at it
+    assert "36:mMin = 350" in process_settings(PROCESSES["A3_ttbar_500"], 1)
+
+
+def test_the_background_pilot_can_come_from_the_bundled_manifest(tmp_path):
+    from pathlib import Path
+
+    from eventlm.generate.bundle import BACKGROUNDS, _pilot_from
+
+    data = Path(__file__).resolve().parents[1] / "data" / "MANIFEST.json"
+    pilot = _pilot_from(data)
+    assert set(BACKGROUNDS) <= set(pilot)
+    assert all(pilot[p]["sigma_pb"] > 0 and 0 < pilot[p]["acceptance"] <= 1 for p in BACKGROUNDS)
+    (tmp_path / "MANIFEST.json").write_text('{"files": {}}')
+    with pytest.raises(SystemExit, match="no background.csv.gz entry"):
+        _pilot_from(tmp_path / "MANIFEST.json")

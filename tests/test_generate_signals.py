@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import awkward as ak
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 pytest.importorskip("pythia8mc")
 
 from eventlm.generate import PROCESSES, analysis_preselection, generate  # noqa: E402
-from eventlm.generate.bundle import SIGNALS, Bundle, first_id  # noqa: E402
+from eventlm.generate.bundle import SIGNALS, VALIDATION_SIGNALS, Bundle, first_id  # noqa: E402
 from eventlm.generate.pythia import M_A3, M_MEDIATOR, M_STOP, M_WPRIME, M_ZPRIME, decay_table, make_pythia  # noqa: E402
 
 NEW_SIGNALS = [p for p in SIGNALS if p not in ("gluino_1000", "tttt_H500")]
@@ -34,7 +36,7 @@ def _first(prt, mask):
     return ak.drop_none(out)  # no option type left: plain (not masked) numpy arrays downstream
 
 
-@pytest.mark.parametrize("process", NEW_SIGNALS)
+@pytest.mark.parametrize("process", NEW_SIGNALS + [p for p in VALIDATION_SIGNALS if p != "tttt_H400"])
 def test_decay_tables_are_what_the_cards_promise(process):
     pythia = make_pythia(PROCESSES[process], 1)  # raises if a check fails; check again by hand
     for check in PROCESSES[process].checks:
@@ -104,3 +106,37 @@ def test_the_recorded_command_writes_the_bundles_file(tmp_path):
     _write(sample.events, tmp_path / "bundle" / name)
     assert ak.to_numpy(sample.events.event_id)[0] == first_id(name, process)
     assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "bundle" / name).read_bytes()
+
+
+def test_the_four_top_validation_card_decays_to_tops_at_400_gev():
+    pythia = make_pythia(PROCESSES["tttt_H400"], 1)  # its check: BR(H2 -> t tbar) >= 0.95
+    table = decay_table(pythia, 35)
+    assert pythia.particleData.m0(35) == pytest.approx(400.0)
+    assert sum(b for b, prods in table if prods == (-6, 6)) / sum(b for b, _ in table) > 0.95, table
+
+
+def test_validation_signals_are_written_with_their_manifest_and_kept_on_a_rerun(tmp_path):
+    """``make validation-signals`` (``bundle --only validation``): the files, the selection, ids past the
+    bundle's, the summary against a reference background, and a rerun that generates nothing."""
+    import json
+
+    from eventlm.generate.bundle import VALIDATION_BLOCK, main
+    from eventlm.io import read_events
+
+    name = "zprime_1000"
+    reference = Path(__file__).resolve().parents[1] / "data" / "background.csv.gz"
+    argv = ["--only", "validation", "--signal", name, "--out", str(tmp_path), "--signal-events", "30", "--jobs", "1",
+            "--seed", "5", "--reference", str(reference)]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert set(manifest["files"]) == {f"{name}.csv.gz"}
+    events = read_events(tmp_path / f"{name}.csv.gz")
+    assert len(events) == 30 and analysis_preselection(events).all()
+    first = 10**7 * (VALIDATION_BLOCK + VALIDATION_SIGNALS.index(name))
+    np.testing.assert_array_equal(ak.to_numpy(events.event_id), np.arange(first, first + 30))
+    entry = manifest["files"][f"{name}.csv.gz"]
+    assert entry["processes"][name]["command"].startswith(f"eventlm generate {name} --events 30 --seed 5")
+    assert 0.5 < entry["summary"]["auc_ht"] <= 1.0  # against data/background.csv.gz
+    mtime = (tmp_path / f"{name}.csv.gz").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (tmp_path / f"{name}.csv.gz").stat().st_mtime_ns == mtime

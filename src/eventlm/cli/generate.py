@@ -12,6 +12,7 @@ PROCESS_NAMES = (
     "ttbar", "ttbarHiggs", "single_top", "w_jets",  # backgrounds
     "gluino_1000", "tttt_H500",  # signals with more objects than the background
     "zprime_1500", "wprime_1500", "stop_800", "ttbar_S200_inv", "A3_ttbar_750",  # background-like object counts
+    "zprime_1000", "wprime_2500", "tttt_H400", "ttbar_S100_inv", "A3_ttbar_500",  # the validation signals
 )
 
 

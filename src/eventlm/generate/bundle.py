@@ -49,8 +49,10 @@ import numpy as np
 from eventlm.generate.pythia import PROCESSES
 
 BACKGROUNDS = ("ttbar", "ttbarHiggs", "single_top", "w_jets")
-#: The validation suite, in the order of the process and file indices (the first two came first).
-SIGNALS = tuple(p.name for p in PROCESSES.values() if p.signal)
+#: The test signals bundled in data/, in the order of the process and file indices (the first two came first).
+SIGNALS = tuple(p.name for p in PROCESSES.values() if p.signal and not p.validation)
+#: The validation signals (the same families at other masses; never bundled): ``validation_signals`` makes them.
+VALIDATION_SIGNALS = tuple(p.name for p in PROCESSES.values() if p.validation)
 #: The signals in the fixture (it predates the others and stays as it is).
 FIXTURE_SIGNALS = ("gluino_1000", "tttt_H500")
 PROCESS_INDEX = {name: i for i, name in enumerate(BACKGROUNDS + SIGNALS)}
@@ -166,6 +168,18 @@ def _write(events: ak.Array, path: Path) -> None:
               file=sys.stderr, flush=True)
 
 
+def _pilot_from(manifest: Path) -> dict:
+    """The per-process entries of the background recorded in another bundle's ``MANIFEST.json``."""
+    try:
+        processes = json.loads(Path(manifest).read_text())["files"]["background.csv.gz"]["processes"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(f"--pilot {manifest}: no background.csv.gz entry with processes ({err!r})") from None
+    missing = [p for p in BACKGROUNDS if p not in processes]
+    if missing:
+        raise SystemExit(f"--pilot {manifest}: the background entry lacks {', '.join(missing)}")
+    return processes
+
+
 def _shuffled(events: ak.Array, seed: int) -> ak.Array:
     order = np.random.default_rng(seed).permutation(len(events))
     return ak.to_packed(events[order])
@@ -234,9 +248,15 @@ class Bundle:
                      "fixed process counts, physical weights")
         return entries
 
-    def background(self, n_total: int = DEFAULT_BACKGROUND_EVENTS) -> None:
+    def background(self, n_total: int = DEFAULT_BACKGROUND_EVENTS, pilot_manifest: Path | None = None) -> None:
+        """The background mixture; ``pilot_manifest``: a ``MANIFEST.json`` whose ``background.csv.gz``
+        entry measured sigma_i x A_i (e.g. ``data/MANIFEST.json``) instead of this folder's fixture: its
+        larger samples need a smaller surplus (fewer events generated and then dropped)."""
         name = "background.csv.gz"
-        pilot = self.manifest["files"].get("fixture.csv.gz", {}).get("processes") or self.fixture()
+        if pilot_manifest is not None:
+            pilot = _pilot_from(pilot_manifest)
+        else:
+            pilot = self.manifest["files"].get("fixture.csv.gz", {}).get("processes") or self.fixture()
         rate = {p: pilot[p]["sigma_pb"] * pilot[p]["acceptance"] for p in BACKGROUNDS}
         total_rate = sum(rate.values())
         targets = {}
@@ -263,7 +283,10 @@ class Bundle:
                 "events": samples[p].n_events, "n_generated": samples[p].n_generated,
                 "acceptance": samples[p].acceptance, "fraction": fraction[p],
             }
-        self._record(name, events, entries, "mixed by sigma x acceptance, shuffled (seeded permutation)")
+        note = "mixed by sigma x acceptance, shuffled (seeded permutation)"
+        if pilot_manifest is not None:
+            note += f"; sigma x acceptance first estimated from {pilot_manifest}"
+        self._record(name, events, entries, note)
 
     def signals(self, n_events: int = DEFAULT_SIGNAL_EVENTS, only: tuple[str, ...] = SIGNALS) -> None:
         for p in only:
@@ -287,6 +310,64 @@ class Bundle:
             if background is not None and name not in ("background.csv.gz", "fixture.csv.gz"):
                 entry["summary"] |= compare(events, background)
         self._save()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the validation signals (not bundled)
+
+VALIDATION_OUT = Path("generated/validation_signals")
+VALIDATION_SEED = 20261205
+VALIDATION_EVENTS = 3000
+#: Event-id blocks of the validation signals: ``VALIDATION_BLOCK + i``, past every block of the bundle.
+VALIDATION_BLOCK = 500
+
+
+def validation_signals(out: Path, *, n_events: int = VALIDATION_EVENTS, seed: int = VALIDATION_SEED, jobs: int = 2,
+                       reference: Path | None = Path("data/background.csv.gz"),
+                       only: tuple[str, ...] = VALIDATION_SIGNALS) -> dict:
+    """Generate the validation signals into ``out`` (``<name>.csv.gz`` + ``MANIFEST.json``).
+
+    The same selection as the bundle (``SELECTION``); each file's manifest entry has its process
+    numbers, the ``eventlm generate`` command that writes the same file alone, and (where ``reference``,
+    the bundled background, exists) a summary against it: mean object count, HT, MET, AUC of HT, MET
+    and the object count alone. A file whose manifest entry matches (events, seed) and whose SHA-256
+    matches is kept (a rerun after an interruption generates only what is missing).
+    """
+    from eventlm.generate.pythia import generate
+    from eventlm.io import read_events
+
+    if block_clash := set(range(VALIDATION_BLOCK, VALIDATION_BLOCK + len(VALIDATION_SIGNALS))) & set(id_blocks().values()):
+        raise RuntimeError(f"validation event-id blocks collide with the bundle's: {sorted(block_clash)}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "MANIFEST.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.update({"seed": seed, "selection": SELECTION, "luminosity_fb": 10.0,
+                     "what": "validation signals: the test signals' families at other masses, never bundled"})
+    files = manifest.setdefault("files", {})
+    background = read_events(reference) if reference is not None and Path(reference).exists() else None
+    for p in only:
+        name = f"{p}.csv.gz"
+        entry = files.get(name, {})
+        if (out / name).exists() and entry.get("events") == n_events and entry.get("seed") == seed \
+                and entry.get("sha256") == _sha256(out / name):
+            print(f"{name}: kept ({n_events} events)", flush=True)
+            continue
+        first = 10**7 * (VALIDATION_BLOCK + VALIDATION_SIGNALS.index(p))
+        sample = generate(p, n_events, seed=seed, jobs=jobs, selection=SELECTION, first_id=first)
+        _write(sample.events, out / name)
+        info = _process_entry(sample)
+        info["command"] = (f"eventlm generate {p} --events {n_events} --seed {seed} --select {SELECTION} "
+                           f"--first-id {first} --out {out / name}")
+        summary = summarize(sample.events)
+        if background is not None:
+            summary |= compare(sample.events, background) | {"reference": str(reference)}
+        files[name] = {"events": n_events, "seed": seed, "sha256": _sha256(out / name), "versions": _versions(),
+                       "processes": {p: info}, "summary": summary}
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        print(f"{name}: {n_events} events, acceptance {sample.acceptance:.3f}, "
+              f"AUC(HT) {summary.get('auc_ht', float('nan')):.3f}", flush=True)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def readme(manifest: dict) -> str:
@@ -326,7 +407,7 @@ def readme(manifest: dict) -> str:
         lines.append(f"| | **total** | **{entry['events']}** | | | | | |")
     lines += ["", *summary_table(manifest)]
     pending = [p for p in SIGNALS if f"{p}.csv.gz" not in manifest.get("files", {})]
-    if pending:
+    if pending and len(pending) < len(SIGNALS):  # a folder with no signal at all (a background alone) is complete
         lines += ["", "Signal cards of the suite not generated into this folder yet: " + ", ".join(pending)
                   + ". Make them with",
                   "`python -m eventlm.generate.bundle --out data --signal NAME` (repeatable)."]
@@ -392,26 +473,53 @@ def summary_table(manifest: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eventlm.generate.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"master seed (default {DEFAULT_SEED}; --only validation: {VALIDATION_SEED})")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", choices=("fixture", "background", "signals", "summaries"), action="append",
+    parser.add_argument("--only", choices=("fixture", "background", "signals", "summaries", "validation"),
+                        action="append",
                         help="regenerate only these files (repeatable; summaries: only recompute the manifest's "
-                        "summaries); default: all")
-    parser.add_argument("--signal", choices=SIGNALS, action="append",
-                        help="generate only these signals (repeatable; implies --only signals); default: all")
+                        "summaries; validation: the validation signals, not part of the bundle, into --out, "
+                        f"default seed {VALIDATION_SEED}); default: fixture, background, signals")
+    parser.add_argument("--signal", choices=SIGNALS + VALIDATION_SIGNALS, action="append",
+                        help="generate only these signals (repeatable; implies --only signals unless --only "
+                        "validation); default: all")
+    parser.add_argument("--reference", type=Path, default=Path("data/background.csv.gz"),
+                        help="--only validation: the background the signals' summaries compare with")
     parser.add_argument("--background-events", type=int, default=DEFAULT_BACKGROUND_EVENTS)
-    parser.add_argument("--signal-events", type=int, default=DEFAULT_SIGNAL_EVENTS)
+    parser.add_argument("--signal-events", type=int, default=None,
+                        help=f"events per signal (default {DEFAULT_SIGNAL_EVENTS}; validation: {VALIDATION_EVENTS})")
+    parser.add_argument("--pilot", type=Path, default=None,
+                        help="a MANIFEST.json whose background entry estimates sigma x acceptance (e.g. "
+                        "data/MANIFEST.json) instead of the fixture in --out")
     args = parser.parse_args(argv)
+    if args.only and "validation" in args.only:
+        if len(args.only) > 1:
+            parser.error("--only validation writes the validation signals alone (another --out than the bundle)")
+        start = time.perf_counter()
+        if bad := [p for p in args.signal or () if p not in VALIDATION_SIGNALS]:
+            parser.error(f"--only validation: {', '.join(bad)} not a validation signal ({', '.join(VALIDATION_SIGNALS)})")
+        validation_signals(args.out, n_events=args.signal_events or VALIDATION_EVENTS,
+                           seed=VALIDATION_SEED if args.seed is None else args.seed, jobs=args.jobs,
+                           reference=args.reference, only=tuple(args.signal or VALIDATION_SIGNALS))
+        print(f"done in {time.perf_counter() - start:.0f} s -> {args.out}", flush=True)
+        return 0
+    args.signal_events = args.signal_events or DEFAULT_SIGNAL_EVENTS
+    args.seed = DEFAULT_SEED if args.seed is None else args.seed
+    if bad := [p for p in args.signal or () if p not in SIGNALS]:
+        parser.error(f"{', '.join(bad)}: a validation signal, generated with --only validation")
     args.out.mkdir(parents=True, exist_ok=True)
     command = (f"python -m eventlm.generate.bundle --out {args.out} --seed {args.seed} --jobs {args.jobs} "
                f"--background-events {args.background_events} --signal-events {args.signal_events}")
+    if args.pilot is not None:
+        command += f" --pilot {args.pilot}"
     bundle = Bundle(args.out, seed=args.seed, jobs=args.jobs, command=command)
     stages = args.only or (["signals"] if args.signal else ["fixture", "background", "signals"])
     start = time.perf_counter()
     if "fixture" in stages:
         bundle.fixture()
     if "background" in stages:
-        bundle.background(args.background_events)
+        bundle.background(args.background_events, args.pilot)
     if "signals" in stages:
         bundle.signals(args.signal_events, tuple(args.signal or SIGNALS))
     elif "summaries" in stages:

@@ -77,6 +77,8 @@ class Process:
     #: signals only: designed to have the background's object count (mean within one object) and to
     #: differ in energy scale, MET or angular structure instead
     background_multiplicity: bool = False
+    #: signals only: a validation signal (chooses the score's design; never bundled in data/)
+    validation: bool = False
 
 
 #: H2 with its couplings to W, Z and the other Higgs bosons off: it decays to fermions only.
@@ -93,7 +95,7 @@ _H2_FERMIONS_ONLY = (
     "HiggsA3:coup2H2Z = 0.",  # H2 -> Z A3 (A3 at 300 GeV by default)
 )
 
-#: Signal masses [GeV] of the validation suite (docs/generator.md, "Signals", says why these).
+#: Signal masses [GeV] of the test suite bundled in data/ (docs/generator.md, "Signals", says why these).
 M_ZPRIME = 1500.0
 M_WPRIME = 1500.0
 M_STOP = 800.0
@@ -101,13 +103,23 @@ M_CHI_STOP = 100.0
 M_MEDIATOR = 200.0
 M_CHI_DM = 1.0
 M_A3 = 750.0
-#: Width of the A3 [GeV], forced: Pythia's default A3 couplings open bosonic channels that give it a
-#: width of 313 GeV (42 %) at 750 GeV, a shape no search targets; 30 GeV (4 %) is the tt-dominated width
-#: of a 2HDM pseudoscalar at tan(beta) ~ 1.
-W_A3 = 30.0
-#: Width of the mediator for a coupling g = 1 to the dark-matter fermion: g^2 m / (8 pi) beta^3 (its
-#: b bbar, c cbar, tau tau widths through the top-like Yukawa couplings are < 0.01 GeV at 200 GeV).
-W_MEDIATOR = M_MEDIATOR / (8 * math.pi) * (1 - 4 * M_CHI_DM**2 / M_MEDIATOR**2) ** 1.5
+#: Relative width of the A3, forced: Pythia's default A3 couplings open bosonic channels that give it a
+#: width of 313 GeV (42 %) at 750 GeV, a shape no search targets; 4 % (30 GeV at 750 GeV) is the
+#: tt-dominated width of a 2HDM pseudoscalar at tan(beta) ~ 1.
+A3_RELATIVE_WIDTH = 0.04
+W_A3 = A3_RELATIVE_WIDTH * M_A3
+#: The A3's Breit-Wigner starts above the t tbar threshold, its only open channel [GeV].
+A3_MIN_MASS = 350.0
+
+
+def mediator_width(mass: float, m_chi: float = M_CHI_DM) -> float:
+    """Width [GeV] of the scalar mediator for a coupling g = 1 to the dark-matter fermion: g^2 m / (8 pi)
+    beta^3 (its b bbar, c cbar, tau tau widths through the top-like Yukawa couplings are < 0.01 GeV at
+    200 GeV)."""
+    return mass / (8 * math.pi) * (1 - 4 * m_chi**2 / mass**2) ** 1.5
+
+
+W_MEDIATOR = mediator_width(M_MEDIATOR)
 
 
 def _g(x: float) -> str:
@@ -115,7 +127,7 @@ def _g(x: float) -> str:
 
 
 def _resonance(name: str, description: str, production: tuple[str, ...], pid: int, mass: float, decay: str,
-               products: tuple[int, ...], *, shape: tuple[str, ...] = ()) -> Process:
+               products: tuple[int, ...], *, shape: tuple[str, ...] = (), validation: bool = False) -> Process:
     """A signal card for one BSM resonance ``pid`` of ``mass`` [GeV], made by ``production``, with
     ``shape`` (width, mass window) and one open decay channel ``decay`` (an ``onIf...`` setting) to
     ``products``, checked at start-up; its object count is the background's (top-rich final states)."""
@@ -125,7 +137,102 @@ def _resonance(name: str, description: str, production: tuple[str, ...], pid: in
         signal=True,
         background_multiplicity=True,
         checks=(DecayCheck(pid, products, 1.0 - 1e-6, mass),),
+        validation=validation,
     )
+
+
+# The signal families, parametric in the mass: the test suite (data/) and the validation set are the same
+# cards at different masses.
+
+
+def tttt(mass: float, *, validation: bool = False) -> Process:
+    """t tbar H2 with H2 -> t tbar (four tops); ``mass`` [GeV] above the t tbar threshold."""
+    return Process(
+        f"tttt_H{mass:.0f}",
+        f"t tbar H2 with a {mass:.0f} GeV heavy neutral Higgs H2 -> t tbar (couplings to W, Z and Higgs bosons off)",
+        (
+            "Higgs:useBSM = on",
+            "HiggsBSM:gg2H2ttbar = on",
+            "HiggsBSM:qqbar2H2ttbar = on",
+            f"35:m0 = {mass:.0f}.",
+            *_H2_FERMIONS_ONLY,
+        ),
+        signal=True,
+        checks=(DecayCheck(35, (-6, 6), 0.95, mass),),
+        validation=validation,
+    )
+
+
+def zprime(mass: float, *, validation: bool = False) -> Process:
+    """Sequential-SM Z' of ``mass`` [GeV] -> t tbar only."""
+    return _resonance(
+        f"zprime_{mass:.0f}",
+        f"sequential-SM Z' of {mass:.0f} GeV (pure Z', no gamma*/Z interference) -> t tbar only",
+        ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3"),
+        32, mass, "onIfAny = 6", (-6, 6), validation=validation,
+    )
+
+
+def wprime(mass: float, *, validation: bool = False) -> Process:
+    """Sequential-SM W' of ``mass`` [GeV] -> t b only."""
+    return _resonance(
+        f"wprime_{mass:.0f}",
+        f"sequential-SM W' of {mass:.0f} GeV -> t b only (W'+ -> t bbar, W'- -> tbar b)",
+        ("NewGaugeBoson:ffbar2Wprime = on",),
+        34, mass, "onIfAll = 5 6", (-5, 6), validation=validation,
+    )
+
+
+def ttbar_invisible(mass: float, *, validation: bool = False) -> Process:
+    """t tbar + a scalar mediator of ``mass`` [GeV] decaying to two dark-matter fermions: t tbar + MET."""
+    return Process(
+        f"ttbar_S{mass:.0f}_inv",
+        f"t tbar + a {mass:.0f} GeV scalar mediator (H2, top Yukawa coupling) decaying to a pair of "
+        f"{M_CHI_DM:g} GeV dark-matter fermions (Pythia's Xd, PDG 52): t tbar + MET",
+        (
+            "Higgs:useBSM = on",
+            "HiggsBSM:gg2H2ttbar = on",
+            "HiggsBSM:qqbar2H2ttbar = on",
+            f"35:m0 = {_g(mass)}",
+            f"35:mWidth = {mediator_width(mass):.4f}",
+            *_H2_FERMIONS_ONLY,
+            f"52:m0 = {_g(M_CHI_DM)}",
+            "52:mayDecay = off",
+            "35:onMode = off",
+            "35:addChannel = 1 1.0 101 52 -52",  # meMode 101: partial width = mWidth x BR above threshold
+        ),
+        signal=True,
+        background_multiplicity=True,
+        checks=(DecayCheck(35, (-52, 52), 1.0 - 1e-6, mass),),
+        validation=validation,
+    )
+
+
+def a3_ttbar(mass: float, *, validation: bool = False) -> Process:
+    """gg -> A3 -> t tbar, the A3's width forced to ``A3_RELATIVE_WIDTH`` x ``mass`` [GeV]."""
+    width = A3_RELATIVE_WIDTH * mass
+    return _resonance(
+        f"A3_ttbar_{mass:.0f}",
+        f"gg -> A3, a {mass:.0f} GeV pseudoscalar of width {width:.0f} GeV (Pythia's BSM A3), A3 -> t tbar only",
+        ("Higgs:useBSM = on", "HiggsBSM:gg2A3 = on"),
+        36, mass, "onIfMatch = 6 -6", (-6, 6),
+        # the Breit-Wigner within 10 widths, above the t tbar threshold
+        shape=(f"36:mWidth = {width:.4f}", "36:doForceWidth = on",
+               f"36:mMin = {_g(max(mass - 10 * width, A3_MIN_MASS))}", f"36:mMax = {_g(mass + 10 * width)}"),
+        validation=validation,
+    )
+
+
+#: The validation signal set: the families of the test suite at other masses. They are for choosing the
+#: default score's design (issue 25) and are never bundled in data/ (``make validation-signals`` writes
+#: them to generated/validation_signals/); the seven signals bundled in data/ are the test signals.
+VALIDATION_CARDS = (
+    zprime(1000.0, validation=True),
+    wprime(2500.0, validation=True),
+    tttt(400.0, validation=True),
+    ttbar_invisible(100.0, validation=True),
+    a3_ttbar(500.0, validation=True),
+)
 
 
 PROCESSES: dict[str, Process] = {
@@ -159,31 +266,9 @@ PROCESSES: dict[str, Process] = {
             slha="gluino_1000.slha",
             checks=(DecayCheck(1000021, (-6, 6, 1000022), 1.0 - 1e-6, 1000.0),),
         ),
-        Process(
-            "tttt_H500",
-            "t tbar H2 with a 500 GeV heavy neutral Higgs H2 -> t tbar (couplings to W, Z and Higgs bosons off)",
-            (
-                "Higgs:useBSM = on",
-                "HiggsBSM:gg2H2ttbar = on",
-                "HiggsBSM:qqbar2H2ttbar = on",
-                "35:m0 = 500.",
-                *_H2_FERMIONS_ONLY,
-            ),
-            signal=True,
-            checks=(DecayCheck(35, (-6, 6), 0.95, 500.0),),
-        ),
-        _resonance(
-            f"zprime_{M_ZPRIME:.0f}",
-            f"sequential-SM Z' of {M_ZPRIME:.0f} GeV (pure Z', no gamma*/Z interference) -> t tbar only",
-            ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3"),
-            32, M_ZPRIME, "onIfAny = 6", (-6, 6),
-        ),
-        _resonance(
-            f"wprime_{M_WPRIME:.0f}",
-            f"sequential-SM W' of {M_WPRIME:.0f} GeV -> t b only (W'+ -> t bbar, W'- -> tbar b)",
-            ("NewGaugeBoson:ffbar2Wprime = on",),
-            34, M_WPRIME, "onIfAll = 5 6", (-5, 6),
-        ),
+        tttt(500.0),
+        zprime(M_ZPRIME),
+        wprime(M_WPRIME),
         Process(
             f"stop_{M_STOP:.0f}",
             f"top-squark pairs, m(stop1) = {M_STOP:.0f} GeV, stop1 -> t neutralino1 (100 %), "
@@ -199,35 +284,9 @@ PROCESSES: dict[str, Process] = {
             slha=f"stop_{M_STOP:.0f}.slha",
             checks=(DecayCheck(1000006, (6, 1000022), 1.0 - 1e-6, M_STOP),),
         ),
-        Process(
-            f"ttbar_S{M_MEDIATOR:.0f}_inv",
-            f"t tbar + a {M_MEDIATOR:.0f} GeV scalar mediator (H2, top Yukawa coupling) decaying to a pair of "
-            f"{M_CHI_DM:g} GeV dark-matter fermions (Pythia's Xd, PDG 52): t tbar + MET",
-            (
-                "Higgs:useBSM = on",
-                "HiggsBSM:gg2H2ttbar = on",
-                "HiggsBSM:qqbar2H2ttbar = on",
-                f"35:m0 = {_g(M_MEDIATOR)}",
-                f"35:mWidth = {W_MEDIATOR:.4f}",
-                *_H2_FERMIONS_ONLY,
-                f"52:m0 = {_g(M_CHI_DM)}",
-                "52:mayDecay = off",
-                "35:onMode = off",
-                "35:addChannel = 1 1.0 101 52 -52",  # meMode 101: partial width = mWidth x BR above threshold
-            ),
-            signal=True,
-            background_multiplicity=True,
-            checks=(DecayCheck(35, (-52, 52), 1.0 - 1e-6, M_MEDIATOR),),
-        ),
-        _resonance(
-            f"A3_ttbar_{M_A3:.0f}",
-            f"gg -> A3, a {M_A3:.0f} GeV pseudoscalar of width {W_A3:.0f} GeV (Pythia's BSM A3), A3 -> t tbar only",
-            ("Higgs:useBSM = on", "HiggsBSM:gg2A3 = on"),
-            36, M_A3, "onIfMatch = 6 -6", (-6, 6),
-            # the Breit-Wigner within 10 widths
-            shape=(f"36:mWidth = {W_A3:.4f}", "36:doForceWidth = on", f"36:mMin = {_g(M_A3 - 10 * W_A3)}",
-                   f"36:mMax = {_g(M_A3 + 10 * W_A3)}"),
-        ),
+        ttbar_invisible(M_MEDIATOR),
+        a3_ttbar(M_A3),
+        *VALIDATION_CARDS,
     )
 }
 
