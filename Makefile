@@ -56,9 +56,10 @@ validation-signals: generate-extra
 
 # The large background of the scaling study: SCALING_PARTS independent parts of SCALING_PART_EVENTS events,
 # each the mixture of data/background.csv.gz (sigma x acceptance first estimated from data/MANIFEST.json)
-# with its own seed (data/'s is 20251122); about 23 minutes per part on 2 free cores.
-SCALING_PARTS       ?= 3
-SCALING_PART_EVENTS ?= 102500
+# with its own seed (data/'s is 20251122); about 12 minutes per part on 2 free cores. Six parts (312k
+# events) hold the 300k point of the study and its validation split.
+SCALING_PARTS       ?= 6
+SCALING_PART_EVENTS ?= 52000
 SCALING_SEED        ?= 20261206
 scaling-data: generate-extra
 	for i in $$(seq 1 $(SCALING_PARTS)); do \
