@@ -179,7 +179,7 @@ class _Attention(torch.autograd.Function):
     v), in about half the ops autograd records for it. Events have ~10 tokens, so the cost is the ops'
     count, not their arithmetic: torch's softmax kernel alone costs ~7x the plain ops on rows that short.
 
-    ``qkv``: (B, T, 3C); ``scores_mask``: (B * nh, T, T), 0 or -inf; ``cos``, ``sin``: (T, 1, 1, hd) or
+    ``qkv``: (B, T, 3C); ``scores_mask``: (B * nh, T, T), 0 or -inf; ``cos``, ``sin``: (T, hd) or
     None. Returns (B, T, C), the heads side by side (as ``c_proj`` reads them).
     """
 
@@ -188,10 +188,10 @@ class _Attention(torch.autograd.Function):
         B, T, C3 = qkv.shape
         nh, hd = n_head, C3 // (3 * n_head)
         x = qkv.view(B, T, 3, nh, hd)
-        qk = x[:, :, :2]  # (B, T, 2, nh, hd): q and k, rotated together
-        if cos is not None:
+        qk = x[:, :, :2].permute(2, 0, 3, 1, 4).contiguous()  # (2, B, nh, T, hd): q and k, rotated together
+        if cos is not None:  # (contiguous first: the rotation's ops on the strided view cost ~3x more)
             qk = apply_rotary(qk, cos, sin)
-        qk = qk.permute(2, 0, 3, 1, 4).reshape(2, B * nh, T, hd)  # (2, B*nh, T, hd)
+        qk = qk.view(2, B * nh, T, hd)
         q, k = qk[0], qk[1]
         v = x[:, :, 2].transpose(1, 2).reshape(B * nh, T, hd)  # (B*nh, T, hd)
         scale = 1.0 / math.sqrt(hd)
@@ -221,10 +221,10 @@ class _Attention(torch.autograd.Function):
         grad_qk = torch.empty(2, B * nh, T, hd, dtype=grad_y.dtype, device=grad_y.device)
         torch.bmm(grad_s, k, out=grad_qk[0])
         torch.bmm(grad_s.transpose(1, 2), q, out=grad_qk[1])
-        grad_qk = grad_qk.view(2, B, nh, T, hd).permute(1, 3, 0, 2, 4)  # (B, T, 2, nh, hd)
+        grad_qk = grad_qk.view(2, B, nh, T, hd)
         if cos is not None:  # the transpose of the rotation
             grad_qk = grad_qk * cos + rotate_back(grad_qk * sin)
-        grad[:, :, :2] = grad_qk
+        grad[:, :, :2] = grad_qk.permute(1, 3, 0, 2, 4)  # (B, T, 2, nh, hd)
         return grad.view(B, T, 3 * nh * hd), None, None, None, None, None
 
 
@@ -258,7 +258,7 @@ class SelfAttention(nn.Module):
 
     def _fused(self, x, scores_mask, rope):
         """The same attention as ``forward``'s in fewer ops (:class:`_Attention`), same dropout draws."""
-        cos, sin = (None, None) if rope is None else (r[:, None] for r in rope)  # (T, 1, 1, hd)
+        cos, sin = (None, None) if rope is None else (r[:, 0] for r in rope)  # (T, hd)
         y = _Attention.apply(self.c_attn(x), scores_mask, cos, sin, self.n_head,
                              self.dropout if self.training else 0.0)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
