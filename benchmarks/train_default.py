@@ -48,6 +48,12 @@ def run(config, events, out: Path, signal) -> dict:
             "val_nll": result.best_val_loss, "auc": auc(background, scorer.score(signal)["anomaly_score"])}
 
 
+def span(values, fmt="{:.2f}x") -> str:
+    """``a-b`` of the smallest and largest value, or the one value."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=str(ROOT / "data" / "background.csv.gz"))
@@ -110,11 +116,11 @@ def main(argv=None) -> int:
         same_seed = max(abs(by[s, True]["val_nll"] - by[s, False]["val_nll"]) for s in args.seeds)
         same_auc = max(abs(by[s, True]["auc"] - by[s, False]["auc"]) for s in args.seeds)
         shares = [r["train_cpu_s"] / r["train_s"] for r in rows]
-        lines += ["", f"Fused / reference on the same cores: **{min(cpu_ratios):.2f}x-{max(cpu_ratios):.2f}x in CPU "
+        lines += ["", f"Fused / reference on the same cores: **{span(cpu_ratios)} in CPU "
                       f"time of train()** over the seeds (target >= 1.5x), the figure that does not depend on what "
                       f"else runs on the shared cores; in wall time, training events x epochs / s of train() and "
-                      f"calibration (the figure this section gave before) {min(ratios):.2f}x-{max(ratios):.2f}x, "
-                      f"train() alone {min(train_ratios):.2f}x-{max(train_ratios):.2f}x, while the scheduler gave "
+                      f"calibration (the figure this section gave before) {span(ratios)}, "
+                      f"train() alone {span(train_ratios)}, while the scheduler gave "
                       f"the runs {100 * min(shares):.0f}-{100 * max(shares):.0f} % of a core (its CPU time / wall "
                       "time; one thread: on an idle core its wall time is its CPU time)."]
         lines += [f"Same results: the two paths' best validation NLL differ by at most {same_seed:.1e} nats on "
