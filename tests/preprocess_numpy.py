@@ -224,7 +224,7 @@ def score_columns(spec: dict, out: dict, ids: list[list[int]]) -> dict:
         p_nll = _survival(default["p_nll"]["calibration"], anomaly_score_nll, one)
         cal_scale = default["p_scale"]["calibration"]
         p_scale = _survival(cal_scale, _scale(spec, ids), _class(cal_scale, n_objects))
-        a = -np.log(np.clip(p_nll, 1e-300, 1.0))
+        a = default["nll_weight"] * -np.log(np.clip(p_nll, 1e-300, 1.0))
         b = -np.log(np.clip(p_scale, 1e-300, 1.0))
         q = default["q"]
         t = np.maximum(a, b) if q is None else (a ** q + b ** q) ** (1.0 / q)

@@ -97,11 +97,14 @@ def test_default_score_combines_two_tail_probabilities_and_reads_back():
     back = ScoreCalibration.from_dict(json.loads(json.dumps(
         ScoreCalibration.fit("anomaly_score_nll", nll, n).with_default(d).to_dict())))
     np.testing.assert_array_equal(back.default.transform(nll, scale, n), s)
-    tip = DefaultScore.fit(nll, scale, n, q=np.inf)
+    tip = DefaultScore.fit(nll, scale, n, q=np.inf, nll_weight=1.0)
     p1, p2 = tip.terms(nll, scale, n)
     order = np.argsort(np.minimum(p1, p2))
     assert np.all(np.diff(tip.transform(nll, scale, n)[order]) <= 0)
     assert DefaultScore.from_dict(json.loads(json.dumps(tip.to_dict()))).q == np.inf
-    bad = d.to_dict() | {"q": 0.5}
-    with pytest.raises(ValueError, match="q"):
-        DefaultScore.from_dict(bad)
+    for bad in ({"q": 0.5}, {"nll_weight": -1.0}, {"nll_weight": float("nan")}):
+        with pytest.raises(ValueError, match="q|nll_weight"):
+            DefaultScore.from_dict(d.to_dict() | bad)
+    # the weight scales the likelihood's term only
+    assert DefaultScore.statistic(np.array([1e-3]), np.array([1.0]), 2.0, 3.0)[0] == pytest.approx(-3 * np.log(1e-3))
+    assert DefaultScore.statistic(np.array([1.0]), np.array([1e-3]), 2.0, 3.0)[0] == pytest.approx(-np.log(1e-3))

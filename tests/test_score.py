@@ -196,7 +196,7 @@ def test_default_score_is_the_calibrated_combination_of_likelihood_and_scale(cau
     assert np.mean(out["anomaly_score"] >= 1.0) == pytest.approx(0.1, abs=0.01)
     d = cal.default
     p_nll, p_scale = d.terms(out["anomaly_score_nll"], st, n)
-    stat = DefaultScore.statistic(p_nll, p_scale, d.q)
+    stat = DefaultScore.statistic(p_nll, p_scale, d.q, d.nll_weight)
     order = np.argsort(stat)
     assert np.all(np.diff(out["anomaly_score"][order]) >= 0)  # one monotone map of the statistic
     one = np.full(3, np.median(out["anomaly_score_nll"]))

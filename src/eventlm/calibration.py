@@ -165,7 +165,10 @@ class Multiplicity:
 #: The default combination's norm: ``q`` of ``(sum_i (-ln p_i)^q)^(1/q)`` over the terms' background
 #: tail probabilities (q = 1: Fisher's product of p-values, q -> inf: the smallest p-value). Chosen on
 #: the validation signals, never on the test signals (docs/method.md, docs/results.md).
-DEFAULT_Q = 3.0
+DEFAULT_Q = 2.0
+#: The weight of the likelihood's term in the default combination: ``t = ((w a)^q + b^q)^(1/q)`` with
+#: ``a = -ln p_nll``, ``b = -ln p_scale`` (chosen with ``q``, on the validation signals).
+DEFAULT_NLL_WEIGHT = 1.5
 
 
 def _one_class(values) -> np.ndarray:
@@ -182,7 +185,7 @@ class DefaultScore:
     - ``p_scale = P(S_T' >= S_T | background, same object count)``: how hard the event is for its object
       count, with ``S_T`` the scalar sum of the decoded pT of the event's tokens plus the decoded MET
       (what the model sees, in GeV);
-    - the statistic ``t = ((-ln p_nll)^q + (-ln p_scale)^q)^(1/q)``;
+    - the statistic ``t = ((w (-ln p_nll))^q + (-ln p_scale)^q)^(1/q)``;
     - ``anomaly_score = -log10 P(t' >= t | background)``: 2 means 1 % of background scores higher.
 
     ``nll`` and ``final`` are fitted on the model's held-out validation rows; ``scale`` (a property of
@@ -193,17 +196,19 @@ class DefaultScore:
     scale: ScoreCalibration
     final: ScoreCalibration
     q: float = DEFAULT_Q
+    nll_weight: float = DEFAULT_NLL_WEIGHT
 
     @staticmethod
-    def statistic(p_nll, p_scale, q: float) -> np.ndarray:
-        a = -np.log(np.clip(np.asarray(p_nll, dtype=np.float64), 1e-300, 1.0))
+    def statistic(p_nll, p_scale, q: float, nll_weight: float = DEFAULT_NLL_WEIGHT) -> np.ndarray:
+        a = nll_weight * -np.log(np.clip(np.asarray(p_nll, dtype=np.float64), 1e-300, 1.0))
         b = -np.log(np.clip(np.asarray(p_scale, dtype=np.float64), 1e-300, 1.0))
         if math.isinf(q):
             return np.maximum(a, b)
         return (a ** q + b ** q) ** (1.0 / q)
 
     @classmethod
-    def fit(cls, nll, scale, n_objects, *, scale_rows=None, q: float = DEFAULT_Q) -> DefaultScore:
+    def fit(cls, nll, scale, n_objects, *, scale_rows=None, q: float = DEFAULT_Q,
+            nll_weight: float = DEFAULT_NLL_WEIGHT) -> DefaultScore:
         """Fit on the held-out rows' ``nll``, ``scale`` (``S_T``) and ``n_objects``. ``scale_rows``:
         ``(scale, n_objects)`` of more background rows to calibrate the scale on (default: the same)."""
         nll = np.asarray(nll, dtype=np.float64)
@@ -212,9 +217,10 @@ class DefaultScore:
         s_fit, n_fit = (scale, n_objects) if scale_rows is None else scale_rows
         cal_nll = ScoreCalibration.fit("anomaly_score_nll", nll, _one_class(nll))
         cal_scale = ScoreCalibration.fit("scale", s_fit, n_fit)
-        t = cls.statistic(cal_nll.survival(nll, _one_class(nll)), cal_scale.survival(scale, n_objects), q)
+        t = cls.statistic(cal_nll.survival(nll, _one_class(nll)), cal_scale.survival(scale, n_objects), q,
+                          nll_weight)
         final = ScoreCalibration.fit("combined", t, _one_class(t))
-        return cls(cal_nll, cal_scale, final, float(q))
+        return cls(cal_nll, cal_scale, final, float(q), float(nll_weight))
 
     def terms(self, nll, scale, n_objects) -> tuple[np.ndarray, np.ndarray]:
         """``(p_nll, p_scale)`` per event."""
@@ -224,12 +230,13 @@ class DefaultScore:
 
     def transform(self, nll, scale, n_objects) -> np.ndarray:
         """``anomaly_score`` (float32, finite, >= 0) of each event."""
-        t = self.statistic(*self.terms(nll, scale, n_objects), self.q)
+        t = self.statistic(*self.terms(nll, scale, n_objects), self.q, self.nll_weight)
         out = -np.log10(np.clip(self.final.survival(t, _one_class(t)), 1e-300, 1.0)) + 0.0
         return out.astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"rule": "lq_of_tail_probabilities", "q": None if math.isinf(self.q) else self.q,
+                "nll_weight": self.nll_weight,
                 "nll": self.nll.to_dict(), "scale": self.scale.to_dict(), "final": self.final.to_dict()}
 
     @classmethod
@@ -239,5 +246,8 @@ class DefaultScore:
         q = math.inf if data["q"] is None else float(data["q"])
         if not q >= 1.0:
             raise ValueError(f"default score: q = {q} (needs q >= 1)")
+        weight = float(data["nll_weight"])
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"default score: nll_weight = {weight} (needs a positive number)")
         return cls(ScoreCalibration.from_dict(data["nll"]), ScoreCalibration.from_dict(data["scale"]),
-                   ScoreCalibration.from_dict(data["final"]), q)
+                   ScoreCalibration.from_dict(data["final"]), q, weight)

@@ -217,8 +217,9 @@ def default_spec(default: dict, tokenizer) -> dict:
                     "class_rule": "class = clip((number of lower <= n_objects) - 1, 0, len(lower) - 1)",
                     "survival": survival},
         "q": default["q"],
-        "statistic": "t = ((-ln max(p_nll, 1e-300))^q + (-ln max(p_scale, 1e-300))^q)^(1/q); q null: the larger "
-                     "of the two",
+        "nll_weight": default["nll_weight"],
+        "statistic": "a = nll_weight * -ln max(p_nll, 1e-300), b = -ln max(p_scale, 1e-300); t = (a^q + b^q)^(1/q); "
+                     "q null: the larger of a and b",
         "final": {"calibration": default["final"], "of": "t", "class_rule": "one class (class 0)",
                   "survival": survival},
         "output": "anomaly_score = -log10(max(final survival of t, 1e-300)) + 0.0, float32",
