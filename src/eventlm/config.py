@@ -101,8 +101,9 @@ class TrainSpec:
     num_workers: int = 0
     threads: int = 1  # torch intra-op threads on CPU (0: torch's default); 1 is fastest for this small model
     #: the fused training step (the default): the head and its loss in cache-sized chunks without the
-    #: (N, V) logits (eventlm.model.head_loss) and torch's fused AdamW; false: the plain torch ops (the
-    #: reference, and the baseline of benchmarks/train_default.py). Same loss to float32 rounding.
+    #: (N, V) logits (eventlm.model.head_loss), the attention with its backward written out, torch's fused
+    #: AdamW, heap padding; false: the plain torch ops (the reference, and the baseline of
+    #: benchmarks/train_default.py). The same losses and gradients to float32 rounding (docs/model.md).
     fused: bool = True
     score_batch_events: int = 64  # events per forward pass when scoring (x their particle count copies)
     #: the event weights in the training loss: "none" (the default: every event counts once, whatever

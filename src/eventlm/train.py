@@ -526,9 +526,10 @@ def batch_loss(net, batch, event_weights=None, *, fused: bool = True) -> tuple[t
     ``event_weights``: (N_train,) loss weights of the dataset's events ([train] event_weights), each
     target then weighing as its event (:func:`weighted_mean`).
 
-    ``fused`` (``[train] fused``, the default): the head and the loss in one pass over
-    cache-sized chunks (:func:`eventlm.model.head_loss`); ``False``: the logits, then
-    :func:`~eventlm.model.token_nll` (the reference; the same loss to float32 rounding).
+    ``fused`` (``[train] fused``, the default): the model's fused loss path (``targets=``: the fused
+    attention, then the head and the loss in one pass over cache-sized chunks,
+    :func:`eventlm.model.head_loss`); ``False``: the logits, then :func:`~eventlm.model.token_nll`
+    (the reference; the same loss and gradients to float32 rounding).
     """
     where = batch.targets >= 0  # (B, T)
     n = int(where.sum())
