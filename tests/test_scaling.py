@@ -36,7 +36,7 @@ def test_quick_mode_trains_every_point_and_writes_the_report(quick_run):
         assert p["n_parameters"] > 0 and p["epochs_run"] == 1
         assert np.isfinite(p["test_nll_per_event"]) and p["test_nll_per_event"] > 0
         for signal in ("gluino_1000", "tttt_H500"):
-            for score in ("anomaly_score", "calibrated"):
+            for score in ("anomaly_score", "calibrated", "nll"):
                 m = p["signals"][signal][score]
                 assert 0.0 <= m["auc"] <= 1.0 and m["auc_err"] > 0
                 assert 0.0 <= m["eff_s@0.01"] <= 1.0
