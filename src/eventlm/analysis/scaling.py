@@ -266,7 +266,9 @@ def model_axis(result: dict) -> list[dict]:
     return sorted((p for p in result["points"] if p["n_train"] == n), key=lambda p: p["n_parameters"])
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, scores: tuple[str, ...] = tuple(SCORES.values()), *, runs: bool = True) -> str:
+    """The report: the training runs (``runs``) and, per axis, AUC and eps_S at eps_B = 1e-2 of ``scores``
+    (table labels of ``SCORES``) per signal, with HT alone."""
     signals = list(result["test_set"]["signals"])
     lines = [
         "# Scaling: detection against training events and model size",
@@ -276,13 +278,16 @@ def markdown(result: dict) -> str:
         + f"; bootstrap errors ({result['settings']['n_bootstrap']} resamplings). Pool: {result['pool']['events']} "
         f"events{'; ' + result['pool']['note'] if result['pool']['note'] else ''}.",
         "",
-        "## Training runs",
-        "",
-        "| model | n_layer x n_embd | parameters | training events | validation events | epochs (best) | "
-        "training time [s] | events x epochs / s | test NLL / event |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for p in sorted(result["points"], key=lambda p: (p["n_parameters"], p["n_train"])):
+    if runs:
+        lines += [
+            "## Training runs",
+            "",
+            "| model | n_layer x n_embd | parameters | training events | validation events | epochs (best) | "
+            "training time [s] | events x epochs / s | test NLL / event |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    for p in sorted(result["points"], key=lambda p: (p["n_parameters"], p["n_train"])) if runs else ():
         lines.append(
             f"| {p['name']} | {p['n_layer']} x {p['n_embd']} | {p['n_parameters']:,} | {p['n_train']:,} "
             f"| {p['n_validation']:,} | {p['epochs_run']} ({p['best_epoch']}) | {p['train_seconds']:.0f} "
@@ -299,11 +304,14 @@ def markdown(result: dict) -> str:
                       "| signal | score | " + " | ".join(head) + " | HT alone |",
                       "|---|---|" + "---:|" * (len(head) + 1)]
             for s in signals:
-                for label in SCORES.values():
+                for label in scores:
                     cells = [_fmt(p["signals"][s][label], key) for p in axis]
-                    ht = _fmt(result["ht"][s], key) if label == "anomaly_score" else ""
-                    lines.append(f"| {s if label == 'anomaly_score' else ''} | {label} | " + " | ".join(cells)
+                    ht = _fmt(result["ht"][s], key) if label == scores[0] else ""
+                    lines.append(f"| {s if label == scores[0] else ''} | {label} | " + " | ".join(cells)
                                  + f" | {ht} |")
+            if key == "auc":
+                lines.append("| test background | NLL / event | " + " | ".join(
+                    f"{p['test_nll_per_event']:.3f} ± {p['test_nll_per_event_err']:.3f}" for p in axis) + " | |")
     if result["settings"]["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in result["settings"]["skipped"].items()) + "."]
     return "\n".join(lines) + "\n"
