@@ -45,6 +45,7 @@ def plot_scaling(points: list[dict], ht: dict, path, *, x: str, xlabel: str, sco
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{ylabel} ({score})")
             lo, hi = ax.get_ylim()
+            lo = max(lo, 0.0)  # an AUC or an efficiency is never negative
             ax.set_ylim(lo, hi + 0.45 * (hi - lo))  # room for the label and the legend
             add_label(ax, label)
         axes[0].text(0.04, 0.80, note or "dotted, right: HT alone", transform=axes[0].transAxes, fontsize=12,
