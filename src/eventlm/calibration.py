@@ -231,8 +231,7 @@ class DefaultScore:
     def transform(self, nll, scale, n_objects) -> np.ndarray:
         """``anomaly_score`` (float32, finite, >= 0) of each event."""
         t = self.statistic(*self.terms(nll, scale, n_objects), self.q, self.nll_weight)
-        out = -np.log10(np.clip(self.final.survival(t, _one_class(t)), 1e-300, 1.0)) + 0.0
-        return out.astype(np.float32)
+        return self.final.transform(t, _one_class(t))  # one class from 0: never NaN
 
     def to_dict(self) -> dict:
         return {"rule": "lq_of_tail_probabilities", "q": None if math.isinf(self.q) else self.q,
