@@ -69,10 +69,11 @@ scaling-data: generate-extra
 	    --out generated/scaling/part$$i || exit 1; \
 	done
 
-# The scaling study (docs/results.md, "Scaling"): trains the default model on 10k-300k events of the
+# The scaling study (docs/results.md, "Scaling"): trains the default model on 3k-300k events of the
 # parts and three model sizes, evaluates them on data/; reuses the model directories already trained.
 scaling: scaling-data
-	$(PY) analysis/scaling.py --pool generated/scaling --out runs/scaling --figures docs/figures
+	$(PY) analysis/scaling.py --pool generated/scaling --out runs/scaling --figures docs/figures \
+	  --sizes 3000,10000,30000,50000,100000,200000,300000 --models 1x32,2x64,4x128 --model-events 30000
 
 clean:
 	rm -rf $(VENV) .venv-lowest demo_out .pytest_cache

@@ -42,9 +42,10 @@ def parse_args(argv=None):
                    help="a folder of parts (part*/background.csv.gz, concatenated in order) or one event file")
     p.add_argument("--data", default=str(ROOT / "data"), help="the test set: background.csv.gz and the signals")
     p.add_argument("--out", default="runs/scaling")
-    p.add_argument("--sizes", type=_ints, default=(10_000, 30_000, 100_000, 300_000), help="training events")
+    p.add_argument("--sizes", type=_ints, default=(3_000, 10_000, 30_000, 50_000, 100_000, 200_000, 300_000),
+                   help="training events")
     p.add_argument("--models", type=_models, default=((1, 32), (2, 64), (4, 128)), help="n_layer x n_embd, e.g. 1x32,4x128")
-    p.add_argument("--model-events", type=int, default=100_000, help="training events of the model-size axis")
+    p.add_argument("--model-events", type=int, default=30_000, help="training events of the model-size axis")
     p.add_argument("--skip-model", action="append", default=[], metavar="LxE:REASON",
                    help="leave a model size out of the model axis, with the reason the report prints")
     p.add_argument("--epochs", type=int, default=None, help="override the default's epochs")

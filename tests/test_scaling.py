@@ -62,6 +62,30 @@ def test_a_second_run_reuses_the_trained_models_and_their_evaluation(quick_run):
     assert {f.name: f.read_text() for f in quick_run.glob("points/*.json")} == points_before
 
 
+def test_a_model_calibrated_under_another_default_is_recalibrated_and_evaluated_again(quick_run):
+    # a model directory whose calibration.json holds another rule's numbers (an earlier default) must
+    # not put that score into the study under the name anomaly_score
+    model = quick_run / "models" / "n100_L2x64"
+    calibration = json.loads((model / "calibration.json").read_text())
+    point = json.loads((quick_run / "points" / "n100_L2x64.json").read_text())
+    calibration["default"]["nll_weight"] = 7.0
+    (model / "calibration.json").write_text(json.dumps(calibration))
+    weights = (model / "best.pt").stat().st_mtime_ns
+    assert _script().main(["--quick", "--out", str(quick_run)]) == 0
+    assert json.loads((model / "calibration.json").read_text())["default"]["nll_weight"] != 7.0
+    assert (model / "best.pt").stat().st_mtime_ns == weights  # recalibrated, not retrained
+    again = json.loads((quick_run / "points" / "n100_L2x64.json").read_text())
+    assert again["signals"]["gluino_1000"]["anomaly_score"] == point["signals"]["gluino_1000"]["anomaly_score"]
+    # the evaluation is tied to the calibration's bytes: another calibration file, another evaluation
+    (model / "calibration.json").write_text(json.dumps(json.loads((model / "calibration.json").read_text()), indent=3))
+    assert _script().main(["--quick", "--out", str(quick_run), "--points", "n100_L2x64"]) == 0
+    import hashlib
+
+    third = json.loads((quick_run / "points" / "n100_L2x64.json").read_text())
+    assert third["calibration_sha256"] == hashlib.sha256((model / "calibration.json").read_bytes()).hexdigest()
+    assert third["calibration_sha256"] != again["calibration_sha256"]
+
+
 def test_the_pool_is_read_from_its_parts_in_order(tmp_path, fixture_events):
     from eventlm.io import read_events, write_events
 

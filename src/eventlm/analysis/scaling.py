@@ -103,6 +103,9 @@ def train_point(pool: ak.Array, out: Path, settings: ScalingSettings, n_train: i
     info_path = out / "scaling_train.json"
     if (out / "best.pt").exists() and (out / "calibration.json").exists() and info_path.exists():
         log.info("reusing %s", out)
+        if not calibration_is_current(out):
+            log.info("recalibrating %s: its calibration.json is not the current default's rule", out.name)
+            calibrate(out, pool[:n_events])
         return json.loads(info_path.read_text())
     events = pool[:n_events]
     config = run_config(settings, n_train, n_layer, n_embd)
@@ -120,6 +123,29 @@ def train_point(pool: ak.Array, out: Path, settings: ScalingSettings, n_train: i
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     log.info("trained %s: %d epochs in %.0f s", out.name, result.epochs_run, seconds)
     return info
+
+
+def calibration_is_current(model_dir: Path) -> bool:
+    """Whether ``model_dir/calibration.json`` holds the current default ``anomaly_score``'s rule and
+    numbers (:data:`eventlm.calibration.DEFAULT_Q`, ``DEFAULT_NLL_WEIGHT``). A model calibrated under an
+    earlier default would put another score into the study's rows under the same name."""
+    from eventlm.calibration import DEFAULT_NLL_WEIGHT, DEFAULT_Q
+
+    try:
+        default = json.loads((Path(model_dir) / "calibration.json").read_text()).get("default") or {}
+    except (OSError, ValueError):
+        return False
+    q = default.get("q")
+    q = float("inf") if q is None else float(q)
+    return (default.get("rule") == "lq_of_tail_probabilities" and q == DEFAULT_Q
+            and default.get("nll_weight") == DEFAULT_NLL_WEIGHT)
+
+
+def calibration_fingerprint(model_dir: Path) -> str:
+    """sha256 of ``calibration.json``: an evaluation is tied to the calibration as well as the weights."""
+    import hashlib
+
+    return hashlib.sha256((Path(model_dir) / "calibration.json").read_bytes()).hexdigest()
 
 
 def _metrics(scores_b, scores_s, n_bootstrap: int, seed: int) -> dict:
@@ -152,15 +178,17 @@ def evaluate_point(model_dir: Path, background: ak.Array, signals: dict[str, ak.
     points_dir.mkdir(parents=True, exist_ok=True)
     path = points_dir / f"{model_dir.name}.json"
     weights = ModelDir(model_dir).weights_fingerprint()
+    calibration = calibration_fingerprint(model_dir)
     if path.exists():
         cached = json.loads(path.read_text())
-        if (cached.get("weights_sha256") == weights and cached.get("test_set") == test_key
-                and cached.get("n_bootstrap") == settings.n_bootstrap):
+        if (cached.get("weights_sha256") == weights and cached.get("calibration_sha256") == calibration
+                and cached.get("test_set") == test_key and cached.get("n_bootstrap") == settings.n_bootstrap):
             return cached
     scores = score_all(model_dir, {"background": background, **signals})
     b = scores["background"]
     out = {
-        "weights_sha256": weights, "test_set": test_key, "n_bootstrap": settings.n_bootstrap,
+        "weights_sha256": weights, "calibration_sha256": calibration, "test_set": test_key,
+        "n_bootstrap": settings.n_bootstrap,
         "test_nll_per_event": float(np.mean(b["anomaly_score_nll"])),
         "test_nll_per_event_err": float(np.std(b["anomaly_score_nll"], ddof=1) / np.sqrt(len(b["anomaly_score_nll"]))),
         "signals": {
