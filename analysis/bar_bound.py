@@ -13,9 +13,8 @@ cut, the straight line between two ROC points) and the best region is a linear p
 signal k. ``t* < 0`` means NO function of ``phi`` reaches the bar on all signals together, although
 (checked, column "alone") each signal on its own can beat its best reference in the same cells. The
 cells are fitted on one half of the events (which flatters the bound: the LP sees the fluctuations it
-picks) and the region is then measured on the other half.
-
-``phi`` (``--space``):
+picks); the region is then measured on the other half, with its budget lowered until it holds eps_B
+of that half too. Each ``--tail-edges`` set is run in both spaces ``phi``:
 - ``ht``: (object count, HT, the event NLL's background quantile for its object count): HT is the
   reference that wins on the resonances, the count and the NLL the ones that win on the others;
 - ``st``: (object count, S_T's quantile for the count, the NLL's quantile for the count): everything
@@ -174,7 +173,8 @@ def main(argv=None) -> int:
         cols = compute_columns(args)
         np.savez(cache, **{f"{owner}.{c}": v for owner, d in cols.items() for c, v in d.items()})
     background_size = len(cols["background"]["nll"])
-    edge_sets = [tuple(float(e) for e in text.split(",")) for text in (args.tail_edges or [DEFAULT_EDGES, *COARSER_EDGES])]
+    edge_sets = [tuple(float(e) for e in text.split(","))
+                 for text in (args.tail_edges or [DEFAULT_EDGES, *COARSER_EDGES])]
     rng = np.random.default_rng(args.seed)
 
     def halves(d: dict):
