@@ -18,7 +18,8 @@ them on the same independent test set:
   no signal in it.
 
 Resumable: a model directory with ``best.pt`` and ``calibration.json`` is reused, and so is its
-evaluation (``points/<name>.json``) while it matches the weights' SHA-256 and the test set.
+evaluation (``points/<name>.json``) while it matches the weights' and the calibration's SHA-256 and
+the test set; a reused model calibrated under another default rule is recalibrated first.
 ``analysis/scaling.py`` is the command line (docs/results.md, "Scaling").
 """
 
@@ -129,16 +130,13 @@ def calibration_is_current(model_dir: Path) -> bool:
     """Whether ``model_dir/calibration.json`` holds the current default ``anomaly_score``'s rule and
     numbers (:data:`eventlm.calibration.DEFAULT_Q`, ``DEFAULT_NLL_WEIGHT``). A model calibrated under an
     earlier default would put another score into the study's rows under the same name."""
-    from eventlm.calibration import DEFAULT_NLL_WEIGHT, DEFAULT_Q
+    from eventlm.calibration import DEFAULT_NLL_WEIGHT, DEFAULT_Q, DefaultScore
 
     try:
-        default = json.loads((Path(model_dir) / "calibration.json").read_text()).get("default") or {}
-    except (OSError, ValueError):
+        default = DefaultScore.from_dict(json.loads((Path(model_dir) / "calibration.json").read_text())["default"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, no default block, or another rule
         return False
-    q = default.get("q")
-    q = float("inf") if q is None else float(q)
-    return (default.get("rule") == "lq_of_tail_probabilities" and q == DEFAULT_Q
-            and default.get("nll_weight") == DEFAULT_NLL_WEIGHT)
+    return default.q == DEFAULT_Q and default.nll_weight == DEFAULT_NLL_WEIGHT
 
 
 def calibration_fingerprint(model_dir: Path) -> str:
@@ -294,9 +292,10 @@ def model_axis(result: dict) -> list[dict]:
     return sorted((p for p in result["points"] if p["n_train"] == n), key=lambda p: p["n_parameters"])
 
 
-def markdown(result: dict, scores: tuple[str, ...] = tuple(SCORES.values()), *, runs: bool = True) -> str:
-    """The report: the training runs (``runs``) and, per axis, AUC and eps_S at eps_B = 1e-2 of ``scores``
-    (table labels of ``SCORES``) per signal, with HT alone."""
+def markdown(result: dict) -> str:
+    """The report: the training runs and, per axis, AUC and eps_S at eps_B = 1e-2 of every column of
+    ``SCORES`` per signal, with HT alone."""
+    scores = tuple(SCORES.values())
     signals = list(result["test_set"]["signals"])
     lines = [
         "# Scaling: detection against training events and model size",
@@ -306,16 +305,13 @@ def markdown(result: dict, scores: tuple[str, ...] = tuple(SCORES.values()), *, 
         + f"; bootstrap errors ({result['settings']['n_bootstrap']} resamplings). Pool: {result['pool']['events']} "
         f"events{'; ' + result['pool']['note'] if result['pool']['note'] else ''}.",
         "",
+        "## Training runs",
+        "",
+        "| model | n_layer x n_embd | parameters | training events | validation events | epochs (best) | "
+        "training time [s] | events x epochs / s | test NLL / event |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    if runs:
-        lines += [
-            "## Training runs",
-            "",
-            "| model | n_layer x n_embd | parameters | training events | validation events | epochs (best) | "
-            "training time [s] | events x epochs / s | test NLL / event |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-    for p in sorted(result["points"], key=lambda p: (p["n_parameters"], p["n_train"])) if runs else ():
+    for p in sorted(result["points"], key=lambda p: (p["n_parameters"], p["n_train"])):
         lines.append(
             f"| {p['name']} | {p['n_layer']} x {p['n_embd']} | {p['n_parameters']:,} | {p['n_train']:,} "
             f"| {p['n_validation']:,} | {p['epochs_run']} ({p['best_epoch']}) | {p['train_seconds']:.0f} "
